@@ -1,0 +1,5 @@
+"""``python -m movprune``."""
+
+from movprune.cli.main import main
+
+main()

@@ -1,0 +1,91 @@
+"""What every command shares: consoles, error reporting, progress display."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from movprune.errors import MovpruneError
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_USAGE = 2
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter (newly initialised head warnings, progress bars of datasets)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn movprune's typed errors into a one-line message and exit code 2; Ctrl-C into 130."""
+    try:
+        yield
+    except MovpruneError as e:
+        for line in str(e).splitlines():
+            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: the run folder is left unfinished (no result.json)")
+        raise typer.Exit(130) from None
+
+
+class ProgressObserver:
+    """Draws the training loop's progress on stderr: loss, remaining %, throughput."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=err, transient=False, disable=not err.is_terminal and "MOVPRUNE_PROGRESS" not in os.environ,
+        )
+        self.task_id = None
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> "ProgressObserver":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def on_phase(self, text: str) -> None:  # noqa: D102
+        err.print(f"[dim]{text}…[/]")
+
+    def on_start(self, total_steps: int, run_dir: Path) -> None:  # noqa: D102
+        err.print(f"[dim]training {total_steps} steps → {run_dir}[/]")
+        self.task_id = self.progress.add_task("train", total=total_steps, info="")
+
+    def on_step(self, step: int, values: dict[str, float]) -> None:  # noqa: D102
+        info = (f"loss {values['loss']:.3f} · remaining {values.get('remaining_pct', 100):.1f}% · "
+                f"{values['samples_per_second']:.0f} samples/s")
+        if self.progress.disable:
+            err.print(f"[dim]step {step}: {info}[/]", highlight=False)
+        elif self.task_id is not None:
+            self.progress.update(self.task_id, completed=step, info=info)
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:  # noqa: D102
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+        err.print(f"[dim]step {step}: {shown}[/]")
+
+
+def fail(message: str) -> None:
+    """Print ``message`` as an error and exit with code 2."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)

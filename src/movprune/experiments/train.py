@@ -1,0 +1,222 @@
+"""The one training loop: every task and every pruner run through :func:`run`."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from movprune import pruners, tasks
+from movprune.errors import DataError, RecipeError
+from movprune.experiments import results
+from movprune.experiments.models import resolve_model
+from movprune.experiments.recipe import Recipe
+from movprune.io import atomic_write_json, atomic_write_text
+from movprune.pruners.counting import remaining_by_module, remaining_pct
+from movprune.tasks.base import TaskData, prepare_data
+
+
+class Observer(Protocol):
+    """Receives progress from the loop (the CLI draws it; the library never prints)."""
+
+    def on_phase(self, text: str) -> None: ...  # noqa: D102
+    def on_start(self, total_steps: int, run_dir: Path) -> None: ...  # noqa: D102
+    def on_step(self, step: int, values: dict[str, float]) -> None: ...  # noqa: D102
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...  # noqa: D102
+
+
+class SilentObserver:
+    """An observer that ignores everything (library and test use)."""
+
+    def on_phase(self, text: str) -> None:  # noqa: D102
+        pass
+
+    def on_start(self, total_steps: int, run_dir: Path) -> None:  # noqa: D102
+        pass
+
+    def on_step(self, step: int, values: dict[str, float]) -> None:  # noqa: D102
+        pass
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:  # noqa: D102
+        pass
+
+
+def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
+    """Fail early, before any training, on missing data files or an unresolvable model."""
+    task = tasks.get_task(recipe.task)
+    splits = [recipe.train_split] + ([recipe.eval_split] if recipe.eval_split
+                                     else [s for s, _ in task.default_eval_splits()])
+    problems = task.check_data(recipe.data_dir, splits)
+    if problems:
+        raise RecipeError(source, problems)
+    resolve_model(recipe.model)
+
+
+def total_steps(recipe: Recipe, num_train: int, num_processes: int = 1) -> int:
+    """Optimizer steps of the run: ``max_steps``, else ``epochs`` over the training set."""
+    if recipe.train.max_steps is not None:
+        return recipe.train.max_steps
+    per_epoch = math.ceil(num_train / (recipe.train.batch_size * num_processes))
+    return max(1, math.ceil(recipe.train.epochs * per_epoch))
+
+
+def _optimizer_groups(model: torch.nn.Module, pruner: pruners.Pruner, recipe: Recipe) -> list[dict]:
+    extra = pruner.parameter_groups()
+    taken = {id(p) for g in extra for p in g["params"]}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in taken:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": recipe.train.weight_decay, "name": "weights"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "weights_no_decay"}, *extra]
+
+
+def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Recipe, autocast):
+    """Evaluate on every evaluation set; returns (metrics, artifacts)."""
+    metrics: dict[str, float] = {}
+    artifacts: dict[str, Any] = {}
+    for evalset in data.evals:
+        out = task.evaluate(model, evalset, tokenizer, recipe.train.eval_batch_size, autocast)
+        metrics.update(out.metrics)
+        artifacts.update(out.artifacts)
+    return metrics, artifacts
+
+
+def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None) -> dict[str, Any]:
+    """Fine-prune ``recipe``'s model on its task and write the run folder; returns ``result.json``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    obs = observer or SilentObserver()
+    if recipe.distill is not None:
+        raise RecipeError("recipe", ["distill: distillation is not available in this version"])
+    check_inputs(recipe)
+    accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no")
+    main = accelerator.is_main_process
+    run_dir = recipe.run_dir
+    if main:
+        results.prepare_run_dir(run_dir, force)
+        atomic_write_text(run_dir / results.RECIPE_FILE, recipe.to_yaml())
+    accelerator.wait_for_everyone()
+    log = results.MetricsLog(run_dir)
+
+    set_seed(recipe.seed)
+    task = tasks.get_task(recipe.task)
+    resolved = resolve_model(recipe.model)
+    tokenizer = resolved.tokenizer()
+    obs.on_phase("preparing data")
+    with accelerator.main_process_first():
+        data = prepare_data(task, recipe, tokenizer)
+    if len(data.train) == 0:
+        raise DataError(f"task {task.name}: the training split '{recipe.train_split}' is empty")
+    model = task.build_model(resolved)
+    embeddings = getattr(model.base_model, "embeddings", None)
+    if recipe.train.freeze_embeddings and embeddings is not None:
+        embeddings.requires_grad_(False)
+
+    steps = total_steps(recipe, len(data.train), accelerator.num_processes)
+    pruner = pruners.build_pruner(recipe.pruner, steps)
+    pruner.attach(model)
+    optimizer = torch.optim.AdamW(_optimizer_groups(model, pruner, recipe), lr=recipe.train.lr)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, round(recipe.train.lr_warmup_fraction * steps), steps)
+    loader = torch.utils.data.DataLoader(
+        data.train, batch_size=recipe.train.batch_size, shuffle=True, collate_fn=task.collate(tokenizer),
+        generator=torch.Generator().manual_seed(recipe.seed), drop_last=False)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def batches():
+        epoch = 0
+        while True:
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            yield from loader
+            epoch += 1
+
+    obs.on_start(steps, run_dir)
+    model.train()
+    stream = batches()
+    window: dict[str, float] = {}
+    window_n = window_samples = 0
+    window_start = start = time.perf_counter()
+    eval_seconds = 0.0
+    for step in range(steps):
+        pruner.step(step)
+        batch = next(stream)
+        outputs = model(**batch)
+        loss = outputs.loss
+        parts = {"loss_task": loss.detach()}
+        penalty = pruner.penalty()
+        if penalty is not None:
+            loss = loss + penalty
+            parts["loss_penalty"] = penalty.detach()
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(trainable, recipe.train.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        pruner.after_optimizer_step()
+
+        parts["loss"] = loss.detach()
+        for k, v in parts.items():
+            window[k] = window.get(k, 0.0) + float(v)
+        window_n += 1
+        window_samples += len(batch["input_ids"]) * accelerator.num_processes
+        done = step + 1
+        if done % recipe.train.log_every_steps == 0 or done == steps:
+            now = time.perf_counter()
+            record = {"step": done, **{k: v / window_n for k, v in window.items()},
+                      "lr": scheduler.get_last_lr()[0], **pruner.log_values(),
+                      "samples_per_second": window_samples / max(now - window_start, 1e-9)}
+            if main:
+                log.write(record)
+            obs.on_step(done, record)
+            window, window_n, window_samples, window_start = {}, 0, 0, time.perf_counter()
+        if recipe.train.eval_every_steps and done % recipe.train.eval_every_steps == 0 and done < steps:
+            t0 = time.perf_counter()
+            pruner.step(done)
+            metrics, _ = evaluate_all(task, accelerator.unwrap_model(model), data, tokenizer, recipe,
+                                      accelerator.autocast)
+            eval_seconds += time.perf_counter() - t0
+            if main:
+                log.write({"step": done, "eval": metrics, "remaining_pct": pruner.current_remaining_pct()})
+            obs.on_eval(done, metrics)
+    train_seconds = time.perf_counter() - start - eval_seconds
+
+    obs.on_phase("final evaluation")
+    final_model = accelerator.unwrap_model(model)
+    pruner.bake(final_model)
+    t0 = time.perf_counter()
+    metrics, artifacts = evaluate_all(task, final_model, data, tokenizer, recipe, accelerator.autocast)
+    eval_seconds += time.perf_counter() - t0
+    measured = remaining_pct(final_model)
+    by_module = remaining_by_module(final_model)
+    obs.on_eval(steps, metrics)
+
+    result = {
+        "name": recipe.run_name, "task": recipe.task, "model": recipe.model, "pruner": recipe.pruner.method,
+        "pruner_config": recipe.pruner.model_dump(mode="json"),
+        "target_remaining_pct": pruner.target_remaining_pct, "remaining_pct": measured,
+        "remaining_by_module": by_module, "metrics": metrics, "metric_names": list(task.metric_names),
+        "seed": recipe.seed, "steps": steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+        "bf16": recipe.train.bf16, "num_processes": accelerator.num_processes,
+        "distill": None, "versions": results.versions(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if main:
+        obs.on_phase("saving model")
+        log.write({"step": steps, "eval": metrics, "remaining_pct": measured, "final": True})
+        results.save_model_atomically(final_model, tokenizer, run_dir)
+        for filename, content in artifacts.items():
+            atomic_write_json(run_dir / filename, content)
+        results.write_result(run_dir, result)
+    accelerator.wait_for_everyone()
+    result["run_dir"] = str(run_dir)
+    return result

@@ -1,0 +1,136 @@
+"""The masked layer and the pruner interface every method implements.
+
+A pruner never forks the model class: it registers a ``torch.nn.utils.parametrize``
+parametrization on the ``weight`` of each encoder ``nn.Linear``, so the layer computes with
+``W * M``. Baking removes the parametrizations and leaves ``W * M`` as an ordinary weight, which
+``save_pretrained`` writes like any other model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from movprune.experiments.recipe import PrunerConfig
+from movprune.pruners.counting import prunable_linears
+from movprune.pruners.schedule import cubic_schedule
+
+
+class MaskedWeight(nn.Module):
+    """Parametrization ``W -> W * mask``; subclasses define :meth:`mask`."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return weight * self.mask(weight)
+
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
+        """The mask applied to ``weight`` (same shape)."""
+        raise NotImplementedError
+
+
+class Pruner:
+    """One pruning method: attaches masks to a model, follows the schedule, and bakes the result.
+
+    The training loop calls, in order: :meth:`attach` once, then per step :meth:`step` before the
+    forward pass, adds :meth:`penalty` to the loss, and calls :meth:`after_optimizer_step`;
+    :meth:`finalize` before the final evaluation and :meth:`bake` before saving.
+    """
+
+    name: ClassVar[str]
+    #: Defaults for the method-specific ``PrunerConfig`` keys this method uses.
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: Whether ``remaining_pct`` is required (else it may be null, e.g. a fixed-lambda run).
+    NEEDS_TARGET: ClassVar[bool] = True
+
+    def __init__(self, config: PrunerConfig, total_steps: int):
+        self.config = config
+        self.total_steps = total_steps
+        self.layers: dict[str, nn.Linear] = {}
+        self.masks: dict[str, MaskedWeight] = {}
+        self.current_step = 0
+
+    # -- configuration -------------------------------------------------------------------
+    @classmethod
+    def check(cls, config: PrunerConfig) -> list[str]:
+        """Problems with ``config`` for this method, one line each (empty when valid)."""
+        if cls.NEEDS_TARGET and config.remaining_pct is None:
+            return [f"pruner.remaining_pct: method '{cls.name}' needs a target "
+                    "(e.g. pruner.remaining_pct=10 to keep 10% of encoder weights)"]
+        return []
+
+    @property
+    def target_remaining_pct(self) -> float | None:
+        """The % of encoder weights the run should end with (None when it follows from lambda)."""
+        return self.config.remaining_pct
+
+    # -- life cycle ----------------------------------------------------------------------
+    def make_mask(self, name: str, layer: nn.Linear) -> MaskedWeight | None:
+        """The parametrization for one layer (None leaves it dense)."""
+        raise NotImplementedError
+
+    def attach(self, model: nn.Module) -> None:
+        """Register a mask on every encoder ``nn.Linear`` of ``model``."""
+        for name, layer in prunable_linears(model).items():
+            mask = self.make_mask(name, layer)
+            if mask is None:
+                continue
+            parametrize.register_parametrization(layer, "weight", mask)
+            self.layers[name] = layer
+            self.masks[name] = mask
+        self.step(0)
+
+    def step(self, step: int) -> None:
+        """Move the schedule to ``step`` (called before each forward pass)."""
+        self.current_step = step
+
+    def penalty(self) -> torch.Tensor | None:
+        """Regularisation term added to the loss (None when the method has none)."""
+        return None
+
+    def after_optimizer_step(self) -> None:
+        """Hook after each optimizer step (e.g. a controller update)."""
+
+    def finalize(self) -> None:
+        """Put the masks in their final state (evaluation always uses the final mask)."""
+        self.step(self.total_steps)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Extra optimizer parameter groups (scores with their own learning rate)."""
+        return []
+
+    def log_values(self) -> dict[str, float]:
+        """Numbers worth logging each step (current remaining %, lambda, ...)."""
+        return {"remaining_pct": self.current_remaining_pct()}
+
+    def current_remaining_pct(self) -> float:
+        """Remaining % of the masked weights as the layers compute them now."""
+        if not self.layers:
+            return 100.0
+        kept = total = 0
+        with torch.no_grad():
+            for layer in self.layers.values():
+                kept += int(torch.count_nonzero(layer.weight).item())
+                total += layer.weight.numel()
+        return 100.0 * kept / total
+
+    @torch.no_grad()
+    def bake(self, model: nn.Module) -> None:
+        """Replace each parametrized weight by ``W * M`` (eval-mode mask) and drop the masks."""
+        was_training = model.training
+        model.eval()
+        self.finalize()
+        for layer in self.layers.values():
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+        self.layers.clear()
+        self.masks.clear()
+        model.train(was_training)
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    def scheduled_fraction(self, step: int) -> float:
+        """Kept fraction at ``step`` on the cubic schedule, from 1.0 to ``remaining_pct / 100``."""
+        c = self.config
+        return cubic_schedule(step, self.total_steps, 1.0, c.remaining_pct / 100.0,
+                              c.initial_warmup, c.final_warmup)
+

@@ -1,0 +1,29 @@
+"""``none``: dense fine-tuning, the baseline every pruner is compared with."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from movprune.experiments.recipe import PrunerConfig
+from movprune.pruners.base import MaskedWeight, Pruner
+
+
+class NoPruner(Pruner):
+    """Attaches no mask; the run is ordinary fine-tuning."""
+
+    name = "none"
+    NEEDS_TARGET = False
+
+    @classmethod
+    def check(cls, config: PrunerConfig) -> list[str]:  # noqa: D102
+        if config.remaining_pct not in (None, 100):
+            return [f"pruner.remaining_pct: method 'none' keeps every weight, so remaining_pct "
+                    f"{config.remaining_pct:g} cannot be met (set pruner.method to magnitude or movement)"]
+        return []
+
+    @property
+    def target_remaining_pct(self) -> float:  # noqa: D102
+        return 100.0
+
+    def make_mask(self, name: str, layer: nn.Linear) -> MaskedWeight | None:  # noqa: D102
+        return None

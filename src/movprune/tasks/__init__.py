@@ -1,0 +1,36 @@
+"""Tasks. A task family is one module; register its tasks in :func:`all_tasks`. Nothing outside
+this package branches on a task's name."""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from typing import TYPE_CHECKING
+
+from movprune.tasks.base import Task
+
+if TYPE_CHECKING:
+    from movprune.experiments.recipe import Recipe
+
+
+@cache
+def all_tasks() -> dict[str, Task]:
+    """Every task by name."""
+    from movprune.tasks.glue import glue_tasks
+
+    return {**glue_tasks()}
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name`` (KeyError when unknown)."""
+    return all_tasks()[name]
+
+
+def check_recipe(recipe: "Recipe") -> list[str]:
+    """Problems with the recipe's task, one line each."""
+    tasks = all_tasks()
+    if recipe.task not in tasks:
+        close = difflib.get_close_matches(recipe.task, list(tasks), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(tasks)}"
+        return [f"task: unknown task '{recipe.task}' ({hint})"]
+    return []

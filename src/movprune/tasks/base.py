@@ -1,0 +1,216 @@
+"""The task interface: data, preprocessing, model head, evaluation and metrics of a task family.
+
+The training loop only talks to a :class:`Task`; nothing outside ``movprune.tasks`` branches on a
+task's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from datasets import Dataset, ReadInstruction, load_from_disk
+
+from movprune.errors import DataError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from movprune.experiments.models import ResolvedModel
+    from movprune.experiments.recipe import Recipe
+
+#: Bump when any task's preprocessing changes, so cached tokenisations are rebuilt.
+PREPROCESSING_VERSION = 1
+
+
+@dataclass
+class EvalSet:
+    """One evaluation split: the raw examples and the features the model sees.
+
+    ``suffix`` is appended to metric names when a task evaluates several splits (MNLI's ``_mm``).
+    """
+
+    split: str
+    suffix: str
+    examples: Dataset
+    features: Dataset
+
+
+@dataclass
+class EvalOutput:
+    """Metrics (in %) and files a task writes into the run folder (name -> JSON-able object)."""
+
+    metrics: dict[str, float]
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskData:
+    """Tokenised training features and the evaluation sets."""
+
+    train: Dataset
+    evals: list[EvalSet]
+
+
+class Task:
+    """Base class of a task family; one instance per task name."""
+
+    name: ClassVar[str]
+    #: Metric names in report order; the first is the headline metric.
+    metric_names: ClassVar[tuple[str, ...]]
+    default_max_seq_length: ClassVar[int] = 128
+
+    # -- data ---------------------------------------------------------------------------------
+    def default_eval_splits(self) -> list[tuple[str, str]]:
+        """(split spec, metric suffix) pairs evaluated when the recipe's ``eval_split`` is null."""
+        return [("validation", "")]
+
+    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:
+        """Problems (one line each) with the local files the splits need; none for the Hub."""
+        return []
+
+    def load_split(self, data_dir: str | None, split: str) -> Dataset:
+        """Raw examples of ``split`` (Hugging Face slicing syntax, e.g. ``validation[:80%]``)."""
+        raise NotImplementedError
+
+    def data_fingerprint(self, data_dir: str | None, split: str) -> str:
+        """A string that changes whenever the source data of ``split`` changes."""
+        return f"hub:{split}"
+
+    def tokenize(self, examples: Dataset, tokenizer: "PreTrainedTokenizerBase", recipe: "Recipe",
+                 train: bool) -> Dataset:
+        """Model features for ``examples`` (train: with labels / targets)."""
+        raise NotImplementedError
+
+    def collate(self, tokenizer: "PreTrainedTokenizerBase"):
+        """A collate function for the features (dynamic padding by default)."""
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    # -- model --------------------------------------------------------------------------------
+    def build_model(self, model: "ResolvedModel") -> "PreTrainedModel":
+        """The model with this task's head."""
+        raise NotImplementedError
+
+    def outputs_for_distillation(self, outputs: Any) -> tuple[torch.Tensor, ...]:
+        """The logits a teacher and a student are compared on."""
+        return (outputs.logits,)
+
+    #: True when the head is a regression (distillation then uses a mean-squared error).
+    is_regression: ClassVar[bool] = False
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, model: "PreTrainedModel", evalset: EvalSet, tokenizer: "PreTrainedTokenizerBase",
+                 batch_size: int, autocast) -> EvalOutput:
+        """Metrics of ``model`` on one evaluation set."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers shared by task families
+
+
+def split_name(spec: str) -> str:
+    """The split name of a slicing spec: ``validation[:80%]`` -> ``validation``."""
+    return spec.split("[", 1)[0].strip()
+
+
+def slice_split(dataset: Dataset, spec: str) -> Dataset:
+    """Apply the slice in ``spec`` (Hugging Face syntax) to the full split ``dataset``."""
+    if "[" not in spec:
+        return dataset
+    name = split_name(spec)
+    try:
+        instructions = ReadInstruction.from_spec(spec).to_absolute({name: len(dataset)})
+    except (ValueError, AssertionError) as e:
+        raise DataError(f"split '{spec}': not a valid split slice ({e}); write e.g. "
+                        "'validation[:80%]' or 'train[:1000]'") from None
+    indices: list[int] = []
+    for ins in instructions:
+        indices.extend(range(ins.from_, ins.to))
+    return dataset.select(indices)
+
+
+@torch.no_grad()
+def predict(model: "PreTrainedModel", features: Dataset, collate, batch_size: int,
+            autocast) -> list[Any]:
+    """Run ``model`` over ``features`` in eval mode; returns the per-batch outputs (on CPU, fp32)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    cols = [c for c in features.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
+    loader = torch.utils.data.DataLoader(features.select_columns(cols), batch_size=batch_size,
+                                         collate_fn=collate)
+    outs = []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast():
+            out = model(**batch)
+        outs.append(out)
+    model.train(was_training)
+    return outs
+
+
+def cache_root() -> Path:
+    """Where tokenised datasets are cached (``$MOVPRUNE_CACHE`` or ``~/.cache/movprune``)."""
+    return Path(os.environ.get("MOVPRUNE_CACHE", Path.home() / ".cache" / "movprune"))
+
+
+def tokenizer_fingerprint(tokenizer: "PreTrainedTokenizerBase") -> str:
+    """A hash of everything about the tokenizer that changes its output."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached(key_parts: dict[str, Any], build) -> Dataset:
+    """Load the dataset cached under a hash of ``key_parts``, or ``build()`` and cache it."""
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_root() / "tokenized" / key
+    if (path / "dataset_info.json").exists():
+        try:
+            return load_from_disk(str(path))
+        except Exception:  # a corrupt cache entry is rebuilt, never trusted
+            pass
+    dataset = build()
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    dataset.save_to_disk(str(tmp))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return load_from_disk(str(path))
+
+
+def prepare_data(task: Task, recipe: "Recipe", tokenizer: "PreTrainedTokenizerBase") -> TaskData:
+    """Load, slice and tokenise the recipe's training and evaluation splits (tokenisation cached)."""
+    evals_wanted = ([(recipe.eval_split, "")] if recipe.eval_split else task.default_eval_splits())
+    tok_fp = tokenizer_fingerprint(tokenizer)
+
+    def features(split: str, train: bool, limit: int | None) -> tuple[Dataset, Dataset]:
+        examples = task.load_split(recipe.data_dir, split)
+        if limit is not None and limit < len(examples):
+            examples = examples.select(range(limit))
+        key = {
+            "task": task.name, "split": split, "train": train, "limit": limit,
+            "data": task.data_fingerprint(recipe.data_dir, split), "tokenizer": tok_fp,
+            "max_seq_length": recipe.train.max_seq_length or task.default_max_seq_length,
+            "doc_stride": recipe.train.doc_stride, "version": PREPROCESSING_VERSION,
+        }
+        feats = cached(key, lambda: task.tokenize(examples, tokenizer, recipe, train))
+        return examples, feats
+
+    _, train = features(recipe.train_split, True, recipe.train.max_train_samples)
+    evals = []
+    for spec, suffix in evals_wanted:
+        examples, feats = features(spec, False, recipe.train.max_eval_samples)
+        evals.append(EvalSet(split=spec, suffix=suffix, examples=examples, features=feats))
+    return TaskData(train=train, evals=evals)
