@@ -202,8 +202,8 @@ def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
     return pruners.resolve_defaults(recipe)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a YAML recipe with ``yaml.safe_load``, apply ``key=value`` overrides and validate it."""
+def read_recipe_data(path: str | Path) -> dict[str, Any]:
+    """The recipe file's raw mapping (``yaml.safe_load``), before overrides and validation."""
     path = Path(path)
     source = str(path)
     if not path.is_file():
@@ -219,6 +219,13 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         data = {}
     if not isinstance(data, dict):
         raise RecipeError(source, ["the recipe must be a mapping of keys to values at the top level"])
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe with ``yaml.safe_load``, apply ``key=value`` overrides and validate it."""
+    source = str(path)
+    data = read_recipe_data(path)
     problems = apply_overrides(data, list(overrides))
     if problems:
         raise RecipeError(source, problems)
