@@ -186,7 +186,7 @@ class GlueTask(Task):
     def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:  # noqa: D102
         if data_dir is None:
             return []
-        problems = []
+        problems, missing = [], []
         for split in splits:
             try:
                 path = self._file(data_dir, split)
@@ -194,9 +194,14 @@ class GlueTask(Task):
                 problems.append(str(e))
                 continue
             if not path.is_file():
-                problems.append(f"data_dir: {path} not found (data_dir must hold the GLUE layout "
-                                f"<data_dir>/{self.spec.folder}/{path.name}; set data_dir: null to "
-                                "use the Hugging Face Hub)")
+                missing.append(path)
+        if missing:
+            folder = missing[0].parent
+            names = ", ".join(p.name for p in missing)
+            shown = str(missing[0]) if len(missing) == 1 else f"{folder}/{{{names}}}"
+            problems.append(f"data_dir: {shown} not found (data_dir must hold the GLUE layout "
+                            f"<data_dir>/{self.spec.folder}/{missing[0].name}; set data_dir: null to "
+                            "use the Hugging Face Hub)")
         return problems
 
     def data_fingerprint(self, data_dir: str | None, split: str) -> str:  # noqa: D102
