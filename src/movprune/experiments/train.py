@@ -12,7 +12,7 @@ import torch
 
 from movprune import pruners, tasks
 from movprune.errors import DataError, RecipeError
-from movprune.experiments import results
+from movprune.experiments import distill, results
 from movprune.experiments.models import resolve_model
 from movprune.experiments.recipe import Recipe
 from movprune.io import atomic_write_json, atomic_write_text
@@ -54,6 +54,7 @@ def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
     if problems:
         raise RecipeError(source, problems)
     resolve_model(recipe.model)
+    distill.check_teacher(recipe)
 
 
 def total_steps(recipe: Recipe, num_train: int, num_processes: int = 1) -> int:
@@ -94,9 +95,10 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     from transformers import get_linear_schedule_with_warmup
 
     obs = observer or SilentObserver()
-    if recipe.distill is not None:
-        raise RecipeError("recipe", ["distill: distillation is not available in this version"])
     check_inputs(recipe)
+    # Before this run's Accelerator: an automatic teacher is itself a run (trained once, cached).
+    teacher = (distill.prepare_teacher(recipe, lambda dense: run(dense, observer=obs), obs.on_phase)
+               if recipe.distill is not None else None)
     accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no")
     main = accelerator.is_main_process
     run_dir = recipe.run_dir
@@ -123,6 +125,13 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     steps = total_steps(recipe, len(data.train), accelerator.num_processes)
     pruner = pruners.build_pruner(recipe.pruner, steps)
     pruner.attach(model)
+    distiller = None
+    if teacher is not None:
+        distiller = distill.load_teacher(teacher, recipe, task, model, accelerator.device, accelerator.autocast)
+        if distiller.teacher_metrics is None:  # a model folder or Hub id: measure it once
+            obs.on_phase("evaluating the teacher")
+            distiller.teacher_metrics, _ = evaluate_all(task, distiller.teacher, data, tokenizer, recipe,
+                                                        accelerator.autocast)
     optimizer = torch.optim.AdamW(_optimizer_groups(model, pruner, recipe), lr=recipe.train.lr)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(recipe.train.lr_warmup_fraction * steps), steps)
@@ -153,6 +162,8 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
         outputs = model(**batch)
         loss = outputs.loss
         parts = {"loss_task": loss.detach()}
+        if distiller is not None:
+            loss, parts["loss_distil"] = distiller.combine(batch, outputs, loss)
         penalty = pruner.penalty()
         if penalty is not None:
             loss = loss + penalty
@@ -207,7 +218,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
         "remaining_by_module": by_module, "metrics": metrics, "metric_names": list(task.metric_names),
         "seed": recipe.seed, "steps": steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "bf16": recipe.train.bf16, "num_processes": accelerator.num_processes,
-        "distill": None, "versions": results.versions(),
+        "distill": distiller.result_entry() if distiller else None, "versions": results.versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if main:
