@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 def all_tasks() -> dict[str, Task]:
     """Every task by name."""
     from movprune.tasks.glue import glue_tasks
+    from movprune.tasks.squad import squad_tasks
 
-    return {**glue_tasks()}
+    return {**glue_tasks(), **squad_tasks()}
 
 
 def get_task(name: str) -> Task:
