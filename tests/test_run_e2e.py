@@ -1,0 +1,112 @@
+"""`movprune run` end to end on tiny-random-bert with the real SST-2 and MRPC files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from movprune.experiments.results import is_finished
+
+PLAIN_LOAD = """
+import json, sys, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+path = sys.argv[1]
+model = AutoModelForSequenceClassification.from_pretrained(path)
+tok = AutoTokenizer.from_pretrained(path)
+assert not any("movprune" in m for m in sys.modules), "movprune was imported"
+lin = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." in n]
+kept = sum(int(torch.count_nonzero(m.weight)) for m in lin)
+total = sum(m.weight.numel() for m in lin)
+model.eval()
+with torch.no_grad():
+    logits = model(**tok(["a gorgeous film", "a dull mess"], return_tensors="pt", padding=True)).logits
+print(json.dumps({"remaining_pct": 100 * kept / total, "shape": list(logits.shape)}))
+"""
+
+
+@pytest.mark.parametrize("task, method, pct", [("sst2", "movement", 10), ("mrpc", "magnitude", 30)])
+def test_run_writes_a_complete_folder(write_recipe, task, method, pct):
+    path = write_recipe(task=task, pruner={"method": method, "remaining_pct": pct})
+    proc = run_cli("run", str(path))
+    assert proc.returncode == 0, proc.stderr
+    recipe = yaml.safe_load(path.read_text())
+    run_dir = Path(recipe["output_dir"]) / recipe["name"]
+    assert {p.name for p in run_dir.iterdir()} >= {"recipe.yaml", "metrics.jsonl", "result.json", "model"}
+
+    result = json.loads((run_dir / "result.json").read_text())
+    for key in ("task", "model", "pruner", "target_remaining_pct", "remaining_pct", "metrics", "seed",
+                "steps", "train_seconds", "versions", "remaining_by_module"):
+        assert key in result
+    assert result["task"] == task and result["pruner"] == method and result["steps"] == 12
+    assert result["target_remaining_pct"] == pct
+    assert abs(result["remaining_pct"] - pct) <= 0.5
+    expected_metrics = {"sst2": {"accuracy"}, "mrpc": {"accuracy", "f1"}}[task]
+    assert set(result["metrics"]) == expected_metrics
+    assert all(0 <= v <= 100 for v in result["metrics"].values())
+    assert len(result["remaining_by_module"]) == 12
+
+    curve = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in curve if "loss" in r]
+    assert steps == [4, 8, 12]
+    assert curve[-1].get("final") and curve[-1]["eval"] == result["metrics"]
+
+    # The resolved recipe reloads to the same run.
+    from movprune.experiments.recipe import load_recipe
+
+    assert load_recipe(run_dir / "recipe.yaml").pruner.method == method
+
+    # The saved model is an ordinary transformers model: loads without movprune, masks baked in.
+    plain = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(run_dir / "model")],
+                           capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    loaded = json.loads(plain.stdout)
+    assert loaded["remaining_pct"] == pytest.approx(result["remaining_pct"])
+    assert loaded["shape"] == [2, 2]
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert "Rich" not in proc.stdout and result["name"] in proc.stdout  # the summary table
+
+
+def test_finished_run_is_not_overwritten_without_force(write_recipe):
+    path = write_recipe(train={"max_steps": 4})
+    assert run_cli("run", str(path)).returncode == 0
+    recipe = yaml.safe_load(path.read_text())
+    result = Path(recipe["output_dir"]) / recipe["name"] / "result.json"
+    before = result.read_bytes()
+    proc = run_cli("run", str(path))
+    assert proc.returncode == 2
+    assert "--force" in proc.stderr and "Traceback" not in proc.stderr
+    assert result.read_bytes() == before
+    assert run_cli("run", str(path), "--force", "seed=1").returncode == 0
+    assert json.loads(result.read_text())["seed"] == 1
+
+
+def test_interrupted_run_leaves_no_result(write_recipe, tmp_path):
+    """Kill a run mid-training: the folder must not look finished, and a rerun completes it."""
+    import os
+    import signal
+    import time
+
+    path = write_recipe(train={"max_steps": 100000, "log_every_steps": 1})
+    recipe = yaml.safe_load(path.read_text())
+    run_dir = Path(recipe["output_dir"]) / recipe["name"]
+    proc = subprocess.Popen([sys.executable, "-m", "movprune", "run", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
+        time.sleep(0.5)
+    assert (run_dir / "metrics.jsonl").exists(), "training never started"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not (run_dir / "result.json").exists()
+    assert not is_finished(run_dir)
+    assert b"Traceback" not in proc.stderr.read()
+    # A rerun does not need --force: an unfinished folder holds no results.
+    assert run_cli("run", str(path), "train.max_steps=4").returncode == 0
+    assert is_finished(run_dir)
