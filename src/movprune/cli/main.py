@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from movprune.cli.compare import compare_command
 from movprune.cli.run import run_command
+from movprune.cli.sweep import sweep_command
 
 app = typer.Typer(
     name="movprune",
@@ -32,6 +34,8 @@ def _root(
 
 
 app.command("run")(run_command)
+app.command("sweep")(sweep_command)
+app.command("compare")(compare_command)
 
 
 def main() -> None:

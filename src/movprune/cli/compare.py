@@ -1,0 +1,97 @@
+"""``movprune compare``: the paper's Table 2 and Figure 2 from finished run folders."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from movprune.cli.common import err, fail, out, reported_errors
+
+
+class Format(str, Enum):
+    """Output formats of ``movprune compare``."""
+
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+    latex = "latex"
+
+
+def rich_table(comparison, paper: bool) -> Table:
+    """A Rich table: a row per remaining-weights level, a column per pruner, best per row in bold;
+    with ``paper``, the paper's number under ours in cyan."""
+    from movprune.experiments import compare
+
+    caption = compare.metrics_caption(comparison)
+    if paper and comparison.paper_pruners():
+        caption += "; cyan: the paper's BERT-base numbers (Sanh et al. 2020)"
+    table = Table(title=comparison.title, title_justify="left", caption=caption, caption_justify="left")
+    table.add_column("remaining weights", no_wrap=True)
+    for pruner in comparison.pruners:
+        table.add_column(compare.pruner_header(comparison, pruner), justify="right")
+    for row in comparison.rows:
+        cells = []
+        for pruner in comparison.pruners:
+            cell = row.cells.get(pruner)
+            text = Text(compare.cell_text(cell, comparison.metric_names),
+                        style="bold" if cell is not None and cell.best else "")
+            if paper and pruner in row.paper:
+                text.append("\npaper " + compare.paper_text(row.paper[pruner], comparison.metric_names),
+                            style="cyan")
+            cells.append(text)
+        table.add_row(row.label, *cells)
+    return table
+
+
+def compare_command(
+    dirs: Annotated[list[Path], typer.Argument(
+        help="Run folders or folders holding them (searched recursively), e.g. results/my-sweep.")],
+    fmt: Annotated[Format, typer.Option(
+        "--format", "-f", help="table (Rich), markdown, csv (long format), json or latex.")] = Format.table,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", metavar="FILE.png",
+        help="Also draw the headline metric against remaining weights (log axis), a line per pruner.")] = None,
+    paper: Annotated[bool, typer.Option(
+        "--paper", help="Show the paper's numbers (BERT-base; SQuAD, MNLI, QQP) beside ours where task "
+                        "and remaining weights match.")] = False,
+) -> None:
+    """Compare finished runs like the paper's Table 2: a row per remaining-weights level (3 = 3% of the encoder weights kept, 97% sparse), a column per pruner, cells = the task's metrics as mean ± std over seeds, best per row in bold.
+
+    Runs are grouped into one table per task, model and distillation teacher. Unfinished or corrupt run folders are skipped with a warning.
+    """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
+    with reported_errors():
+        from movprune.experiments import compare
+
+        scan = compare.scan_runs(dirs)
+        for warning in scan.warnings:
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        if not scan.results:
+            fail(f"no finished runs (folders with result.json) under {', '.join(map(str, dirs))}")
+        comparisons = compare.build_comparisons(scan.results, paper=paper)
+        for comp in comparisons:
+            for warning in comp.warnings:
+                err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            if paper and not comp.paper_pruners():
+                err.print(f"[yellow]note:[/] --paper: the paper has no numbers for {comp.task} at these "
+                          f"levels (it reports {', '.join(compare.paper_tasks())} at 3%, 10% and dense)",
+                          highlight=False, soft_wrap=True)
+        if paper and any(comp.paper_pruners() for comp in comparisons):
+            err.print("[dim]the paper's numbers (Sanh et al. 2020, Tables 2-3) are BERT-base fine-pruned for "
+                      "6-10 epochs: a reference point, not comparable in absolute terms with other models "
+                      "or training budgets[/]", highlight=False, soft_wrap=True)
+        if fmt is Format.table:
+            for comp in comparisons:
+                out.print(rich_table(comp, paper))
+        else:
+            render = {Format.markdown: compare.to_markdown, Format.csv: compare.to_csv,
+                      Format.json: compare.to_json, Format.latex: compare.to_latex}[fmt]
+            out.print(render(comparisons, paper), end="", markup=False, highlight=False, soft_wrap=True)
+        if plot is not None:
+            written = compare.plot(comparisons, plot, paper=paper)
+            err.print(f"[green]plot[/] → {written}", highlight=False)

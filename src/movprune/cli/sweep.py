@@ -1,0 +1,117 @@
+"""``movprune sweep``: one recipe over several pruning methods, remaining-weight levels and seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from movprune.cli.common import ProgressObserver, err, out, quiet_libraries, reported_errors
+from movprune.experiments.compare import level_label
+
+EXIT_RUN_FAILED = 1
+
+
+class _SweepProgress:
+    """Prints one line per run and draws each run's training progress."""
+
+    def __init__(self) -> None:
+        self.current: ProgressObserver | None = None
+
+    def on_run_start(self, index, total, run):  # noqa: D102
+        err.print(f"[bold][{index + 1}/{total}][/] {run.name}: {run.method}, "
+                  f"{level_label(run.remaining_pct)}, seed {run.seed}", highlight=False)
+        self.current = ProgressObserver().__enter__()
+        return self.current
+
+    def on_run_end(self, index, total, outcome):  # noqa: D102
+        if self.current is not None:
+            self.current.__exit__(None, None, None)
+            self.current = None
+        if outcome.status == "skipped":
+            err.print(f"[dim][{index + 1}/{total}] {outcome.run.name}: finished earlier, skipped[/]",
+                      highlight=False)
+        elif outcome.status == "failed":
+            err.print(f"[bold red][{index + 1}/{total}] {outcome.run.name} failed:[/] {outcome.error}",
+                      highlight=False, soft_wrap=True)
+
+
+def summary_table(outcomes, title: str) -> Table:
+    """One row per run: status, target and measured remaining weights, headline metric, time."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("run", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("remaining weights (target)", no_wrap=True)
+    table.add_column("measured %", justify="right")
+    table.add_column("headline metric", justify="right", no_wrap=True)
+    table.add_column("time", justify="right")
+    styles = {"finished": "green", "skipped": "dim", "failed": "bold red"}
+    for o in outcomes:
+        metric = measured = "-"
+        if o.result is not None:
+            names = o.result.get("metric_names") or list(o.result["metrics"])
+            if names and names[0] in o.result["metrics"]:
+                metric = f"{names[0]} {o.result['metrics'][names[0]]:.2f}"
+            measured = f"{o.result['remaining_pct']:.2f}"
+        status = {"skipped": "skipped (done)"}.get(o.status, o.status)
+        table.add_row(o.run.name, f"[{styles[o.status]}]{status}[/]", level_label(o.run.remaining_pct, short=True),
+                      measured, metric, f"{o.seconds:.0f} s" if o.status != "skipped" else "-")
+    return table
+
+
+def sweep_command(
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe (see src/movprune/recipes/).")],
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="key=value overrides applied to every run, e.g. train.max_steps=200")] = None,
+    sparsity: Annotated[str | None, typer.Option(
+        "--sparsity", "--remaining", metavar="PCTS",
+        help="Comma-separated REMAINING weights in %, as in the paper's tables: 3 keeps 3% of the "
+             "encoder weights (97% sparse). Default: the recipe's pruner.remaining_pct.")] = None,
+    pruners: Annotated[str | None, typer.Option(
+        "--pruners", metavar="METHODS",
+        help="Comma-separated pruning methods, e.g. magnitude,movement,soft_movement,l0; 'none' adds "
+             "one dense run per seed. Default: the recipe's pruner.method.")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        "--seeds", metavar="SEEDS", help="Comma-separated seeds, e.g. 1,2,3. Default: the recipe's seed.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Re-run finished runs too (they are overwritten).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Validate every combination and list the runs; train nothing.")] = False,
+) -> None:
+    """Run a recipe for every pruner x remaining-weights level x seed.
+
+    Runs go to <output_dir>/<recipe name>/<pruner>-r<remaining %>-s<seed>/ (r3 = 3% remaining, 97% sparse).
+
+    Resumable: finished runs are skipped untouched, unfinished ones are redone. A failing run does not stop the others; the exit code is 1 when any run failed, 2 when the sweep is invalid.
+    """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
+    from movprune.experiments import results, sweep
+
+    with reported_errors():
+        levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)
+        plan = sweep.plan_sweep(recipe, remaining_pcts=levels, methods=methods, seeds=seed_list,
+                                overrides=overrides or [])
+        todo = sweep.pending(plan, force)
+        sweep_dir = plan[0].run_dir.parent
+        done = len(plan) - len(todo) if not force else sum(results.is_finished(r.run_dir) for r in plan)
+        err.print(f"sweep: {len(plan)} runs in {sweep_dir}/: {len(todo)} to run, {done} finished earlier "
+                  f"({'re-run: --force' if force else 'skipped'})", highlight=False, soft_wrap=True)
+        if dry_run:
+            table = Table(title=f"sweep plan ({recipe})", title_justify="left")
+            for col in ("run", "pruner", "target remaining weights", "seed", "status"):
+                table.add_column(col)
+            for r in plan:
+                table.add_row(r.name, r.method, level_label(r.remaining_pct), str(r.seed),
+                              "to run" if r in todo else "finished (skipped)")
+            out.print(table)
+            return
+        quiet_libraries()
+        outcomes = sweep.run_sweep(plan, force=force, observer=_SweepProgress())
+    out.print(summary_table(outcomes, f"sweep {sweep_dir}"))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        err.print(f"[bold red]{len(failed)} of {len(outcomes)} runs failed[/]; rerun the same command "
+                  "to retry them (finished runs are skipped)")
+        raise typer.Exit(EXIT_RUN_FAILED)
+    err.print(f"compare them with: movprune compare {sweep_dir}", highlight=False)

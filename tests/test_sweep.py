@@ -1,0 +1,147 @@
+"""`movprune sweep`: one run per combination, resumable, failures isolated, validated up front."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_cli
+
+# A few seconds per run on tiny-random-bert.
+STEPS = 4
+FAST = [f"train.max_steps={STEPS}", "train.batch_size=8", "train.max_train_samples=64",
+        "train.max_eval_samples=32"]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``folder``: modification time (ns) and content."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def finished_runs(sweep_dir: Path) -> set[str]:
+    return {p.parent.name for p in sweep_dir.glob("*/result.json")}
+
+
+def check_finished_runs(sweep_dir: Path) -> None:
+    """Each run folder holds the result of its own combination."""
+    for run_dir in sweep_dir.iterdir():
+        result = json.loads((run_dir / "result.json").read_text())
+        method, level, _ = run_dir.name.split("-")
+        assert result["pruner"] == method
+        assert result["target_remaining_pct"] == float(level[1:])
+        assert result["remaining_pct"] == pytest.approx(float(level[1:]), abs=0.1)
+        assert result["steps"] == STEPS
+        resolved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+        assert resolved["pruner"]["method"] == method and resolved["seed"] == 0
+        assert not (run_dir / "error.txt").exists()
+
+
+def test_a_killed_sweep_resumes_with_only_the_unfinished_runs_and_a_rerun_touches_nothing(write_recipe):
+    recipe = write_recipe()
+    sweep_dir = recipe.parent / "results" / "tiny-sst2"
+    args = ["sweep", str(recipe), "--sparsity", "10,3", "--pruners", "magnitude,movement", *FAST]
+    everything = {"magnitude-r10-s0", "movement-r10-s0", "magnitude-r3-s0", "movement-r3-s0"}
+
+    # Kill -9 the sweep as soon as its first run has finished.
+    proc = subprocess.Popen([sys.executable, "-m", "movprune", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 300
+        while not finished_runs(sweep_dir):
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline, "no run finished in 300 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = finished_runs(sweep_dir)
+    assert 1 <= len(done) < 4
+    kept = {name: snapshot(sweep_dir / name) for name in done}
+
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{4 - len(done)} to run, {len(done)} finished earlier" in resumed.stderr
+    assert finished_runs(sweep_dir) == everything
+    assert sorted(p.name for p in sweep_dir.iterdir()) == sorted(everything)
+    for name in done:  # the runs finished before the kill were not redone
+        assert snapshot(sweep_dir / name) == kept[name]
+    check_finished_runs(sweep_dir)
+
+    before = snapshot(sweep_dir)
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "0 to run, 4 finished earlier" in rerun.stderr
+    assert rerun.stdout.count("skipped") == 4
+    assert snapshot(sweep_dir) == before
+
+
+def test_an_invalid_sweep_reports_every_problem_at_once_and_runs_nothing(write_recipe):
+    recipe = write_recipe()
+    res = run_cli("sweep", str(recipe), "--sparsity", "10,0", "--pruners", "magnitude", "--seeds", "1,x")
+    assert res.returncode == 2
+    assert "--sparsity: 0: remaining weights must be in (0, 100]" in res.stderr
+    assert "--seeds: 'x' is not an integer seed" in res.stderr
+
+    res = run_cli("sweep", str(recipe), "--sparsity", "10", "--pruners", "magnitude,movment",
+                  "train.max_stepz=3", "train.lr=-1", "seed=3")
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 4, res.stderr
+    assert "unknown pruning method 'movment' (did you mean 'movement'?)" in res.stderr
+    assert "unknown key 'train.max_stepz' (did you mean 'max_steps'?)" in res.stderr
+    assert "train.lr: Input should be greater than 0" in res.stderr
+    assert "override 'seed=3': the sweep sets seed itself; use --seeds" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (recipe.parent / "results").exists()
+
+
+def test_plan_names_orders_and_resolves_every_combination(write_recipe):
+    from movprune.experiments.sweep import plan_sweep
+
+    recipe = write_recipe(pruner={"method": "movement", "remaining_pct": 10, "scores_lr": 0.05})
+    plan = plan_sweep(recipe, remaining_pcts=[10, 3], methods=["magnitude", "movement", "none"],
+                      seeds=[1, 2], overrides=["train.max_steps=5"])
+    assert [r.name for r in plan] == [
+        "none-r100-s1", "magnitude-r10-s1", "movement-r10-s1", "magnitude-r3-s1", "movement-r3-s1",
+        "none-r100-s2", "magnitude-r10-s2", "movement-r10-s2", "magnitude-r3-s2", "movement-r3-s2"]
+    sweep_dir = recipe.parent / "results" / "tiny-sst2"
+    for run in plan:
+        assert run.run_dir == sweep_dir / run.name
+        assert run.recipe.train.max_steps == 5 and run.recipe.seed == run.seed
+        assert run.recipe.pruner.method == run.method
+    by_name = {r.name: r.recipe for r in plan}
+    assert by_name["none-r100-s1"].pruner.remaining_pct == 100
+    assert by_name["magnitude-r3-s2"].pruner.remaining_pct == 3
+    # The file's method-specific keys belong to the file's method; other methods take their defaults.
+    assert by_name["movement-r10-s1"].pruner.scores_lr == 0.05
+    assert by_name["magnitude-r10-s1"].pruner.scores_lr is None
+    # A key=value override applies to every method that uses the key.
+    plan = plan_sweep(recipe, remaining_pcts=[10], methods=["magnitude", "movement"], seeds=None,
+                      overrides=["pruner.scores_lr=0.2"])
+    assert [(r.name, r.recipe.pruner.scores_lr) for r in plan] == [("magnitude-r10-s0", None),
+                                                                   ("movement-r10-s0", 0.2)]
+
+
+def test_one_failing_run_does_not_stop_the_others_and_the_cli_exits_1(write_recipe):
+    recipe = write_recipe(pruner={"method": "magnitude", "remaining_pct": 10})
+    # A file where the first run's folder should be: that run cannot start.
+    blocker = recipe.parent / "results" / "tiny-sst2" / "magnitude-r10-s0"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way")
+    res = run_cli("sweep", str(recipe), "--sparsity", "10,3", *FAST)
+    assert res.returncode == 1, res.stderr
+    assert "1 of 2 runs failed" in res.stderr
+    assert "magnitude-r10-s0 failed: NotADirectoryError" in res.stderr
+    summary = res.stdout
+    assert "magnitude-r10-s0" in summary and "failed" in summary
+    assert "magnitude-r3-s0" in summary and "finished" in summary
+    assert (recipe.parent / "results" / "tiny-sst2" / "magnitude-r3-s0" / "result.json").is_file()
