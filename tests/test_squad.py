@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from conftest import REPO, run_cli
+from conftest import REPO, SQUAD_DIR, run_cli
 from movprune.errors import DataError
 from movprune.experiments.models import resolve_model
 from movprune.experiments.recipe import load_recipe
@@ -26,13 +26,13 @@ RECIPES = REPO / "src" / "movprune" / "recipes"
 
 @pytest.fixture(scope="module")
 def tokenizer():
+    """tiny-random-bert's tokenizer (MiniLM's fast BERT uncased tokenizer)."""
     return resolve_model("tiny-random-bert").tokenizer()
 
 
 @pytest.fixture(scope="module")
-def dev(request) -> Dataset:
-    from conftest import SQUAD_DIR
-
+def dev() -> Dataset:
+    """The whole real dev file (read once per module)."""
     return read_squad_json(SQUAD_DIR / "dev-v1.1.json")
 
 
@@ -129,7 +129,7 @@ def test_long_context_gives_several_windows_and_the_answer_maps_back(tokenizer):
             covered[a:b] = True
     ctx_text = examples[0]["context"]
     assert all(covered[i] for i, ch in enumerate(ctx_text) if not ch.isspace())
-    for prev, nxt in zip(spans, spans[1:-1]):
+    for prev, nxt in zip(spans, spans[1:]):
         assert prev[-stride:] == nxt[:stride]
 
     # Training targets: the answer's tokens in windows that hold it whole, CLS (index 0) elsewhere.
@@ -225,6 +225,9 @@ def test_cpu_recipe_splits_keep_articles_apart(squad_dir):
     assert not set(train["id"]) & set(evals["id"])
     assert not set(train["title"]) & set(evals["title"])
     assert len(set(train["title"])) + len(set(evals["title"])) == 48
+    assert recipe.train.max_eval_samples == 500  # the articles the recipe's comment names
+    assert set(evals.select(range(500))["title"]) == {
+        "Kenya", "Intergovernmental_Panel_on_Climate_Change", "Chloroplast"}
     # Why the recipe does not use the round 80%: it would cut one article in two.
     naive_train = set(task.load_split(recipe.data_dir, "validation[:80%]")["title"])
     naive_eval = set(task.load_split(recipe.data_dir, "validation[80%:]")["title"])
