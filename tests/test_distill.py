@@ -383,3 +383,24 @@ def test_cli_distilled_run_on_sst2_records_its_teacher(write_recipe):
     for r in train_rows:  # movement has no penalty: the total is exactly the weighted sum
         assert r["loss_distil"] >= 0
         assert r["loss"] == pytest.approx(0.25 * r["loss_task"] + 0.75 * r["loss_distil"], rel=1e-5)
+
+
+def test_distilled_squad_run_compares_start_and_end_logits(tmp_path, monkeypatch, squad_dir):
+    if "squad" not in tasks.all_tasks():
+        pytest.skip("the squad task is not registered in this checkout")
+    monkeypatch.setenv("MOVPRUNE_CACHE", str(tmp_path / "cache"))
+    data = tiny_recipe_dict(tmp_path / "runs", "squad", distill={"teacher": "auto", "alpha_ce": 0.4,
+                                                                  "alpha_distil": 0.6})
+    data.update(data_dir=str(squad_dir), train_split="validation[:96]", eval_split="validation[96:128]")
+    data["train"].update(max_steps=6, batch_size=8, max_seq_length=64, doc_stride=32, log_every_steps=3)
+    result = run(validate_recipe(data, "test"))
+    d = result["distill"]
+    teacher = results.load_result(d["teacher"])
+    assert teacher["task"] == "squad" and teacher["pruner"] == "none"
+    assert d["teacher_metrics"] == teacher["metrics"] and set(d["teacher_metrics"]) == {"exact_match", "f1"}
+    rows = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [3, 6]
+    for r in train_rows:
+        assert r["loss_distil"] > 0
+        assert r["loss"] == pytest.approx(0.4 * r["loss_task"] + 0.6 * r["loss_distil"], rel=1e-5)
