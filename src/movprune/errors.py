@@ -30,3 +30,7 @@ class ResultExistsError(MovpruneError):
 
 class RunFailedError(MovpruneError):
     """A run directory is incomplete or corrupt."""
+
+
+class ExportError(MovpruneError):
+    """A run cannot be exported in the requested format, or an export failed its check."""

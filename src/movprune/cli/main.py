@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from movprune.cli.compare import compare_command
+from movprune.cli.export import export_command
 from movprune.cli.run import run_command
 from movprune.cli.sweep import sweep_command
 
@@ -36,6 +37,7 @@ def _root(
 app.command("run")(run_command)
 app.command("sweep")(sweep_command)
 app.command("compare")(compare_command)
+app.command("export")(export_command)
 
 
 def main() -> None:

@@ -1,0 +1,91 @@
+"""``movprune export``: write a finished run's model as a dense, compact or sparse folder."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from movprune.cli.common import err, out, quiet_libraries, reported_errors
+
+_MB = 1e6
+
+
+class ExportFormat(str, Enum):
+    """The formats of ``movprune export``."""
+
+    dense = "dense"
+    compact = "compact"
+    sparse = "sparse"
+
+
+def _ms(stats: dict | None, base: dict | None) -> tuple[str, str]:
+    if not stats:
+        return "-", "-"
+    ratio = base["median_ms"] / stats["median_ms"] if base else None
+    return f"{stats['median_ms']:.1f}", "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (holds result.json and model/).")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to write (created; replaced only with --force).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="dense: the model with zeros; compact: "
+                                              "emptied heads/neurons removed; sparse: CSR matrices.")],
+    int8: Annotated[bool, typer.Option("--int8", help="sparse only: int8 values with a per-matrix scale.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --to folder.")] = False,
+    latency: Annotated[bool, typer.Option("--latency/--no-latency",
+                                          help="Time the export against the dense model.")] = True,
+    seq_length: Annotated[int, typer.Option("--seq-length", min=1,
+                                            help="Tokens per sequence of the synthetic latency inputs.")] = 64,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed repetitions (the median is shown).")] = 5,
+) -> None:
+    """Export a run's pruned model: dense (with zeros), compact (emptied heads/neurons removed) or
+    sparse (CSR matrices, sparse kernels where measured faster); prints size and latency vs dense."""
+    with reported_errors():
+        quiet_libraries()
+        fmt = fmt.value
+        from movprune.export import bench, export_run, folder_stats, load_export, load_hint
+
+        err.print(f"[dim]exporting {run_dir} as {fmt}{' int8' if int8 else ''}…[/]")
+        result = export_run(run_dir, to, fmt, int8=int8, force=force)
+        model_dir = Path(run_dir) / "model"
+        rows = {"dense (run)": folder_stats(model_dir, result.encoder_prefix),
+                f"{fmt}{' int8' if int8 else ''}": folder_stats(to, result.encoder_prefix)}
+        timing: dict[str, dict] = {name: {} for name in rows}
+        if latency:
+            err.print(f"[dim]timing batch 1 and 32 × {seq_length} tokens, {repeats} repetitions…[/]")
+            models = dict(zip(rows, (load_export(model_dir), load_export(to))))
+            vocab = models["dense (run)"].config.vocab_size
+            batches = {1: [bench.synthetic_batch(vocab, 1, seq_length)] * 10,
+                       32: [bench.synthetic_batch(vocab, 32, seq_length)]}
+            timing = bench.compare_latency(models, batches, repeats)
+
+        base = timing["dense (run)"]
+        table = Table(title=f"{to}  ({fmt}{', int8' if int8 else ''})", title_justify="left")
+        for col in ("format", "encoder size", "total size", "parameters", "batch 1 ms", "vs dense",
+                    "batch 32 ms", "vs dense"):
+            table.add_column(col, justify="left" if col == "format" else "right")
+        for name, stats in rows.items():
+            b1 = _ms(timing[name].get("batch_1"), base.get("batch_1"))
+            b32 = _ms(timing[name].get("batch_32"), base.get("batch_32"))
+            table.add_row(name, f"{stats.encoder_bytes / _MB:.2f} MB", f"{stats.total_bytes / _MB:.2f} MB",
+                          f"{stats.parameters:,}", *b1, *b32)
+        out.print(table)
+        if latency:
+            out.print(f"latency: median ms per batch of {seq_length}-token synthetic inputs, "
+                      f"{repeats} interleaved repetitions; 'vs dense' > 1 means faster", highlight=False)
+        if result.max_abs_diff is not None:
+            out.print(f"max |output - dense output| on a check batch: {result.max_abs_diff:.2e}", highlight=False)
+        d = result.details
+        if fmt == "compact":
+            out.print(f"removed {d['heads_removed']} attention heads and {d['neurons_removed']} FFN neurons; "
+                      f"heads per layer {d['heads_per_layer']}, FFN sizes {d['intermediate_size_per_layer']}",
+                      highlight=False)
+        if fmt == "sparse":
+            chosen = sum(v > 0 for v in d["sparse_max_rows"].values())
+            out.print(f"{d['matrices_csr']} of {d['matrices']} pruned matrices stored in CSR; the sparse "
+                      f"kernel was measured faster for {chosen} of them at small batches", highlight=False)
+        out.print("load it with:\n" + load_hint(fmt, result.architecture, to), highlight=False, markup=False)

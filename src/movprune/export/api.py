@@ -1,0 +1,199 @@
+"""``export_run``: write a finished run's model as a dense, compact or sparse folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from movprune.errors import ExportError, ModelError
+from movprune.experiments import results
+from movprune.export import bench, compact, sparse
+from movprune.export.folders import (check_destination, element_count, folder_bytes, safetensors_header,
+                                     staged_folder, tensor_bytes)
+from movprune.io import atomic_write_json
+from movprune.pruners.counting import prunable_linears
+
+FORMATS = ("dense", "compact", "sparse")
+#: Written into every export: its format, source run and check against the dense model.
+EXPORT_INFO = "movprune_export.json"
+#: Largest |output difference| to the dense model accepted for exact (fp32) exports.
+EXACT_TOLERANCE = 1e-4
+
+_LOAD_HINTS = {
+    "dense": "from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{path}\")",
+    "compact": "from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{path}\", "
+               "trust_remote_code=True)",
+    "sparse": "from movprune.export import load_sparse\nmodel = load_sparse(\"{path}\")",
+}
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_run` wrote, and how far its outputs are from the dense model's."""
+
+    format: str
+    folder: str
+    run_dir: str
+    architecture: str
+    int8: bool
+    encoder_prefix: str
+    max_abs_diff: float | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FolderStats:
+    """Size and parameter count of a model folder, read from its files."""
+
+    encoder_bytes: int
+    total_bytes: int
+    parameters: int
+
+
+def load_run_model(run_dir: str | Path) -> tuple[nn.Module, Any, Path]:
+    """The model (eval mode), tokenizer and model folder of a finished run."""
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
+    run_dir = Path(run_dir)
+    results.load_result(run_dir)  # raises RunFailedError for an unfinished run
+    model_dir = run_dir / results.MODEL_DIR
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{run_dir}: the run has no saved model ({model_dir}/config.json missing)")
+    config = AutoConfig.from_pretrained(model_dir)
+    arch = (config.architectures or [None])[0]
+    cls = getattr(transformers, arch or "", None)
+    if cls is None:
+        raise ModelError(f"{model_dir}: unknown model class {arch!r} in config.json")
+    model = cls.from_pretrained(model_dir).eval()
+    return model, AutoTokenizer.from_pretrained(model_dir), model_dir
+
+
+def encoder_prefix(model: nn.Module) -> str:
+    """Name prefix shared by the encoder's pruned layers (``bert.encoder.layer.`` for BERT)."""
+    names = list(prunable_linears(model))
+    if not names:
+        raise ExportError("the model has no encoder Linear layers")
+    common = os.path.commonprefix(names)
+    return common[:common.rfind(".") + 1]
+
+
+def _auto_class(architecture: str) -> str:
+    from movprune.export.compact_bert import COMPACT_CLASSES
+
+    for suffix in ("ForSequenceClassification", "ForQuestionAnswering", "ForTokenClassification",
+                   "ForMultipleChoice", "ForMaskedLM"):
+        if architecture.endswith(suffix):
+            return "AutoModel" + suffix
+    return COMPACT_CLASSES.get(architecture, (None, "AutoModel"))[1]
+
+
+def load_hint(fmt: str, architecture: str, path: str | Path) -> str:
+    """The Python a user types to load an export."""
+    return _LOAD_HINTS[fmt].format(auto=_auto_class(architecture), path=path)
+
+
+def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = False, force: bool = False,
+               measure_kernels: bool = True) -> ExportResult:
+    """Export a finished run's model to the folder ``to`` in format ``fmt``.
+
+    ``dense`` copies the saved model; ``compact`` removes emptied heads and neurons (custom code,
+    ``trust_remote_code=True``); ``sparse`` stores pruned matrices in CSR (``int8``: int8 values),
+    timing CSR against dense kernels per matrix when ``measure_kernels``. Compact and fp32 sparse
+    exports are checked against the dense model (max |output difference| ≤ 1e-4) before the folder
+    is renamed into place. Raises :class:`ExportError` / :class:`ResultExistsError`.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if int8 and fmt != "sparse":
+        raise ExportError("--int8 applies to --format sparse only")
+    run_dir, to = Path(run_dir), Path(to)
+    check_destination(to, run_dir, force)
+    model, tokenizer, model_dir = load_run_model(run_dir)
+    arch = type(model).__name__
+    check = [bench.check_batch(model.config.vocab_size)]
+    details: dict[str, Any] = {}
+    diff = None
+    with staged_folder(to, force) as tmp:
+        if fmt == "dense":
+            for item in model_dir.iterdir():
+                if item.is_file():
+                    shutil.copy2(item, tmp / item.name)
+        elif fmt == "compact":
+            small, plans = compact.compact_model(model)
+            compact.save_compact(small, tmp)
+            tokenizer.save_pretrained(tmp)
+            reloaded = type(small).from_pretrained(tmp).eval()
+            diff = bench.max_abs_diff(model, reloaded, check)
+            cfg = small.config
+            details = {"heads_per_layer": cfg.num_attention_heads_per_layer,
+                       "original_heads_per_layer": model.config.num_attention_heads,
+                       "intermediate_size_per_layer": cfg.intermediate_size_per_layer,
+                       "original_intermediate_size": model.config.intermediate_size,
+                       "heads_removed": sum(model.config.num_attention_heads - len(p.heads_kept) for p in plans),
+                       "neurons_removed": sum(model.config.intermediate_size - len(p.neurons_kept)
+                                              for p in plans)}
+        else:
+            manifest = sparse.save_sparse(model, tmp, int8=int8, measure=measure_kernels)
+            tokenizer.save_pretrained(tmp)
+            diff = bench.max_abs_diff(model, sparse.load_sparse(tmp), check)
+            details = {"matrices_csr": sum(m["storage"] == "csr" for m in manifest["matrices"].values()),
+                       "matrices": len(manifest["matrices"]),
+                       "sparse_max_rows": {k: m.get("sparse_max_rows", 0)
+                                           for k, m in manifest["matrices"].items()}}
+        if diff is not None and not int8 and diff > EXACT_TOLERANCE:
+            raise ExportError(f"the {fmt} export's outputs differ from the dense model's by {diff:.2e} "
+                              f"(> {EXACT_TOLERANCE:g}); nothing was written. Please report this")
+        result = ExportResult(format=fmt, folder=str(to), run_dir=str(run_dir), architecture=arch, int8=int8,
+                              encoder_prefix=encoder_prefix(model), max_abs_diff=diff, details=details)
+        atomic_write_json(tmp / EXPORT_INFO, {**asdict(result), "load": load_hint(fmt, arch, to),
+                                              "versions": results.versions()})
+    return result
+
+
+def export_format(folder: str | Path) -> str:
+    """The format of an export folder (or ``dense`` for any ordinary model folder)."""
+    folder = Path(folder)
+    if (folder / sparse.SPARSE_CONFIG).is_file():
+        return "sparse"
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExportError(f"{folder}: not a model folder ({e})") from None
+    return "compact" if config.get("model_type") == "compact_bert" else "dense"
+
+
+def load_export(folder: str | Path) -> nn.Module:
+    """Load any export (or a run's model folder) in eval mode, as a user would: compact exports
+    through the Auto class with ``trust_remote_code=True``, sparse ones with :func:`load_sparse`."""
+    import transformers
+
+    folder = Path(folder)
+    fmt = export_format(folder)
+    if fmt == "sparse":
+        return sparse.load_sparse(folder)
+    arch = json.loads((folder / "config.json").read_text(encoding="utf-8"))["architectures"][0]
+    if fmt == "compact":
+        auto = getattr(transformers, _auto_class(arch))
+        return auto.from_pretrained(folder, trust_remote_code=True).eval()
+    return getattr(transformers, arch).from_pretrained(folder).eval()
+
+
+def folder_stats(folder: str | Path, prefix: str) -> FolderStats:
+    """Encoder bytes (tensors named ``prefix…``), total bytes, and parameters stored (values only:
+    CSR indices and int8 scales are not parameters)."""
+    folder = Path(folder)
+    params = 0
+    for path in folder.glob("*.safetensors"):
+        for name, info in safetensors_header(path).items():
+            if sparse.is_index_or_scale(name):
+                continue
+            params += element_count(info)
+    return FolderStats(encoder_bytes=tensor_bytes(folder, prefix), total_bytes=folder_bytes(folder),
+                       parameters=params)
