@@ -188,9 +188,10 @@ def test_run_folder_teacher_uses_its_model_and_metrics(tmp_path):
     ("unfinished", "has no result.json"),
     ("other-task", "trained on task 'cola'"),
     ("no-model", "has no model/config.json"),
+    ("alias", "a built-in base model, not a teacher"),
 ])
 def test_bad_teachers_raise_one_clear_error(tmp_path, case, fragment):
-    folder = tmp_path / case
+    folder = tmp_path / case if case != "alias" else "minilm-l6"
     if case == "empty":
         folder.mkdir()
     elif case == "unfinished":

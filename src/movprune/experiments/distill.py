@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from movprune.errors import ModelError, RunFailedError
 from movprune.experiments import results
+from movprune.experiments.models import ALIASES, ResolvedModel, resolve_model
 from movprune.experiments.recipe import PrunerConfig, Recipe
 
 if TYPE_CHECKING:
@@ -190,6 +191,9 @@ def resolve_given_teacher(recipe: Recipe) -> TeacherSource:
     spec = recipe.distill.teacher.strip()
     if not spec:
         raise _problem(spec, "empty; give a run folder, a model folder, a Hub id, or auto")
+    if spec in ALIASES:
+        raise _problem(spec, f"a built-in base model, not a teacher fine-tuned on {recipe.task}; use "
+                             "teacher: auto to fine-tune it first")
     local = Path(spec).expanduser()
     if local.is_dir():
         is_run = any((local / f).exists() for f in (results.RESULT_FILE, results.RECIPE_FILE,
@@ -205,8 +209,6 @@ def resolve_given_teacher(recipe: Recipe) -> TeacherSource:
     if not _looks_like_hub_id(spec):
         raise _problem(spec, "folder not found (give a finished run folder, a model folder with "
                              "config.json, a Hugging Face Hub id, or auto)")
-    from movprune.experiments.models import resolve_model
-
     try:
         resolve_model(spec)
     except ModelError:
@@ -371,8 +373,6 @@ def load_teacher(source: TeacherSource, recipe: Recipe, task: "Task", student: t
     Raises :class:`ModelError` when the teacher's head differs from the student's (another kind
     of head, another number of labels, or another vocabulary).
     """
-    from movprune.experiments.models import ResolvedModel
-
     spec = recipe.distill.teacher
     teacher_config = _load_config(source, spec)
     s_cfg = student.config
