@@ -41,42 +41,50 @@ def export_command(
     seq_length: Annotated[int, typer.Option("--seq-length", min=1,
                                             help="Tokens per sequence of the synthetic latency inputs.")] = 64,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed repetitions (the median is shown).")] = 5,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="torch threads for the kernel choice and "
+                                         "the timing (0: torch's default).")] = 0,
 ) -> None:
     """Export a run's pruned model: dense (with zeros), compact (emptied heads/neurons removed) or
     sparse (CSR matrices, sparse kernels where measured faster); prints size and latency vs dense."""
     with reported_errors():
         quiet_libraries()
         fmt = fmt.value
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        threads = torch.get_num_threads()
         from movprune.export import bench, export_run, folder_stats, load_export, load_hint
 
         err.print(f"[dim]exporting {run_dir} as {fmt}{' int8' if int8 else ''}…[/]")
         result = export_run(run_dir, to, fmt, int8=int8, force=force)
         model_dir = Path(run_dir) / "model"
-        rows = {"dense (run)": folder_stats(model_dir, result.encoder_prefix),
-                f"{fmt}{' int8' if int8 else ''}": folder_stats(to, result.encoder_prefix)}
+        rows = {"dense": folder_stats(model_dir, result.encoder_prefix),
+                f"{fmt}{'-int8' if int8 else ''}": folder_stats(to, result.encoder_prefix)}
         timing: dict[str, dict] = {name: {} for name in rows}
         if latency:
             err.print(f"[dim]timing batch 1 and 32 × {seq_length} tokens, {repeats} repetitions…[/]")
             models = dict(zip(rows, (load_export(model_dir), load_export(to))))
-            vocab = models["dense (run)"].config.vocab_size
+            vocab = models["dense"].config.vocab_size
             batches = {1: [bench.synthetic_batch(vocab, 1, seq_length)] * 10,
                        32: [bench.synthetic_batch(vocab, 32, seq_length)]}
             timing = bench.compare_latency(models, batches, repeats)
 
-        base = timing["dense (run)"]
-        table = Table(title=f"{to}  ({fmt}{', int8' if int8 else ''})", title_justify="left")
-        for col in ("format", "encoder size", "total size", "parameters", "batch 1 ms", "vs dense",
-                    "batch 32 ms", "vs dense"):
+        base = timing["dense"]
+        table = Table(title=f"{to}: {fmt}{' int8' if int8 else ''} export vs the run's dense model",
+                      title_justify="left")
+        for col in ("format", "encoder MB", "total MB", "params", "b1 ms", "b1 ×", "b32 ms", "b32 ×"):
             table.add_column(col, justify="left" if col == "format" else "right")
         for name, stats in rows.items():
             b1 = _ms(timing[name].get("batch_1"), base.get("batch_1"))
             b32 = _ms(timing[name].get("batch_32"), base.get("batch_32"))
-            table.add_row(name, f"{stats.encoder_bytes / _MB:.2f} MB", f"{stats.total_bytes / _MB:.2f} MB",
-                          f"{stats.parameters:,}", *b1, *b32)
+            table.add_row(name, f"{stats.encoder_bytes / _MB:.2f}", f"{stats.total_bytes / _MB:.2f}",
+                          f"{stats.parameters / 1e6:.2f} M", *b1, *b32)
         out.print(table)
         if latency:
-            out.print(f"latency: median ms per batch of {seq_length}-token synthetic inputs, "
-                      f"{repeats} interleaved repetitions; 'vs dense' > 1 means faster", highlight=False)
+            out.print(f"b1/b32: median ms per batch of 1/32 synthetic {seq_length}-token sequences over "
+                      f"{repeats} interleaved repetitions, {threads} torch thread(s); × = dense ms / this ms",
+                      highlight=False)
         if result.max_abs_diff is not None:
             out.print(f"max |output - dense output| on a check batch: {result.max_abs_diff:.2e}", highlight=False)
         d = result.details

@@ -30,9 +30,9 @@ SPARSE_CONFIG = "sparse_config.json"
 FORMAT_NAME = "movprune-sparse"
 FORMAT_VERSION = 1
 #: Token rows per call (batch size x sequence length) at which the two kernels are timed.
-ROWS_GRID = (16, 64, 256, 1024, 4096)
+ROWS_GRID = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 #: Timed calls per kernel and row count; the minimum is kept, since other processes only add time.
-CALIBRATION_REPEATS = 7
+CALIBRATION_REPEATS = 5
 _SEP = "::"
 
 
