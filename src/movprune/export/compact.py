@@ -87,10 +87,10 @@ def plan_model(model: nn.Module) -> list[LayerPlan]:
 def compact_state_dict(model: nn.Module, plans: list[LayerPlan]) -> dict[str, torch.Tensor]:
     """The dense model's state dict with emptied heads and neurons sliced out and biases folded."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    base = model.base_model_prefix
+    base = "" if model.base_model is model else f"{model.base_model_prefix}."
     size = model.config.hidden_size // model.config.num_attention_heads
     for i, plan in enumerate(plans):
-        p = f"{base}.encoder.layer.{i}."
+        p = f"{base}encoder.layer.{i}."
         idx = torch.tensor([h * size + d for h in plan.heads_kept for d in range(size)], dtype=torch.long)
         for proj in ("query", "key", "value"):
             state[p + f"attention.self.{proj}.weight"] = state[p + f"attention.self.{proj}.weight"][idx]
