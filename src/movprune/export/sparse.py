@@ -14,7 +14,6 @@ import contextlib
 import json
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,16 +140,6 @@ def _index_dtype(limit: int) -> torch.dtype:
 
 def _csr_bytes(nnz: int, rows: int, cols: int, value_bytes: int) -> int:
     return nnz * (value_bytes + (2 if _index_dtype(cols) == torch.int16 else 4)) + (rows + 1) * 4
-
-
-@dataclass
-class SparseMatrix:
-    """How one pruned matrix is stored."""
-
-    storage: str  # "csr" or "dense"
-    shape: tuple[int, int]
-    nnz: int
-    dtype: str  # "float32" or "int8"
 
 
 def _tied_targets(model: nn.Module) -> set[str]:
