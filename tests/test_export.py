@@ -254,7 +254,7 @@ def test_sparse_kernel_choice_follows_the_measurements():
 def test_cli_export_prints_the_table_and_never_overwrites_silently(tiny_run, tmp_path):
     to = tmp_path / "out"
     proc = run_cli("export", str(tiny_run), "--to", str(to), "--format", "sparse", "--repeats", "1",
-                   "--seq-length", "8")
+                   "--threads", "1", "--seq-length", "8")
     assert proc.returncode == 0, proc.stderr
     for text in ("dense", "sparse", "encoder MB", "b1 ms", "b32 ms", "load_sparse("):
         assert text in proc.stdout, text
