@@ -38,25 +38,31 @@ class _SweepProgress:
                       highlight=False, soft_wrap=True)
 
 
+def _headline(result: dict) -> tuple[str, float] | None:
+    names = result.get("metric_names") or list(result["metrics"])
+    return (names[0], result["metrics"][names[0]]) if names and names[0] in result["metrics"] else None
+
+
 def summary_table(outcomes, title: str) -> Table:
     """One row per run: status, target and measured remaining weights, headline metric, time."""
+    headlines = {h[0] for o in outcomes if o.result is not None and (h := _headline(o.result))}
+    shared = next(iter(headlines)) if len(headlines) == 1 else None
     table = Table(title=title, title_justify="left")
     table.add_column("run", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("remaining weights (target)", no_wrap=True)
-    table.add_column("measured %", justify="right")
-    table.add_column("headline metric", justify="right", no_wrap=True)
-    table.add_column("time", justify="right")
+    table.add_column("status")
+    table.add_column("remaining weights (target)")
+    table.add_column("measured remaining %", justify="right", min_width=9)
+    table.add_column(shared or "headline metric", justify="right")
+    table.add_column("time", justify="right", no_wrap=True, min_width=5)
     styles = {"finished": "green", "skipped": "dim", "failed": "bold red"}
     for o in outcomes:
         metric = measured = "-"
         if o.result is not None:
-            names = o.result.get("metric_names") or list(o.result["metrics"])
-            if names and names[0] in o.result["metrics"]:
-                metric = f"{names[0]} {o.result['metrics'][names[0]]:.2f}"
+            headline = _headline(o.result)
+            if headline:
+                metric = f"{headline[1]:.2f}" if shared else f"{headline[0]} {headline[1]:.2f}"
             measured = f"{o.result['remaining_pct']:.2f}"
-        status = {"skipped": "skipped (done)"}.get(o.status, o.status)
-        table.add_row(o.run.name, f"[{styles[o.status]}]{status}[/]", level_label(o.run.remaining_pct, short=True),
+        table.add_row(o.run.name, f"[{styles[o.status]}]{o.status}[/]", level_label(o.run.remaining_pct, short=True),
                       measured, metric, f"{o.seconds:.0f} s" if o.status != "skipped" else "-")
     return table
 

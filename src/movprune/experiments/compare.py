@@ -333,9 +333,11 @@ def metrics_caption(comparison: Comparison) -> str:
     """What a cell holds: ``"cells: accuracy, mean ± std over seeds (n = 3)"``."""
     ns = sorted({c.metrics[m].n for row in comparison.rows for c in row.cells.values()
                  for m in c.metrics})
-    n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]} per cell"
-    return (f"cells: {' / '.join(comparison.metric_names)} (%), mean ± std over seeds ({n}); "
-            f"best {comparison.headline} per row in bold")
+    if ns == [1]:
+        over = "one seed each (no std)"
+    else:
+        over = "mean ± std over seeds (" + (f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]} per cell") + ")"
+    return f"cells: {' / '.join(comparison.metric_names)} (%), {over}; best {comparison.headline} per row in bold"
 
 
 def to_markdown(comparisons: Sequence[Comparison], paper: bool = False) -> str:
