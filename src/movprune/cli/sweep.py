@@ -20,6 +20,12 @@ class _SweepProgress:
     def __init__(self) -> None:
         self.current: ProgressObserver | None = None
 
+    def close(self) -> None:
+        """Stop the current run's progress display (after Ctrl-C too)."""
+        if self.current is not None:
+            self.current.__exit__(None, None, None)
+            self.current = None
+
     def on_run_start(self, index, total, run):  # noqa: D102
         err.print(f"[bold][{index + 1}/{total}][/] {run.name}: {run.method}, "
                   f"{level_label(run.remaining_pct)}, seed {run.seed}", highlight=False)
@@ -27,9 +33,7 @@ class _SweepProgress:
         return self.current
 
     def on_run_end(self, index, total, outcome):  # noqa: D102
-        if self.current is not None:
-            self.current.__exit__(None, None, None)
-            self.current = None
+        self.close()
         if outcome.status == "skipped":
             err.print(f"[dim][{index + 1}/{total}] {outcome.run.name}: finished earlier, skipped[/]",
                       highlight=False)
@@ -105,15 +109,20 @@ def sweep_command(
                   f"({'re-run: --force' if force else 'skipped'})", highlight=False, soft_wrap=True)
         if dry_run:
             table = Table(title=f"sweep plan ({recipe})", title_justify="left")
-            for col in ("run", "pruner", "target remaining weights", "seed", "status"):
-                table.add_column(col)
+            table.add_column("run", no_wrap=True)
+            table.add_column("remaining weights (target)")
+            table.add_column("status")
             for r in plan:
-                table.add_row(r.name, r.method, level_label(r.remaining_pct), str(r.seed),
-                              "to run" if r in todo else "finished (skipped)")
+                table.add_row(r.name, level_label(r.remaining_pct, short=True),
+                              "to run" if r in todo else "finished: skipped")
             out.print(table)
             return
         quiet_libraries()
-        outcomes = sweep.run_sweep(plan, force=force, observer=_SweepProgress())
+        progress = _SweepProgress()
+        try:
+            outcomes = sweep.run_sweep(plan, force=force, observer=progress)
+        finally:
+            progress.close()
     out.print(summary_table(outcomes, f"sweep {sweep_dir}"))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
