@@ -6,6 +6,7 @@ import typer
 
 from movprune.cli.compare import compare_command
 from movprune.cli.export import export_command
+from movprune.cli.inspect import inspect_command
 from movprune.cli.run import run_command
 from movprune.cli.sweep import sweep_command
 
@@ -38,6 +39,7 @@ app.command("run")(run_command)
 app.command("sweep")(sweep_command)
 app.command("compare")(compare_command)
 app.command("export")(export_command)
+app.command("inspect")(inspect_command)
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ _METHODS = {
     "none": "movprune.pruners.none:NoPruner",
     "magnitude": "movprune.pruners.magnitude:MagnitudePruner",
     "movement": "movprune.pruners.movement:MovementPruner",
+    "soft_movement": "movprune.pruners.soft_movement:SoftMovementPruner",
+    "l0": "movprune.pruners.l0:L0Pruner",
 }
 
 # Keys of PrunerConfig that some method, not all, uses.
@@ -50,12 +52,13 @@ def resolve_defaults(recipe: "Recipe") -> "Recipe":
     """Fill the method's defaults into null method-specific keys and clear keys it does not use,
     so the resolved recipe shows exactly what took effect."""
     cls = pruner_class(recipe.pruner.method)
+    defaults = cls.defaults_for(recipe.pruner)
     update = {}
     for key in _METHOD_KEYS:
         if key not in cls.DEFAULTS:
             update[key] = None
-        elif getattr(recipe.pruner, key) is None:
-            update[key] = cls.DEFAULTS[key]
+        elif getattr(recipe.pruner, key) is None and key in defaults:
+            update[key] = defaults[key]
     pruner = recipe.pruner.model_copy(update=update)
     return recipe.model_copy(update={"pruner": pruner})
 

@@ -60,6 +60,11 @@ class Pruner:
                     "(e.g. pruner.remaining_pct=10 to keep 10% of encoder weights)"]
         return []
 
+    @classmethod
+    def defaults_for(cls, config: PrunerConfig) -> dict[str, Any]:
+        """The defaults that apply to ``config`` (``DEFAULTS`` unless a mode changes them)."""
+        return dict(cls.DEFAULTS)
+
     @property
     def target_remaining_pct(self) -> float | None:
         """The % of encoder weights the run should end with (None when it follows from lambda)."""
@@ -104,6 +109,10 @@ class Pruner:
         """Numbers worth logging each step (current remaining %, lambda, ...)."""
         return {"remaining_pct": self.current_remaining_pct()}
 
+    def summary(self) -> dict[str, Any]:
+        """How the run's final mask came about (e.g. a calibration step), for ``result.json``."""
+        return {}
+
     def current_remaining_pct(self) -> float:
         """Remaining % of the masked weights as the layers compute them now."""
         if not self.layers:
@@ -128,6 +137,10 @@ class Pruner:
         model.train(was_training)
 
     # -- helpers for subclasses -------------------------------------------------------------
+    def original_weight(self, name: str) -> torch.Tensor:
+        """The unmasked weight of layer ``name``."""
+        return self.layers[name].parametrizations.weight.original
+
     def scheduled_fraction(self, step: int) -> float:
         """Kept fraction at ``step`` on the cubic schedule, from 1.0 to ``remaining_pct / 100``."""
         c = self.config

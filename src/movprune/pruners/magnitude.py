@@ -1,11 +1,11 @@
-"""``magnitude``: gradual magnitude pruning (zeroth order): keep the largest ``|W|`` of each matrix."""
+"""``magnitude``: gradual magnitude pruning (zeroth order): keep the largest ``|W|`` of each matrix
+(``scope: local``) or of all pruned matrices together (``scope: global``)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from movprune.pruners.topk import topk_mask
 from movprune.pruners.topk_base import TopKMask, TopKPruner
 
 
@@ -15,8 +15,13 @@ class MagnitudeMask(TopKMask):
     def importance(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return weight.detach().abs()
 
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.k >= self.numel:
+            return weight  # dense phase: nothing to mask, and no scores need a gradient
+        return weight * self.hard_mask(weight)
+
     def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return topk_mask(self.importance(weight), self.k)
+        return self.hard_mask(weight)
 
 
 class MagnitudePruner(TopKPruner):

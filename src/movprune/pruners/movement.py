@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from movprune.pruners.topk import StraightThrough, topk_mask
+from movprune.pruners.topk import StraightThrough
 from movprune.pruners.topk_base import TopKMask, TopKPruner
 
 
@@ -18,11 +18,10 @@ class MovementMask(TopKMask):
         self.scores = nn.Parameter(torch.full_like(weight, scores_init, dtype=torch.float32))
 
     def importance(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.scores
+        return self.scores.detach()
 
     def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        hard = topk_mask(self.scores, self.k)
-        return StraightThrough.apply(self.scores, hard).to(weight.dtype)
+        return StraightThrough.apply(self.scores, self.hard_mask(self.scores)).to(weight.dtype)
 
 
 class MovementPruner(TopKPruner):

@@ -1,4 +1,10 @@
-"""Exact top-k masks and the straight-through estimator used by the score-based pruners."""
+"""Exact top-k selection (per matrix and over all matrices together) and the straight-through
+estimator used by the score-based pruners.
+
+Selections are exact in count: ties at the cut are broken by position, so "keep k" keeps k.
+``torch.topk``/``torch.kthvalue`` are used throughout (``torch.quantile`` is slower and refuses
+inputs above 2**24 elements, i.e. a global selection over BERT-base).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     if k >= n:
         return torch.ones_like(scores)
     flat = scores.detach().reshape(-1)
+    if k <= 0:
+        return torch.zeros_like(scores)
     if k <= n // 2:
         out = torch.zeros_like(flat)
         out[torch.topk(flat, k, sorted=False).indices] = 1
@@ -29,6 +37,39 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
         out = torch.ones_like(flat)
         out[torch.topk(flat, n - k, largest=False, sorted=False).indices] = 0
     return out.view_as(scores)
+
+
+def kth_largest(values: list[torch.Tensor], k: int) -> torch.Tensor:
+    """The ``k``-th largest entry (1-based) over all tensors of ``values`` together (0-d tensor)."""
+    flat = torch.cat([v.detach().reshape(-1).float() for v in values])
+    n = flat.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} outside 1..{n}")
+    # kthvalue counts from the smallest; the k-th largest is the (n-k+1)-th smallest.
+    return torch.kthvalue(flat, n - k + 1).values
+
+
+def global_topk_masks(importances: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """0/1 masks keeping exactly ``k`` entries over all matrices together: every entry above the
+    global k-th largest importance, plus as many entries equal to it as needed (in matrix order).
+
+    One ``kthvalue`` over the concatenation, then one comparison per matrix.
+    """
+    total = sum(v.numel() for v in importances.values())
+    if k >= total:
+        return {name: torch.ones_like(v) for name, v in importances.items()}
+    if k <= 0:
+        return {name: torch.zeros_like(v) for name, v in importances.items()}
+    cut = kth_largest(list(importances.values()), k)
+    keep = {name: v.detach() > cut.to(v.dtype) for name, v in importances.items()}
+    missing = k - sum(int(m.sum()) for m in keep.values())
+    for name, v in importances.items():
+        if missing <= 0:
+            break
+        ties = (v.detach().reshape(-1) == cut.to(v.dtype)).nonzero().squeeze(1)[:missing]
+        keep[name].view(-1)[ties] = True
+        missing -= ties.numel()
+    return {name: m.to(importances[name].dtype) for name, m in keep.items()}
 
 
 class StraightThrough(torch.autograd.Function):

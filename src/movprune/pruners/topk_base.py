@@ -1,5 +1,11 @@
-"""Shared machinery of the top-k pruners (magnitude, movement): a kept count per matrix that
-follows the cubic schedule."""
+"""Shared machinery of the top-k pruners (magnitude, movement): a kept count that follows the cubic
+schedule, chosen per matrix (``scope: local``) or over all pruned matrices together
+(``scope: global``).
+
+The 0/1 masks are computed once per training step in :meth:`TopKPruner.step` (one top-k per matrix,
+or one ``kthvalue`` over all of them) and cached on each layer's parametrization; the forward pass
+only multiplies ``W * M``. Evaluation reuses the cached mask of the last :meth:`~TopKPruner.step`.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +13,64 @@ import torch
 from torch import nn
 
 from movprune.pruners.base import MaskedWeight, Pruner
-from movprune.pruners.topk import kept_count
+from movprune.pruners.topk import global_topk_masks, kept_count, topk_mask
 
 
 class TopKMask(MaskedWeight):
-    """Keeps the ``k`` entries with the largest importance; ``k`` is set by the pruner each step."""
+    """Keeps the ``k`` entries with the largest importance; ``k`` and the 0/1 mask ``hard`` are set
+    by the pruner at each step."""
 
     def __init__(self, numel: int):
         super().__init__()
         self.numel = numel
         self.k = numel
+        self.hard: torch.Tensor | None = None
 
     def importance(self, weight: torch.Tensor) -> torch.Tensor:
-        """The importance whose top-k is kept."""
+        """The importance whose top-k is kept (``weight`` is the unmasked weight)."""
         raise NotImplementedError
+
+    def set_hard(self, hard: torch.Tensor) -> None:
+        """Install the 0/1 mask used by the next forward passes."""
+        self.hard = hard.detach()
+        self.k = int(hard.count_nonzero())
+
+    def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
+        """The cached 0/1 mask in ``weight``'s dtype (all ones before the first step)."""
+        if self.hard is None:
+            return torch.ones_like(weight)
+        return self.hard.to(weight.dtype)
 
 
 class TopKPruner(Pruner):
-    """Base of the pruners that keep a scheduled fraction of each matrix by a top-k."""
+    """Base of the pruners that keep a scheduled fraction of the encoder weights by a top-k."""
 
     masks: dict[str, TopKMask]
 
     def kept_counts(self, fraction: float) -> dict[str, int]:
-        """Entries to keep per matrix when keeping ``fraction`` of the encoder weights."""
+        """Entries to keep per matrix under ``scope: local`` when keeping ``fraction`` of the weights."""
         return {name: kept_count(fraction, m.numel) for name, m in self.masks.items()}
 
+    @torch.no_grad()
+    def importances(self) -> dict[str, torch.Tensor]:
+        """The current importance of every entry of every pruned matrix."""
+        return {name: m.importance(self.original_weight(name)) for name, m in self.masks.items()}
+
+    @torch.no_grad()
     def step(self, step: int) -> None:  # noqa: D102
         super().step(step)
         if not self.masks:
             return
         self.fraction = self.scheduled_fraction(step)
-        for name, k in self.kept_counts(self.fraction).items():
-            self.masks[name].k = k
+        imps = self.importances()
+        if self.config.scope == "global":
+            total = sum(m.numel for m in self.masks.values())
+            hard = global_topk_masks(imps, kept_count(self.fraction, total))
+        else:
+            counts = self.kept_counts(self.fraction)
+            hard = {name: topk_mask(imp, counts[name]) for name, imp in imps.items()}
+        for name, mask in hard.items():
+            self.masks[name].set_hard(mask)
 
     def current_remaining_pct(self) -> float:  # noqa: D102
         # The kept counts are exact, so this needs no pass over the weights.

@@ -1,0 +1,174 @@
+"""Where a pruned model keeps its weights: remaining % per layer and per matrix type.
+
+Read from a run folder's ``result.json`` (``remaining_by_module``), falling back to counting the
+non-zero weights of the saved ``model/`` when the result lacks it. Matrix sizes come from the
+safetensors header of ``model/`` (no weights are loaded), so totals are weighted by size; without
+the model folder the totals are plain means of the matrices' percentages, and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from movprune.errors import RunFailedError
+from movprune.experiments import results
+
+#: Matrix-type columns in display order; anything unrecognised goes to ``OTHER``.
+MATRIX_TYPES = ("Q", "K", "V", "attention output", "FFN in", "FFN out")
+OTHER = "other"
+
+# Module-name endings per type: BERT/RoBERTa/ELECTRA (first), DistilBERT, then *_proj/fc styles.
+_TYPE_SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Q", ("attention.self.query", "attention.q_lin", "q_proj", "query")),
+    ("K", ("attention.self.key", "attention.k_lin", "k_proj", "key")),
+    ("V", ("attention.self.value", "attention.v_lin", "v_proj", "value")),
+    ("attention output", ("attention.output.dense", "attention.out_lin", "attn.out_proj",
+                          "self_attn.out_proj", "attn.o_proj", "attention.o")),
+    ("FFN in", ("intermediate.dense", "ffn.lin1", "fc1", "mlp.c_fc")),
+    ("FFN out", ("output.dense", "ffn.lin2", "fc2", "mlp.c_proj")),
+)
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)(?:\.|$)")
+
+
+def matrix_type(module: str) -> str:
+    """The matrix type of an encoder Linear from its module name (``OTHER`` when unrecognised)."""
+    for kind, suffixes in _TYPE_SUFFIXES:
+        if any(module == s or module.endswith("." + s) for s in suffixes):
+            return kind
+    return OTHER
+
+
+def layer_index(module: str) -> int | None:
+    """The transformer layer a module belongs to (``...layer.3.attention...`` -> 3), else None."""
+    match = _LAYER.search(module)
+    return int(match.group(1)) if match else None
+
+
+@dataclass
+class Breakdown:
+    """Remaining % per layer (rows) and matrix type (columns), with totals.
+
+    ``cells[layer][column]`` is the remaining % of that layer's matrices of that type; ``layer``
+    is None for modules outside numbered layers. Totals are weighted by matrix size when
+    ``weighted`` is true, else plain means of the matrices' percentages.
+    """
+
+    columns: list[str]
+    cells: dict[int | None, dict[str, float]]
+    layer_totals: dict[int | None, float]
+    column_totals: dict[str, float]
+    total: float
+    weighted: bool
+    source: str
+    run: dict[str, Any] = field(default_factory=dict)
+
+
+def _combine(items: list[tuple[float, int | None]]) -> float:
+    """Remaining % of several matrices together: size-weighted when every size is known."""
+    if all(size for _, size in items):
+        total = sum(size for _, size in items)
+        return sum(pct * size for pct, size in items) / total
+    return sum(pct for pct, _ in items) / len(items)
+
+
+def breakdown(remaining_by_module: dict[str, float], sizes: dict[str, int] | None = None,
+              source: str = "", run: dict[str, Any] | None = None) -> Breakdown:
+    """Group ``{module name: remaining %}`` by layer and matrix type; ``sizes`` (module name ->
+    number of weights) weights the totals."""
+    if not remaining_by_module:
+        raise RunFailedError(f"{source or 'run'}: no pruned matrices to inspect")
+    sizes = sizes or {}
+    weighted = all(sizes.get(name) for name in remaining_by_module)
+    groups: dict[int | None, dict[str, list[tuple[float, int | None]]]] = {}
+    by_layer: dict[int | None, list[tuple[float, int | None]]] = {}
+    by_column: dict[str, list[tuple[float, int | None]]] = {}
+    everything = []
+    for name, pct in remaining_by_module.items():
+        item = (float(pct), sizes.get(name) if weighted else None)
+        layer, kind = layer_index(name), matrix_type(name)
+        groups.setdefault(layer, {}).setdefault(kind, []).append(item)
+        by_layer.setdefault(layer, []).append(item)
+        by_column.setdefault(kind, []).append(item)
+        everything.append(item)
+    columns = [k for k in (*MATRIX_TYPES, OTHER) if k in by_column]
+    order = sorted((k for k in groups if k is not None)) + ([None] if None in groups else [])
+    return Breakdown(
+        columns=columns,
+        cells={layer: {kind: _combine(items) for kind, items in groups[layer].items()} for layer in order},
+        layer_totals={layer: _combine(by_layer[layer]) for layer in order},
+        column_totals={kind: _combine(by_column[kind]) for kind in columns},
+        total=_combine(everything), weighted=weighted, source=source, run=run or {})
+
+
+def _safetensors_files(model_dir: Path) -> list[Path]:
+    return sorted(model_dir.glob("*.safetensors"))
+
+
+def matrix_sizes(model_dir: Path, modules: list[str]) -> dict[str, int]:
+    """Number of weights of each module's ``.weight`` in a saved model, from the safetensors
+    headers only. Module names may carry a prefix the saved names lack, or the reverse."""
+    from safetensors import safe_open
+
+    shapes: dict[str, int] = {}
+    for path in _safetensors_files(model_dir):
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                if key.endswith(".weight"):
+                    numel = 1
+                    for d in f.get_slice(key).get_shape():
+                        numel *= d
+                    shapes[key[: -len(".weight")]] = numel
+    found = {}
+    for module in modules:
+        if module in shapes:
+            found[module] = shapes[module]
+            continue
+        match = [k for k in shapes if k.endswith("." + module) or module.endswith("." + k)]
+        if len(match) == 1:
+            found[module] = shapes[match[0]]
+    return found
+
+
+def remaining_from_model(model_dir: Path) -> dict[str, float]:
+    """Remaining % of every encoder Linear of a saved model (loads it on the CPU)."""
+    from transformers import AutoModel
+
+    from movprune.pruners.counting import remaining_by_module
+
+    try:
+        model = AutoModel.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as e:
+        raise RunFailedError(f"{model_dir}: cannot load the saved model ({e})") from None
+    return remaining_by_module(model)
+
+
+def inspect_run(run_dir: str | Path) -> Breakdown:
+    """The remaining-weights breakdown of a run folder (``result.json``, else ``model/``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFailedError(f"{run_dir}: no such run folder")
+    model_dir = run_dir / results.MODEL_DIR
+    result: dict[str, Any] = {}
+    result_path = run_dir / results.RESULT_FILE
+    if result_path.is_file():
+        try:
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunFailedError(f"{result_path}: unreadable ({e})") from None
+    by_module = result.get("remaining_by_module")
+    source = f"{results.RESULT_FILE}"
+    if not by_module:
+        if not _safetensors_files(model_dir):
+            raise RunFailedError(f"{run_dir}: neither {results.RESULT_FILE} with remaining_by_module nor a "
+                                 f"saved {results.MODEL_DIR}/ to count from (is the run finished?)")
+        by_module = remaining_from_model(model_dir)
+        source = f"{results.MODEL_DIR}/"
+    sizes = matrix_sizes(model_dir, list(by_module)) if _safetensors_files(model_dir) else {}
+    run = {k: result.get(k) for k in ("name", "task", "model", "pruner", "target_remaining_pct",
+                                      "remaining_pct") if k in result}
+    run.setdefault("name", run_dir.name)
+    return breakdown(by_module, sizes, source=source, run=run)

@@ -1,0 +1,83 @@
+"""``l0``: L0 regularisation with hard-concrete gates (Louizos et al. 2018) as used by Sanh et al.
+
+Each weight has a learned log-alpha ``S`` (the "scores"). In training the gate is stochastic,
+``s = σ((logit(u) + S) / β)`` with ``u ~ U(ε, 1-ε)``; in evaluation it is ``s = σ(S)``. Either way
+``M = clamp(s · (r - l) + l, 0, 1)`` with ``l = -0.1``, ``r = 1.1``, ``β = 2/3``: entries with
+``M = 0`` are pruned and the others scale their weight by ``M``. The penalty is the expected L0
+norm per entry, ``σ(S - β · log(-l / r))``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from movprune.pruners.regularized import RegularizedPruner, ScoresMask
+
+GATE_LEFT = -0.1
+GATE_RIGHT = 1.1
+GATE_BETA = 2.0 / 3.0
+_NOISE_EPS = 1e-6
+#: Eval gates are zero exactly when ``σ(S) <= -l / (r - l) = 1/12``, i.e. ``S <= -log(11)``.
+PRUNED_AT_OR_BELOW = math.log(-GATE_LEFT / GATE_RIGHT)
+#: The penalty's shift, ``β · log(-l / r)``.
+PENALTY_SHIFT = GATE_BETA * math.log(-GATE_LEFT / GATE_RIGHT)
+
+
+class L0Mask(ScoresMask):
+    """Hard-concrete gate per weight; stochastic in training, deterministic in evaluation."""
+
+    def __init__(self, weight: torch.Tensor, scores_init: float):
+        super().__init__(weight, scores_init)
+        # Added to the log-alphas by the final calibration (0 otherwise).
+        self.shift = 0.0
+
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        log_alpha = self.scores + self.shift if self.shift else self.scores
+        if self.training:
+            u = torch.empty_like(log_alpha).uniform_(_NOISE_EPS, 1.0 - _NOISE_EPS)
+            s = torch.sigmoid((torch.logit(u) + log_alpha) / GATE_BETA)
+        else:
+            s = torch.sigmoid(log_alpha)
+        return (s * (GATE_RIGHT - GATE_LEFT) + GATE_LEFT).clamp(0.0, 1.0).to(weight.dtype)
+
+    @torch.no_grad()
+    def kept(self) -> int:
+        """Entries whose evaluation gate is non-zero."""
+        return int((self.scores > PRUNED_AT_OR_BELOW - self.shift).sum())
+
+
+class L0Pruner(RegularizedPruner):
+    """L0 regularisation; λ is constant (or set by the controller when a target is given)."""
+
+    name = "l0"
+    DEFAULTS = {"scores_lr": 1e-1, "scores_init": math.log(0.9 / 0.1), "lambda_final": 125.0}
+    masks: dict[str, L0Mask]
+
+    def penalty_terms(self, scores: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.sigmoid(scores - PENALTY_SHIFT)
+
+    def penalty_slope(self, scores: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        s = torch.sigmoid(scores - PENALTY_SHIFT)
+        return s * (1 - s)
+
+    def score_cut(self, step: int) -> float:  # noqa: D102
+        shift = next(iter(self.masks.values())).shift if self.masks else 0.0
+        return PRUNED_AT_OR_BELOW - shift
+
+    def make_mask(self, name: str, layer: nn.Linear) -> L0Mask:  # noqa: D102
+        return L0Mask(layer.weight.detach(), self.config.scores_init)
+
+    def refresh(self, step: int) -> float:  # noqa: D102
+        kept = sum(m.kept() for m in self.masks.values())
+        return kept / sum(m.numel for m in self.masks.values())
+
+    def calibrate(self, kept: int) -> dict[str, Any]:  # noqa: D102
+        cut = self.score_cut_for(kept)
+        shift = PRUNED_AT_OR_BELOW - cut  # +inf when every entry is kept
+        for m in self.masks.values():
+            m.shift = shift
+        return {"calibrated_log_alpha_shift": shift if math.isfinite(shift) else None}

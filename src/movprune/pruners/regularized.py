@@ -1,0 +1,240 @@
+"""Shared machinery of the regularised pruners (soft movement, L0): learned scores, a penalty
+``λ_t · (mean over matrices of mean_entries f(S))`` added to the loss, and two ways to set λ:
+
+* **fixed λ** (the paper; ``remaining_pct: null``, ``lambda_final`` set): λ follows ``lambda_final``
+  and the final density is whatever the run ends with.
+* **target** (``remaining_pct`` set): a :class:`~movprune.pruners.controller.LambdaController`
+  sets λ every step so that the mask follows the cubic schedule from 100% to the target. At the end
+  a calibration step moves the method's cut on the final scores so that the final mask keeps exactly
+  the target; :meth:`RegularizedPruner.summary` (``result.json`` ``pruner_summary``) records the
+  density the controller had reached before that step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from movprune.experiments.recipe import PrunerConfig
+from movprune.pruners.base import MaskedWeight, Pruner
+from movprune.pruners.controller import LambdaController
+from movprune.pruners.topk import kept_count, kth_largest
+
+#: Scores sampled (at fixed random positions) to estimate the scheduled quantile each step.
+QUANTILE_SAMPLE = 1 << 20
+
+
+class ScoresMask(MaskedWeight):
+    """A mask driven by one learned score per weight (float32, same shape as the weight)."""
+
+    def __init__(self, weight: torch.Tensor, scores_init: float):
+        super().__init__()
+        self.numel = weight.numel()
+        self.scores = nn.Parameter(torch.full_like(weight, scores_init, dtype=torch.float32))
+
+
+class RegularizedPruner(Pruner):
+    """Base of the pruners whose sparsity comes from a penalty on learned scores."""
+
+    NEEDS_TARGET = False
+    masks: dict[str, ScoresMask]
+
+    def __init__(self, config: PrunerConfig, total_steps: int):
+        super().__init__(config, total_steps)
+        self.controller = (LambdaController(horizon=self.controller_horizon())
+                           if config.remaining_pct is not None else None)
+        self._controlled_step = -1
+        self._density = 1.0
+        self._calibration: dict[str, Any] = {}
+        self._sample: list[torch.Tensor | None] | None = None
+        self._sampled: torch.Tensor | None = None
+        self._hooks: list[Any] = []
+        self._task_grad_sq = 0.0
+        self._task_grad_n = 0
+
+    @classmethod
+    def check(cls, config: PrunerConfig) -> list[str]:  # noqa: D102
+        problems = []
+        if config.remaining_pct is None and config.lambda_final is None:
+            problems.append(
+                f"pruner: method '{cls.name}' needs pruner.remaining_pct (a target the run is driven to, "
+                "e.g. pruner.remaining_pct=10) or pruner.lambda_final (the paper's fixed penalty, "
+                f"e.g. pruner.lambda_final={cls.DEFAULTS['lambda_final']:g})")
+        if config.remaining_pct is not None and config.lambda_final is not None:
+            problems.append(
+                f"pruner: set either remaining_pct (λ is then adjusted to reach it) or lambda_final (the "
+                f"paper's fixed λ; the density follows from it), not both; got remaining_pct="
+                f"{config.remaining_pct:g} and lambda_final={config.lambda_final:g}")
+        if config.scope != "local":
+            problems.append(
+                f"pruner.scope: method '{cls.name}' keeps the weights whose score passes one cut shared "
+                "by all matrices, so it is global by construction; leave scope at 'local' (its default)")
+        return problems
+
+    @classmethod
+    def defaults_for(cls, config: PrunerConfig) -> dict[str, Any]:  # noqa: D102
+        if config.remaining_pct is not None:
+            # λ is the controller's in target mode; a default lambda_final would only mislead.
+            return {k: v for k, v in cls.DEFAULTS.items() if k != "lambda_final"}
+        return dict(cls.DEFAULTS)
+
+    def controller_horizon(self) -> float:
+        """Steps over which the controller lets the scores approach the cut: a sixth of the ramp
+        (so it settles within the final warm-up), between 5 and 50 steps."""
+        c = self.config
+        ramp = self.total_steps * (1.0 - c.initial_warmup - c.final_warmup)
+        return min(50.0, max(5.0, ramp / 6.0))
+
+    @property
+    def target_mode(self) -> bool:
+        """Whether a controller drives the run to ``remaining_pct``."""
+        return self.controller is not None
+
+    # -- method specifics ---------------------------------------------------------------------
+    def penalty_terms(self, scores: torch.Tensor) -> torch.Tensor:
+        """The per-entry quantity whose mean is the method's penalty."""
+        raise NotImplementedError
+
+    def penalty_slope(self, scores: torch.Tensor) -> torch.Tensor:
+        """d(penalty_terms)/d(scores), entry-wise."""
+        raise NotImplementedError
+
+    def lambda_ramp(self, step: int) -> float:
+        """Factor on the fixed λ at ``step`` (the paper ramps soft movement's λ with its threshold)."""
+        return 1.0
+
+    def score_cut(self, step: int) -> float:
+        """Scores above this value are kept at ``step``."""
+        raise NotImplementedError
+
+    def refresh(self, step: int) -> float:
+        """Put the deterministic masks in their state at ``step``; returns the kept fraction."""
+        raise NotImplementedError
+
+    def calibrate(self, kept: int) -> dict[str, Any]:
+        """Move the method's cut so that exactly ``kept`` entries survive; returns what it set."""
+        raise NotImplementedError
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def make_mask(self, name: str, layer: nn.Linear) -> ScoresMask:  # noqa: D102
+        raise NotImplementedError
+
+    def attach(self, model: nn.Module) -> None:  # noqa: D102
+        super().attach(model)
+        if self.target_mode:
+            for m in self.masks.values():
+                self._hooks.append(m.scores.register_post_accumulate_grad_hook(self._record_task_grad))
+
+    def _record_task_grad(self, param: torch.Tensor) -> None:
+        # Only while λ is 0, so the gradient is the task's alone.
+        if param.grad is not None and self.lambda_value == 0:
+            self._task_grad_sq += float(param.grad.detach().float().pow(2).sum())
+            self._task_grad_n += param.numel()
+
+    def parameter_groups(self) -> list[dict]:  # noqa: D102
+        scores = [m.scores for m in self.masks.values()]
+        return [{"params": scores, "lr": self.config.scores_lr, "weight_decay": 0.0, "name": "scores"}]
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:  # noqa: D102
+        super().step(step)
+        if not self.masks:
+            return
+        self._density = self.refresh(step)
+        # Once per training step (the loop also calls step() before a mid-run evaluation).
+        if self.target_mode and self._controlled_step < step < self.total_steps:
+            self._controlled_step = step
+            scheduled = self.scheduled_fraction(step)
+            if scheduled < 1.0:
+                if self.controller.scale is None:
+                    self._set_controller_scale()
+                quantile, velocity, speed = self.scheduled_score(scheduled)
+                self.controller.update(quantile - self.score_cut(step), velocity, speed)
+
+    def _set_controller_scale(self) -> None:
+        task_rms = math.sqrt(self._task_grad_sq / self._task_grad_n) if self._task_grad_n else 0.0
+        n_matrices = len(self.masks)
+        sq = sum(float((self.penalty_slope(m.scores) / (m.numel * n_matrices)).pow(2).sum())
+                 for m in self.masks.values())
+        penalty_rms = math.sqrt(sq / sum(m.numel for m in self.masks.values()))
+        self.controller.set_scale(task_rms, penalty_rms)
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+
+    def scheduled_score(self, fraction: float) -> tuple[float, float, float]:
+        """The score at the ``fraction`` quantile from the top; how much that quantile moved since
+        the last call; and the mean absolute change of a score since then. Estimated on a fixed
+        random sample of entries when the model is large."""
+        if self._sample is None:
+            total = sum(m.numel for m in self.masks.values())
+            rate = min(1.0, QUANTILE_SAMPLE / total)
+            gen = torch.Generator().manual_seed(0)
+            self._sample = [
+                torch.randperm(m.numel, generator=gen)[: max(1, round(rate * m.numel))].to(m.scores.device)
+                if rate < 1 else None
+                for m in self.masks.values()]
+        values = torch.cat([m.scores.detach().reshape(-1) if idx is None else m.scores.detach().reshape(-1)[idx]
+                            for m, idx in zip(self.masks.values(), self._sample)])
+        k = kept_count(fraction, values.numel())
+        quantile = float(kth_largest([values], k))
+        previous, self._sampled = self._sampled, values
+        if previous is None:
+            return quantile, math.nan, math.nan
+        velocity = quantile - float(kth_largest([previous], k))
+        return quantile, velocity, float((values - previous).abs().mean())
+
+    @property
+    def lambda_value(self) -> float:
+        """λ at the current step."""
+        if self.target_mode:
+            return self.controller.value if self.scheduled_fraction(self.current_step) < 1.0 else 0.0
+        return self.config.lambda_final * self.lambda_ramp(self.current_step)
+
+    def penalty(self) -> torch.Tensor | None:  # noqa: D102
+        if not self.masks:
+            return None
+        lam = self.lambda_value
+        if lam == 0:
+            return torch.zeros((), device=next(iter(self.masks.values())).scores.device)
+        # Mean per matrix, then mean over matrices (as the reference implementation averages).
+        terms = [self.penalty_terms(m.scores).mean() for m in self.masks.values()]
+        return lam * torch.stack(terms).mean()
+
+    def finalize(self) -> None:  # noqa: D102
+        self.step(self.total_steps)
+        if not self.target_mode or self._calibration:
+            return
+        total = sum(m.numel for m in self.masks.values())
+        before = self._density
+        target = kept_count(self.config.remaining_pct / 100.0, total)
+        self._calibration = {"remaining_pct_before_calibration": 100.0 * before,
+                             "lambda_at_end": self.controller.value, **self.calibrate(target)}
+        self._density = self.refresh(self.total_steps)
+
+    def current_remaining_pct(self) -> float:  # noqa: D102
+        return 100.0 * self._density
+
+    def log_values(self) -> dict[str, float]:  # noqa: D102
+        values = {"remaining_pct": self.current_remaining_pct(), "lambda": self.lambda_value}
+        if self.target_mode:
+            values["scheduled_remaining_pct"] = 100.0 * self.scheduled_fraction(self.current_step)
+        return values
+
+    def summary(self) -> dict[str, Any]:  # noqa: D102
+        return {"lambda_mode": "target" if self.target_mode else "fixed", **self._calibration}
+
+    # -- helpers ------------------------------------------------------------------------------
+    def score_cut_for(self, kept: int) -> float:
+        """A cut on the raw scores between the ``kept``-th and the next largest score over all
+        matrices, so that ``scores > cut`` keeps ``kept`` entries (ties aside)."""
+        scores = [m.scores for m in self.masks.values()]
+        total = sum(s.numel() for s in scores)
+        if kept >= total:
+            return -math.inf
+        upper = float(kth_largest(scores, kept))
+        lower = float(kth_largest(scores, kept + 1))
+        return (upper + lower) / 2

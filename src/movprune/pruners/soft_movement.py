@@ -1,0 +1,113 @@
+"""``soft_movement``: soft movement pruning: keep the weights whose score passes a threshold,
+``σ(S) > τ``, with an L1 penalty ``λ · mean σ(S)`` pushing scores down. τ ramps on the cubic
+schedule and λ with it (``λ_t = λ · τ_t / τ_final``); no matrix keeps fewer than 0.5% of its weights.
+The scores learn straight through the threshold, as in movement pruning."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from movprune.experiments.recipe import PrunerConfig
+from movprune.pruners.regularized import RegularizedPruner, ScoresMask
+from movprune.pruners.schedule import cubic_schedule
+from movprune.pruners.topk import StraightThrough, kept_count, topk_mask
+
+#: The reference implementation never lets a matrix fall below this kept fraction.
+MIN_KEPT_FRACTION = 0.005
+
+
+def logit(p: float) -> float:
+    """``log(p / (1 - p))``, with ``±inf`` at 0 and 1."""
+    if p <= 0:
+        return -math.inf
+    if p >= 1:
+        return math.inf
+    return math.log(p / (1.0 - p))
+
+
+class SoftMovementMask(ScoresMask):
+    """Mask = ``σ(S) > τ`` (computed by the pruner once per step); gradient straight through."""
+
+    def __init__(self, weight: torch.Tensor, scores_init: float):
+        super().__init__(weight, scores_init)
+        self.hard: torch.Tensor | None = None
+        self.kept = self.numel
+
+    @torch.no_grad()
+    def set_cut(self, score_cut: float) -> int:
+        """Keep the entries with ``S > score_cut`` (``σ(S) > σ(score_cut)``), at least 0.5% of them;
+        returns how many are kept."""
+        keep = (self.scores > score_cut).float()
+        kept = int(keep.sum())
+        floor = kept_count(MIN_KEPT_FRACTION, self.numel)
+        if kept < floor:
+            keep, kept = topk_mask(self.scores, floor), floor
+        self.hard, self.kept = keep, kept
+        return kept
+
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        hard = self.hard if self.hard is not None else torch.ones_like(self.scores)
+        return StraightThrough.apply(self.scores, hard).to(weight.dtype)
+
+
+class SoftMovementPruner(RegularizedPruner):
+    """Soft movement pruning (threshold on sigmoid scores + L1 penalty on them)."""
+
+    name = "soft_movement"
+    DEFAULTS = {"scores_lr": 1e-2, "scores_init": 0.0, "lambda_final": 400.0,
+                "sigmoid_threshold_initial": 0.0, "sigmoid_threshold_final": 0.1}
+    masks: dict[str, SoftMovementMask]
+
+    def __init__(self, config: PrunerConfig, total_steps: int):
+        super().__init__(config, total_steps)
+        self._calibrated_cut: float | None = None
+
+    @classmethod
+    def check(cls, config: PrunerConfig) -> list[str]:  # noqa: D102
+        problems = super().check(config)
+        if config.sigmoid_threshold_final == 0:
+            problems.append("pruner.sigmoid_threshold_final: must be above 0 (λ ramps as τ_t / τ_final, "
+                            "and σ(S) > 0 keeps every weight); the paper uses 0.1")
+        return problems
+
+    def sigmoid_threshold(self, step: int) -> float:
+        """τ at ``step`` on the cubic schedule."""
+        c = self.config
+        return cubic_schedule(step, self.total_steps, c.sigmoid_threshold_initial,
+                              c.sigmoid_threshold_final, c.initial_warmup, c.final_warmup)
+
+    def lambda_ramp(self, step: int) -> float:  # noqa: D102
+        return self.sigmoid_threshold(step) / self.config.sigmoid_threshold_final
+
+    def penalty_terms(self, scores: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.sigmoid(scores)
+
+    def penalty_slope(self, scores: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        s = torch.sigmoid(scores)
+        return s * (1 - s)
+
+    def make_mask(self, name: str, layer: nn.Linear) -> SoftMovementMask:  # noqa: D102
+        return SoftMovementMask(layer.weight.detach(), self.config.scores_init)
+
+    def score_cut(self, step: int) -> float:
+        """The cut on raw scores in force at ``step`` (``logit(τ_t)``, or the calibrated one)."""
+        if self._calibrated_cut is not None:
+            return self._calibrated_cut
+        return logit(self.sigmoid_threshold(step))
+
+    def refresh(self, step: int) -> float:  # noqa: D102
+        cut = self.score_cut(step)
+        kept = sum(m.set_cut(cut) for m in self.masks.values())
+        return kept / sum(m.numel for m in self.masks.values())
+
+    def calibrate(self, kept: int) -> dict[str, Any]:  # noqa: D102
+        self._calibrated_cut = self.score_cut_for(kept)
+        return {"calibrated_sigmoid_threshold": 1.0 / (1.0 + math.exp(-self._calibrated_cut))
+                if math.isfinite(self._calibrated_cut) else 0.0}
+
+    def log_values(self) -> dict[str, float]:  # noqa: D102
+        return {**super().log_values(), "sigmoid_threshold": self.sigmoid_threshold(self.current_step)}
