@@ -226,3 +226,19 @@ def test_fixed_lambda_prunes_more_as_lambda_grows(tmp_path, glue_dir, one_thread
         assert result["pruner_summary"] == {"lambda_mode": "fixed"}
         remaining.append(result["remaining_pct"])
     assert remaining[0] > 2 * remaining[1] and remaining[0] < 100
+
+
+def test_l0_training_gate_gradient_matches_autograd_of_the_formula():
+    from movprune.pruners.l0 import _TrainingGate
+
+    scores = torch.linspace(-6, 6, 2001, requires_grad=True)
+    torch.manual_seed(3)
+    gate = _TrainingGate.apply(scores)
+    upstream = torch.randn_like(gate)
+    (grad,) = torch.autograd.grad((gate * upstream).sum(), scores)
+    torch.manual_seed(3)  # the same noise, through the formula with plain autograd
+    u = torch.empty_like(scores).uniform_(1e-6, 1 - 1e-6)
+    reference = (torch.sigmoid((torch.logit(u) + scores) / BETA) * (RIGHT - LEFT) + LEFT).clamp(0, 1)
+    (expected,) = torch.autograd.grad((reference * upstream).sum(), scores)
+    torch.testing.assert_close(gate, reference)
+    torch.testing.assert_close(grad, expected)

@@ -27,6 +27,26 @@ PRUNED_AT_OR_BELOW = math.log(-GATE_LEFT / GATE_RIGHT)
 PENALTY_SHIFT = GATE_BETA * math.log(-GATE_LEFT / GATE_RIGHT)
 
 
+class _TrainingGate(torch.autograd.Function):
+    """The stochastic hard-concrete gate, ``clamp(σ((logit(u) + S) / β) (r - l) + l, 0, 1)``, computed
+    in place (the gate is memory-bound: fewer passes over the scores make it cheaper)."""
+
+    @staticmethod
+    def forward(ctx, log_alpha: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        noise = torch.empty_like(log_alpha).uniform_(_NOISE_EPS, 1.0 - _NOISE_EPS)
+        s = noise.logit_().add_(log_alpha).mul_(1.0 / GATE_BETA).sigmoid_()
+        ctx.save_for_backward(s)
+        return torch.mul(s, GATE_RIGHT - GATE_LEFT).add_(GATE_LEFT).clamp_(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        (s,) = ctx.saved_tensors
+        # dM/dS = (r - l) / β · s (1 - s) where the clamp is inactive, i.e. 1/12 < s < 11/12
+        out = torch.mul(s, 1.0 - s).mul_(grad).mul_((GATE_RIGHT - GATE_LEFT) / GATE_BETA)
+        closed, opened = -GATE_LEFT / (GATE_RIGHT - GATE_LEFT), (1.0 - GATE_LEFT) / (GATE_RIGHT - GATE_LEFT)
+        return out.masked_fill_((s <= closed) | (s >= opened), 0.0)
+
+
 class L0Mask(ScoresMask):
     """Hard-concrete gate per weight; stochastic in training, deterministic in evaluation."""
 
@@ -38,16 +58,14 @@ class L0Mask(ScoresMask):
     def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
         log_alpha = self.scores + self.shift if self.shift else self.scores
         if self.training:
-            u = torch.empty_like(log_alpha).uniform_(_NOISE_EPS, 1.0 - _NOISE_EPS)
-            s = torch.sigmoid((torch.logit(u) + log_alpha) / GATE_BETA)
-        else:
-            s = torch.sigmoid(log_alpha)
+            return _TrainingGate.apply(log_alpha).to(weight.dtype)
+        s = torch.sigmoid(log_alpha)
         return (s * (GATE_RIGHT - GATE_LEFT) + GATE_LEFT).clamp(0.0, 1.0).to(weight.dtype)
 
     @torch.no_grad()
     def kept(self) -> int:
         """Entries whose evaluation gate is non-zero."""
-        return int((self.scores > PRUNED_AT_OR_BELOW - self.shift).sum())
+        return int(torch.count_nonzero(self.scores > PRUNED_AT_OR_BELOW - self.shift))
 
 
 class L0Pruner(RegularizedPruner):
@@ -71,9 +89,9 @@ class L0Pruner(RegularizedPruner):
     def make_mask(self, name: str, layer: nn.Linear) -> L0Mask:  # noqa: D102
         return L0Mask(layer.weight.detach(), self.config.scores_init)
 
-    def refresh(self, step: int) -> float:  # noqa: D102
-        kept = sum(m.kept() for m in self.masks.values())
-        return kept / sum(m.numel for m in self.masks.values())
+    def kept_fraction(self) -> float:  # noqa: D102
+        # Counted on demand (logging, calibration): the gates themselves need no per-step state.
+        return sum(m.kept() for m in self.masks.values()) / sum(m.numel for m in self.masks.values())
 
     def calibrate(self, kept: int) -> dict[str, Any]:  # noqa: D102
         cut = self.score_cut_for(kept)

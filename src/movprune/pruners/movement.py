@@ -34,5 +34,4 @@ class MovementPruner(TopKPruner):
         return MovementMask(layer.weight.detach(), self.config.scores_init)
 
     def parameter_groups(self) -> list[dict]:  # noqa: D102
-        scores = [m.scores for m in self.masks.values()]
-        return [{"params": scores, "lr": self.config.scores_lr, "weight_decay": 0.0, "name": "scores"}]
+        return [self.scores_group([m.scores for m in self.masks.values()])]

@@ -24,7 +24,7 @@ from movprune.pruners.controller import LambdaController
 from movprune.pruners.topk import kept_count, kth_largest
 
 #: Scores sampled (at fixed random positions) to estimate the scheduled quantile each step.
-QUANTILE_SAMPLE = 1 << 20
+QUANTILE_SAMPLE = 1 << 18
 
 
 class ScoresMask(MaskedWeight):
@@ -47,7 +47,6 @@ class RegularizedPruner(Pruner):
         self.controller = (LambdaController(horizon=self.controller_horizon())
                            if config.remaining_pct is not None else None)
         self._controlled_step = -1
-        self._density = 1.0
         self._calibration: dict[str, Any] = {}
         self._sample: list[torch.Tensor | None] | None = None
         self._sampled: torch.Tensor | None = None
@@ -110,8 +109,11 @@ class RegularizedPruner(Pruner):
         """Scores above this value are kept at ``step``."""
         raise NotImplementedError
 
-    def refresh(self, step: int) -> float:
-        """Put the deterministic masks in their state at ``step``; returns the kept fraction."""
+    def refresh(self, step: int) -> None:
+        """Put the deterministic masks (if the method caches any) in their state at ``step``."""
+
+    def kept_fraction(self) -> float:
+        """Fraction of the weights the deterministic (evaluation) masks keep now."""
         raise NotImplementedError
 
     def calibrate(self, kept: int) -> dict[str, Any]:
@@ -135,15 +137,14 @@ class RegularizedPruner(Pruner):
             self._task_grad_n += param.numel()
 
     def parameter_groups(self) -> list[dict]:  # noqa: D102
-        scores = [m.scores for m in self.masks.values()]
-        return [{"params": scores, "lr": self.config.scores_lr, "weight_decay": 0.0, "name": "scores"}]
+        return [self.scores_group([m.scores for m in self.masks.values()])]
 
     @torch.no_grad()
     def step(self, step: int) -> None:  # noqa: D102
         super().step(step)
         if not self.masks:
             return
-        self._density = self.refresh(step)
+        self.refresh(step)
         # Once per training step (the loop also calls step() before a mid-run evaluation).
         if self.target_mode and self._controlled_step < step < self.total_steps:
             self._controlled_step = step
@@ -209,14 +210,14 @@ class RegularizedPruner(Pruner):
         if not self.target_mode or self._calibration:
             return
         total = sum(m.numel for m in self.masks.values())
-        before = self._density
+        before = self.kept_fraction()
         target = kept_count(self.config.remaining_pct / 100.0, total)
         self._calibration = {"remaining_pct_before_calibration": 100.0 * before,
                              "lambda_at_end": self.controller.value, **self.calibrate(target)}
-        self._density = self.refresh(self.total_steps)
+        self.refresh(self.total_steps)
 
     def current_remaining_pct(self) -> float:  # noqa: D102
-        return 100.0 * self._density
+        return 100.0 * self.kept_fraction() if self.masks else 100.0
 
     def log_values(self) -> dict[str, float]:  # noqa: D102
         values = {"remaining_pct": self.current_remaining_pct(), "lambda": self.lambda_value}

@@ -41,13 +41,14 @@ class SoftMovementMask(ScoresMask):
     def set_cut(self, score_cut: float) -> int:
         """Keep the entries with ``S > score_cut`` (``σ(S) > σ(score_cut)``), at least 0.5% of them;
         returns how many are kept."""
-        keep = (self.scores > score_cut).float()
-        kept = int(keep.sum())
+        keep = self.scores > score_cut
+        kept = int(torch.count_nonzero(keep))
         floor = kept_count(MIN_KEPT_FRACTION, self.numel)
         if kept < floor:
-            keep, kept = topk_mask(self.scores, floor), floor
-        self.hard, self.kept = keep, kept
-        return kept
+            self.hard, self.kept = topk_mask(self.scores.detach(), floor), floor
+        else:
+            self.hard, self.kept = keep.float(), kept
+        return self.kept
 
     def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
         hard = self.hard if self.hard is not None else torch.ones_like(self.scores)
@@ -99,10 +100,13 @@ class SoftMovementPruner(RegularizedPruner):
             return self._calibrated_cut
         return logit(self.sigmoid_threshold(step))
 
-    def refresh(self, step: int) -> float:  # noqa: D102
+    def refresh(self, step: int) -> None:  # noqa: D102
         cut = self.score_cut(step)
-        kept = sum(m.set_cut(cut) for m in self.masks.values())
-        return kept / sum(m.numel for m in self.masks.values())
+        for m in self.masks.values():
+            m.set_cut(cut)
+
+    def kept_fraction(self) -> float:  # noqa: D102
+        return sum(m.kept for m in self.masks.values()) / sum(m.numel for m in self.masks.values())
 
     def calibrate(self, kept: int) -> dict[str, Any]:  # noqa: D102
         self._calibrated_cut = self.score_cut_for(kept)

@@ -18,18 +18,68 @@ def kept_count(fraction: float, numel: int) -> int:
     return max(1, min(numel, math.floor(fraction * numel + 0.5)))
 
 
+#: Up to this many entries a plain ``torch.topk`` / ``torch.kthvalue`` is as fast as the bracket
+#: below (measured on one CPU thread: equal at 590k entries, 2x slower at 10.6M).
+_SMALL = 1 << 21
+#: Entries sampled to bracket the k-th largest value of a large tensor.
+_SAMPLE = 1 << 14
+# Selection draws its samples from its own generator: pruning must not shift the training RNG.
+_generator = torch.Generator().manual_seed(0)
+
+
+def _kth_largest_flat(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest entry of a 1-d tensor, exactly (1 <= k <= numel).
+
+    For large inputs a random sample brackets the answer: with ``hi`` and ``lo`` the sample values
+    a safe margin above and below rank k, the answer lies in ``(lo, hi]`` whenever fewer than k
+    entries exceed ``hi`` and at least k exceed ``lo``; then only the entries in that band are
+    searched. Both conditions are checked, and a miss falls back to ``kthvalue`` on everything, so
+    the result is always exact. About 3 passes over the data instead of a full selection.
+    """
+    n = flat.numel()
+    if n <= _SMALL:
+        return torch.kthvalue(flat, n - k + 1).values
+    idx = torch.randint(n, (_SAMPLE,), generator=_generator).to(flat.device)
+    sample = flat[idx].sort(descending=True).values
+    p = k / n
+    margin = 4.0 * math.sqrt(_SAMPLE * p * (1.0 - p)) + 8.0
+    hi_rank, lo_rank = math.floor(p * _SAMPLE - margin), math.ceil(p * _SAMPLE + margin)
+    above = int(torch.count_nonzero(flat > sample[hi_rank])) if hi_rank >= 0 else 0
+    if above < k:
+        band = flat[flat > sample[lo_rank]] if lo_rank < _SAMPLE else flat
+        if hi_rank >= 0:
+            band = band[band <= sample[hi_rank]]
+        need = k - above
+        if need <= band.numel():
+            return torch.kthvalue(band, band.numel() - need + 1).values
+    return torch.kthvalue(flat, n - k + 1).values
+
+
+def _mask_from_cut(flat: torch.Tensor, cut: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the entries above ``cut`` plus, in order, as many entries equal to it as
+    bring the count to ``k`` (``cut`` must be the k-th largest value)."""
+    keep = flat > cut
+    missing = k - int(torch.count_nonzero(keep))
+    if missing > 0:
+        keep[(flat == cut).nonzero().squeeze(1)[:missing]] = True
+    return keep
+
+
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """A 0/1 mask (dtype of ``scores``) with exactly ``k`` ones at the largest ``scores``.
 
-    ``torch.topk`` picks exactly k entries even among ties; selecting the smaller side (keep k or
-    drop n-k) keeps the top-k call cheap at both ends of the schedule.
+    Small tensors use ``torch.topk`` on the smaller side (keep k or drop n-k); large ones find the
+    k-th largest value (:func:`_kth_largest_flat`) and compare against it. Ties at the cut are
+    broken by position, so the count is exact either way.
     """
     n = scores.numel()
     if k >= n:
         return torch.ones_like(scores)
-    flat = scores.detach().reshape(-1)
     if k <= 0:
         return torch.zeros_like(scores)
+    flat = scores.detach().reshape(-1)
+    if n > _SMALL:
+        return _mask_from_cut(flat, _kth_largest_flat(flat, k), k).to(scores.dtype).view_as(scores)
     if k <= n // 2:
         out = torch.zeros_like(flat)
         out[torch.topk(flat, k, sorted=False).indices] = 1
@@ -39,30 +89,95 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return out.view_as(scores)
 
 
+class TrackedTopK:
+    """Exact top-k masks of a tensor that changes a little between calls (a matrix's scores or
+    ``|W|`` from one training step to the next).
+
+    The k-th largest value is searched only in a band around the previous call's cut: entries above
+    the band are counted, entries inside it are gathered, and ``kthvalue`` runs on those few. The
+    band adapts to how far the cut moves; when the answer falls outside it, the band widens once
+    and then the search falls back to the whole tensor, so the result is always exact. On one CPU
+    thread this is 2.5-4x cheaper than ``torch.topk`` on MiniLM's matrices.
+    """
+
+    def __init__(self) -> None:
+        self.cut: float | None = None
+        self.width = 0.0
+
+    def mask(self, values: torch.Tensor, k: int) -> torch.Tensor:
+        """0/1 mask (dtype of ``values``) keeping exactly ``k`` of the largest ``values``."""
+        n = values.numel()
+        if k >= n or k <= 0:
+            self.cut = None
+            return torch.ones_like(values) if k >= n else torch.zeros_like(values)
+        flat = values.detach().reshape(-1)
+        cut, above_cut = self.kth_largest(flat, k)
+        keep = flat > cut
+        if above_cut < k:  # ties at the cut: take the first ones
+            keep[(flat == cut).nonzero().squeeze(1)[: k - above_cut]] = True
+        return keep.to(values.dtype).view_as(values)
+
+    def kth_largest(self, flat: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
+        """The k-th largest entry of the 1-d ``flat`` (exact) and how many entries exceed it."""
+        found = self._bracketed(flat, k)
+        if found is None:
+            cut = _kth_largest_flat(flat, k)
+            found = cut, int(torch.count_nonzero(flat > cut))
+        value = float(found[0])
+        if self.cut is not None:
+            self.width = max(4.0 * abs(value - self.cut), 1e-6 * (abs(value) + 1e-6))
+        self.cut = value
+        return found
+
+    def _bracketed(self, flat: torch.Tensor, k: int) -> tuple[torch.Tensor, int] | None:
+        """(k-th largest value, number of entries above it), or None when the band missed."""
+        if self.cut is None or self.width <= 0:
+            return None
+        width = self.width
+        for _ in range(2):
+            lo, hi = self.cut - width, self.cut + width
+            above = int(torch.count_nonzero(flat > hi))
+            if above < k:
+                band = flat[(flat > lo) & (flat <= hi)]
+                need = k - above
+                if need <= band.numel():
+                    cut = torch.kthvalue(band, band.numel() - need + 1).values
+                    return cut, above + int(torch.count_nonzero(band > cut))
+            width *= 16
+        return None
+
+
 def kth_largest(values: list[torch.Tensor], k: int) -> torch.Tensor:
     """The ``k``-th largest entry (1-based) over all tensors of ``values`` together (0-d tensor)."""
     flat = torch.cat([v.detach().reshape(-1).float() for v in values])
     n = flat.numel()
     if not 1 <= k <= n:
         raise ValueError(f"k={k} outside 1..{n}")
-    # kthvalue counts from the smallest; the k-th largest is the (n-k+1)-th smallest.
-    return torch.kthvalue(flat, n - k + 1).values
+    return _kth_largest_flat(flat, k)
 
 
-def global_topk_masks(importances: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+def global_topk_masks(importances: dict[str, torch.Tensor], k: int,
+                      tracker: TrackedTopK | None = None) -> dict[str, torch.Tensor]:
     """0/1 masks keeping exactly ``k`` entries over all matrices together: every entry above the
     global k-th largest importance, plus as many entries equal to it as needed (in matrix order).
 
-    One ``kthvalue`` over the concatenation, then one comparison per matrix.
+    One selection over the concatenation (through ``tracker`` when given, so that successive calls
+    search near the previous cut), then one comparison per matrix.
     """
     total = sum(v.numel() for v in importances.values())
     if k >= total:
         return {name: torch.ones_like(v) for name, v in importances.items()}
     if k <= 0:
         return {name: torch.zeros_like(v) for name, v in importances.items()}
-    cut = kth_largest(list(importances.values()), k)
+    flat = torch.cat([v.detach().reshape(-1).float() for v in importances.values()])
+    if tracker is not None:
+        cut, above = tracker.kth_largest(flat, k)
+    else:
+        cut = _kth_largest_flat(flat, k)
+        above = int(torch.count_nonzero(flat > cut))
+    del flat
     keep = {name: v.detach() > cut.to(v.dtype) for name, v in importances.items()}
-    missing = k - sum(int(m.sum()) for m in keep.values())
+    missing = k - above
     for name, v in importances.items():
         if missing <= 0:
             break

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from movprune.experiments.recipe import PrunerConfig
 from movprune.pruners.base import MaskedWeight, Pruner
-from movprune.pruners.topk import global_topk_masks, kept_count, topk_mask
+from movprune.pruners.topk import TrackedTopK, global_topk_masks, kept_count
 
 
 class TopKMask(MaskedWeight):
@@ -25,15 +26,16 @@ class TopKMask(MaskedWeight):
         self.numel = numel
         self.k = numel
         self.hard: torch.Tensor | None = None
+        self.selector = TrackedTopK()
 
     def importance(self, weight: torch.Tensor) -> torch.Tensor:
         """The importance whose top-k is kept (``weight`` is the unmasked weight)."""
         raise NotImplementedError
 
-    def set_hard(self, hard: torch.Tensor) -> None:
-        """Install the 0/1 mask used by the next forward passes."""
+    def set_hard(self, hard: torch.Tensor, k: int) -> None:
+        """Install the 0/1 mask (keeping ``k`` entries) used by the next forward passes."""
         self.hard = hard.detach()
-        self.k = int(hard.count_nonzero())
+        self.k = k
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         """The cached 0/1 mask in ``weight``'s dtype (all ones before the first step)."""
@@ -46,6 +48,10 @@ class TopKPruner(Pruner):
     """Base of the pruners that keep a scheduled fraction of the encoder weights by a top-k."""
 
     masks: dict[str, TopKMask]
+
+    def __init__(self, config: PrunerConfig, total_steps: int):
+        super().__init__(config, total_steps)
+        self._global_selector = TrackedTopK()
 
     def kept_counts(self, fraction: float) -> dict[str, int]:
         """Entries to keep per matrix under ``scope: local`` when keeping ``fraction`` of the weights."""
@@ -65,12 +71,13 @@ class TopKPruner(Pruner):
         imps = self.importances()
         if self.config.scope == "global":
             total = sum(m.numel for m in self.masks.values())
-            hard = global_topk_masks(imps, kept_count(self.fraction, total))
+            hard = global_topk_masks(imps, kept_count(self.fraction, total), self._global_selector)
+            counts = {name: int(torch.count_nonzero(mask)) for name, mask in hard.items()}
         else:
             counts = self.kept_counts(self.fraction)
-            hard = {name: topk_mask(imp, counts[name]) for name, imp in imps.items()}
+            hard = {name: self.masks[name].selector.mask(imp, counts[name]) for name, imp in imps.items()}
         for name, mask in hard.items():
-            self.masks[name].set_hard(mask)
+            self.masks[name].set_hard(mask, counts[name])
 
     def current_remaining_pct(self) -> float:  # noqa: D102
         # The kept counts are exact, so this needs no pass over the weights.

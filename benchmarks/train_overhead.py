@@ -1,0 +1,157 @@
+"""Training-step time of every pruning method against dense fine-tuning of the same model.
+
+    .venv/bin/python benchmarks/train_overhead.py --out train_overhead.json
+
+One process holds a model, pruner and optimizer per method (MiniLM by default; dense, magnitude,
+movement, global movement, soft movement, L0) and times full training steps (``pruner.step``,
+forward, penalty, backward, gradient clipping, AdamW step, ``after_optimizer_step``) on a fixed
+batch of 32 random token sequences of length 64, in fp32 and under bf16 autocast. Methods are
+interleaved: every round runs each method for ``--steps`` steps, the order rotating between rounds,
+so load on a shared machine hits all methods alike; medians over all timed steps are reported, with
+each method's ratio to dense in the same precision. The pruners run mid-ramp (the schedule at 50%),
+soft movement and L0 with a target (controller on). Prints JSON (and writes it to --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+METHODS = {  # label -> PrunerConfig fields
+    "dense": {"method": "none"},
+    "magnitude": {"method": "magnitude", "remaining_pct": 10},
+    "movement": {"method": "movement", "remaining_pct": 10},
+    "movement_global": {"method": "movement", "remaining_pct": 10, "scope": "global"},
+    "soft_movement": {"method": "soft_movement", "remaining_pct": 10},
+    "l0": {"method": "l0", "remaining_pct": 10},
+}
+#: Schedule length the pruners believe in; timing starts mid-ramp.
+TOTAL_STEPS = 1000
+START_STEP = 450
+
+
+def build(label: str, fields: dict, model_spec: str, seed: int):
+    """(model, pruner, optimizer, trainable params) for one method, as the training loop builds them."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from movprune import pruners
+    from movprune.experiments.models import resolve_model
+    from movprune.experiments.recipe import Recipe
+
+    recipe = pruners.resolve_defaults(Recipe(task="sst2", model=model_spec, pruner=fields))
+    torch.manual_seed(seed)
+    model = resolve_model(model_spec).instantiate(AutoModelForSequenceClassification, num_labels=2)
+    model.base_model.embeddings.requires_grad_(False)
+    pruner = pruners.build_pruner(recipe.pruner, TOTAL_STEPS)
+    pruner.attach(model)
+    extra = pruner.parameter_groups()
+    taken = {id(p) for g in extra for p in g["params"]}
+    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    optimizer = torch.optim.AdamW([{"params": weights}, *extra], lr=1e-4)
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    model.train()
+    return {"label": label, "model": model, "pruner": pruner, "optimizer": optimizer,
+            "trainable": trainable, "step": START_STEP}
+
+
+def train_step(run: dict, batch: dict, bf16: bool) -> float:
+    """One training step as in movprune.experiments.train; returns its wall time in seconds."""
+    import torch
+
+    model, pruner, optimizer = run["model"], run["pruner"], run["optimizer"]
+    start = time.perf_counter()
+    pruner.step(run["step"])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**batch).loss
+    penalty = pruner.penalty()
+    if penalty is not None:
+        loss = loss + penalty
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run["trainable"], 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    pruner.after_optimizer_step()
+    run["step"] += 1
+    return time.perf_counter() - start
+
+
+def main() -> None:  # noqa: D103
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm-l6")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-length", type=int, default=64)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated labels")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fp32, bf16 or both")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per method and precision")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    labels = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in labels if m not in METHODS]
+    if unknown or "dense" not in labels:
+        parser.error(f"--methods must include dense and only use: {', '.join(METHODS)}")
+    precisions = [p for p in args.precisions.split(",") if p]
+    load_start = os.getloadavg()
+    wall_start = time.perf_counter()
+
+    gen = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(1000, 29000, (args.batch_size, args.seq_length), generator=gen),
+             "attention_mask": torch.ones(args.batch_size, args.seq_length, dtype=torch.long),
+             "labels": torch.randint(0, 2, (args.batch_size,), generator=gen)}
+    runs = [build(label, METHODS[label], args.model, seed=0) for label in labels]
+    times: dict[str, dict[str, list[float]]] = {p: {r["label"]: [] for r in runs} for p in precisions}
+    for precision in precisions:
+        bf16 = precision == "bf16"
+        for run in runs:
+            for _ in range(args.warmup):
+                train_step(run, batch, bf16)
+        for round_ in range(args.repeats):
+            shift = round_ % len(runs)
+            for run in runs[shift:] + runs[:shift]:
+                for _ in range(args.steps):
+                    times[precision][run["label"]].append(train_step(run, batch, bf16))
+
+    results = {}
+    for precision, by_label in times.items():
+        dense = statistics.median(by_label["dense"])
+        results[precision] = {
+            label: {"median_step_seconds": round(statistics.median(ts), 4),
+                    "ratio_to_dense": round(statistics.median(ts) / dense, 3),
+                    "min_step_seconds": round(min(ts), 4), "timed_steps": len(ts)}
+            for label, ts in by_label.items()}
+    report = {
+        "benchmark": "train_overhead", "model": args.model, "batch_size": args.batch_size,
+        "seq_length": args.seq_length, "steps_per_round": args.steps, "rounds": args.repeats,
+        "threads": args.threads, "schedule": f"from step {START_STEP} of a {TOTAL_STEPS}-step schedule (mid-ramp)",
+        "results": results,
+        "worst_ratio": {p: max(v["ratio_to_dense"] for v in r.values()) for p, r in results.items()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "load_average_start": [round(x, 2) for x in load_start],
+                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+        "wall_seconds": round(time.perf_counter() - wall_start, 1),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
