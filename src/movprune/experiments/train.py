@@ -216,6 +216,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
         "pruner_config": recipe.pruner.model_dump(mode="json"),
         "target_remaining_pct": pruner.target_remaining_pct, "remaining_pct": measured,
         "remaining_by_module": by_module, "metrics": metrics, "metric_names": list(task.metric_names),
+        "pruner_summary": pruner.summary(),
         "seed": recipe.seed, "steps": steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "bf16": recipe.train.bf16, "num_processes": accelerator.num_processes,
         "distill": distiller.result_entry() if distiller else None, "versions": results.versions(),
