@@ -7,7 +7,6 @@ import json
 import re
 import string
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
