@@ -73,7 +73,10 @@ class ProgressObserver:
         self.task_id = self.progress.add_task("train", total=total_steps, info="")
 
     def on_step(self, step: int, values: dict[str, float]) -> None:  # noqa: D102
-        info = (f"loss {values['loss']:.3f} · remaining {values.get('remaining_pct', 100):.1f}% · "
+        # The task loss: the total also holds lambda * penalty, which a controller may drive far
+        # from the task's scale (metrics.jsonl keeps every part).
+        info = (f"loss {values.get('loss_task', values['loss']):.3f} · "
+                f"remaining {values.get('remaining_pct', 100):.1f}% · "
                 f"{values['samples_per_second']:.0f} samples/s")
         if self.progress.disable:
             err.print(f"[dim]step {step}: {info}[/]", highlight=False)
