@@ -116,6 +116,13 @@ class Task:
 # Helpers shared by task families
 
 
+def file_fingerprint(path: Path, split: str) -> str:
+    """Identity of a local data file for the tokenisation cache: path, size, mtime and split."""
+    path = path.resolve()
+    st = path.stat()
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{split}"
+
+
 def split_name(spec: str) -> str:
     """The split name of a slicing spec: ``validation[:80%]`` -> ``validation``."""
     return spec.split("[", 1)[0].strip()

@@ -18,7 +18,8 @@ import torch
 from datasets import Dataset
 
 from movprune.errors import DataError
-from movprune.tasks.base import EvalOutput, EvalSet, Task, predict, slice_split, split_name
+from movprune.tasks.base import (EvalOutput, EvalSet, Task, file_fingerprint, predict, slice_split,
+                                  split_name)
 
 
 @dataclass(frozen=True)
@@ -207,9 +208,7 @@ class GlueTask(Task):
     def data_fingerprint(self, data_dir: str | None, split: str) -> str:  # noqa: D102
         if data_dir is None:
             return f"hub:{self.hub_id}/{self.name}:{split}"
-        path = self._file(data_dir, split).resolve()
-        st = path.stat()
-        return f"{path}:{st.st_size}:{st.st_mtime_ns}:{split}"
+        return file_fingerprint(self._file(data_dir, split), split)
 
     def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
         if data_dir is None:

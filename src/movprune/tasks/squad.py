@@ -25,7 +25,8 @@ import numpy as np
 from datasets import Dataset, Features, Sequence as HFSequence, Value
 
 from movprune.errors import DataError
-from movprune.tasks.base import EvalOutput, EvalSet, Task, predict, slice_split, split_name
+from movprune.tasks.base import (EvalOutput, EvalSet, Task, file_fingerprint, predict, slice_split,
+                                  split_name)
 
 #: Split name -> file of the official distribution.
 FILES = {"train": "train-v1.1.json", "validation": "dev-v1.1.json"}
@@ -269,9 +270,7 @@ class SquadTask(Task):
     def data_fingerprint(self, data_dir: str | None, split: str) -> str:  # noqa: D102
         if data_dir is None:
             return f"hub:{self.hub_id}:{split}"
-        path = self._file(data_dir, split).resolve()
-        st = path.stat()
-        return f"{path}:{st.st_size}:{st.st_mtime_ns}:{split}"
+        return file_fingerprint(self._file(data_dir, split), split)
 
     def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
         if data_dir is None:
