@@ -96,7 +96,10 @@ def test_interrupted_run_leaves_no_result(write_recipe, tmp_path):
     recipe = yaml.safe_load(path.read_text())
     run_dir = Path(recipe["output_dir"]) / recipe["name"]
     proc = subprocess.Popen([sys.executable, "-m", "movprune", "run", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
+                            # A shell's background job inherits SIGINT ignored; a user's terminal
+                            # does not. Give the child the terminal's default.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not (run_dir / "metrics.jsonl").exists():
         time.sleep(0.5)
