@@ -123,6 +123,17 @@ def file_fingerprint(path: Path, split: str) -> str:
     return f"{path}:{st.st_size}:{st.st_mtime_ns}:{split}"
 
 
+def load_hub_split(task: str, hub_id: str, config: str | None, split: str, offline_fix: str) -> Dataset:
+    """``datasets.load_dataset(hub_id, config, split=split)``, any failure as one :class:`DataError`."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(hub_id, config, split=split)
+    except Exception as e:  # the Hub raises many types; all mean "cannot get this data"
+        raise DataError(f"task {task}: cannot load split '{split}' of {hub_id} from the Hugging Face Hub "
+                        f"({type(e).__name__}: {e}); offline, {offline_fix}") from None
+
+
 def split_name(spec: str) -> str:
     """The split name of a slicing spec: ``validation[:80%]`` -> ``validation``."""
     return spec.split("[", 1)[0].strip()

@@ -18,8 +18,8 @@ import torch
 from datasets import Dataset
 
 from movprune.errors import DataError
-from movprune.tasks.base import (EvalOutput, EvalSet, Task, file_fingerprint, predict, slice_split,
-                                  split_name)
+from movprune.tasks.base import (EvalOutput, EvalSet, Task, file_fingerprint, load_hub_split,
+                                  predict, slice_split, split_name)
 
 
 @dataclass(frozen=True)
@@ -212,14 +212,8 @@ class GlueTask(Task):
 
     def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
         if data_dir is None:
-            from datasets import load_dataset
-
-            try:
-                ds = load_dataset(self.hub_id, self.name, split=split)
-            except Exception as e:  # the Hub raises many types; all mean "cannot get this data"
-                raise DataError(f"task {self.name}: cannot load split '{split}' of {self.hub_id} from "
-                                f"the Hugging Face Hub ({type(e).__name__}: {e}); offline, set data_dir "
-                                "to a folder in the GLUE layout") from None
+            ds = load_hub_split(self.name, self.hub_id, self.name, split,
+                                "set data_dir to a folder in the GLUE layout")
             return ds.select_columns([*self.spec.text_keys, "label"])
         path = self._file(data_dir, split)
         if not path.is_file():

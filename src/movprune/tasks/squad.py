@@ -25,8 +25,8 @@ import numpy as np
 from datasets import Dataset, Features, Sequence as HFSequence, Value
 
 from movprune.errors import DataError
-from movprune.tasks.base import (EvalOutput, EvalSet, Task, file_fingerprint, predict, slice_split,
-                                  split_name)
+from movprune.tasks.base import (EvalOutput, EvalSet, Task, file_fingerprint, load_hub_split,
+                                  predict, slice_split, split_name)
 
 #: Split name -> file of the official distribution.
 FILES = {"train": "train-v1.1.json", "validation": "dev-v1.1.json"}
@@ -274,14 +274,8 @@ class SquadTask(Task):
 
     def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
         if data_dir is None:
-            from datasets import load_dataset
-
-            try:
-                ds = load_dataset(self.hub_id, split=split)
-            except Exception as e:  # the Hub raises many types; all mean "cannot get this data"
-                raise DataError(f"task squad: cannot load split '{split}' of {self.hub_id} from the "
-                                f"Hugging Face Hub ({type(e).__name__}: {e}); offline, set data_dir "
-                                "to a folder holding dev-v1.1.json / train-v1.1.json") from None
+            ds = load_hub_split(self.name, self.hub_id, None, split,
+                                "set data_dir to a folder holding dev-v1.1.json / train-v1.1.json")
             return ds.select_columns(list(FEATURES)).cast(FEATURES)
         path = self._file(data_dir, split)
         if not path.is_file():
