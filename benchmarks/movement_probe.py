@@ -1,0 +1,168 @@
+"""Which weights do young movement scores pick, and what does removing them cost?
+
+    .venv/bin/python benchmarks/movement_probe.py --dense-steps 40 --out movement_probe.json
+
+Fine-tunes MiniLM on real SST-2 for ``--dense-steps`` steps exactly as a ``movement`` run does
+before its ramp starts (the quickstart's settings: batch 32, 64 tokens, lr 1e-4 with 10% of the
+recipe's 400 steps of linear warm-up, bf16 autocast; the scores learn with their own AdamW at
+``scores_lr`` while every weight is kept). Alongside, it accumulates the paper's first-order score
+with plain gradient descent, ``S_sgd = -sum_t lr_t * dL/dW'_t * W_t``, the quantity the paper's
+analysis is written for. It then removes a fraction of every encoder matrix, chosen by each
+criterion, and reports the task loss on 256 held-out training sentences (fixed), and how much the
+last layer's token representations still differ from one another (mean over dimensions of the
+standard deviation across tokens, relative to the unpruned model: 1.0 = as varied as before, 0 =
+every token mapped to the same vector).
+
+Criteria (each removes the same count per matrix):
+  movement_lowest   the lowest movement scores (what a movement run prunes first)
+  movement_highest  the highest movement scores
+  sgd_lowest        the lowest gradient-descent movement scores (the paper's equation)
+  random            uniformly random entries
+  magnitude         the smallest |W| (what magnitude pruning prunes first)
+
+Prints JSON (and writes it to --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+
+def main() -> None:  # noqa: D103
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dense-steps", type=int, default=40)
+    parser.add_argument("--fractions", default="0.02,0.08,0.2", help="fractions of each matrix removed")
+    parser.add_argument("--data-dir", default="../shared/data/glue")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from movprune import pruners, tasks
+    from movprune.experiments.models import resolve_model
+    from movprune.experiments.recipe import Recipe
+    from movprune.experiments.train import _optimizer_groups
+    from movprune.pruners.topk import topk_mask
+    from movprune.tasks.base import prepare_data
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    recipe = pruners.resolve_defaults(Recipe(
+        task="sst2", model="minilm-l6", data_dir=args.data_dir, output_dir="/tmp/movement-probe",
+        pruner={"method": "movement", "remaining_pct": 10},
+        train={"max_steps": 400, "batch_size": 32, "lr": 1e-4, "max_seq_length": 64, "bf16": True}))
+    task = tasks.get_task("sst2")
+    resolved = resolve_model(recipe.model)
+    tokenizer = resolved.tokenizer()
+    data = prepare_data(task, recipe, tokenizer)
+    model = task.build_model(resolved)
+    model.base_model.embeddings.requires_grad_(False)
+    pruner = pruners.build_pruner(recipe.pruner, recipe.train.max_steps)
+    pruner.attach(model)
+    optimizer = torch.optim.AdamW(_optimizer_groups(model, pruner, recipe), lr=recipe.train.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(0.1 * recipe.train.max_steps),
+                                                recipe.train.max_steps)
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    loader = torch.utils.data.DataLoader(data.train, batch_size=32, shuffle=True,
+                                         collate_fn=task.collate(tokenizer),
+                                         generator=torch.Generator().manual_seed(args.seed))
+    stream = iter(loader)
+    held_out = [next(stream) for _ in range(8)]
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+
+    sgd_scores = {name: torch.zeros_like(m.scores) for name, m in pruner.masks.items()}
+    start = time.perf_counter()
+    model.train()
+    for step in range(args.dense_steps):
+        pruner.step(step)  # the schedule is still dense: every weight kept
+        with autocast():
+            loss = model(**next(stream)).loss
+        loss.backward()
+        lr = scheduler.get_last_lr()[0]
+        for name, m in pruner.masks.items():
+            sgd_scores[name] -= lr * m.scores.grad  # scores.grad = dL/dW' * W (straight-through)
+        torch.nn.utils.clip_grad_norm_(trainable, recipe.train.max_grad_norm)
+        optimizer.step(), scheduler.step(), optimizer.zero_grad(set_to_none=True)
+    train_seconds = time.perf_counter() - start
+    model.eval()
+
+    @torch.no_grad()
+    def measure() -> tuple[float, torch.Tensor]:
+        total, spread = 0.0, []
+        with autocast():
+            for batch in held_out:
+                out = model(**batch, output_hidden_states=True)
+                total += float(out.loss)
+                last = out.hidden_states[-1].float()[batch["attention_mask"].bool()]
+                spread.append(last.std(0).mean())
+        return total / len(held_out), torch.stack(spread).mean()
+
+    def set_masks(importance) -> None:
+        for name, m in pruner.masks.items():
+            m.set_hard(importance(name, m) if importance else torch.ones_like(m.scores), m.numel)
+
+    set_masks(None)
+    dense_loss, dense_spread = measure()
+    criteria = {
+        "movement_lowest": lambda name, m: m.scores.detach(),
+        "movement_highest": lambda name, m: -m.scores.detach(),
+        "sgd_lowest": lambda name, m: sgd_scores[name],
+        "random": lambda name, m: torch.rand_like(m.scores),
+        "magnitude": lambda name, m: pruner.original_weight(name).detach().abs(),
+    }
+    fractions = [float(f) for f in args.fractions.split(",")]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for label, importance in criteria.items():
+        results[label] = {}
+        for fraction in fractions:
+            set_masks(lambda name, m: topk_mask(importance(name, m), round((1 - fraction) * m.numel)))
+            loss, spread = measure()
+            results[label][f"{fraction:g}"] = {"loss": round(loss, 4),
+                                               "token_spread_vs_dense": round(float(spread / dense_spread), 4)}
+    set_masks(None)
+
+    # Which matrices does it take? The lowest-score entries of one matrix type at a time (in every
+    # layer), and the rows (output features) they concentrate in.
+    from movprune.experiments.inspect import MATRIX_TYPES, matrix_type
+
+    fraction = fractions[0]
+    by_type: dict[str, dict[str, float]] = {}
+    for kind in MATRIX_TYPES:
+        set_masks(lambda name, m: topk_mask(m.scores.detach(), round((1 - fraction) * m.numel))
+                  if matrix_type(name) == kind else torch.ones_like(m.scores))
+        loss, spread = measure()
+        by_type[kind] = {"loss": round(loss, 4), "token_spread_vs_dense": round(float(spread / dense_spread), 4)}
+    set_masks(None)
+    rows: dict[str, dict[str, float]] = {}
+    for name, m in pruner.masks.items():
+        removed = 1 - topk_mask(m.scores.detach(), round((1 - fraction) * m.numel))
+        per_row = removed.sum(1)
+        rows[name] = {"max_row_share_removed": round(float(per_row.max() / m.scores.shape[1]), 4),
+                      "rows_over_5x_average": int((per_row > 5 * per_row.mean()).sum())}
+
+    report = {
+        "benchmark": "movement_probe", "model": recipe.model, "task": "sst2",
+        "dense_steps": args.dense_steps, "train_seconds": round(train_seconds, 1),
+        "dense_loss": round(dense_loss, 4), "removed_fraction_per_matrix": fractions,
+        "loss_after_removal": results,
+        f"movement_lowest_{fraction:g}_one_matrix_type_at_a_time": by_type,
+        f"movement_lowest_{fraction:g}_rows": rows,
+        "threads": args.threads, "python": platform.python_version(), "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
