@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import SHARED_DATA, run_cli, tiny_recipe_dict
 
@@ -220,3 +221,26 @@ def test_paper_numbers_sit_beside_ours_where_task_and_level_match(handmade, tmp_
     res = run_cli("compare", str(handmade / "mnli"), "--paper", "--format", "csv")
     paper_lines = [r for r in csv.DictReader(io.StringIO(res.stdout)) if r["source"] != "ours"]
     assert len(paper_lines) == 5 * 2  # five (pruner, level) cells, two metrics each
+
+
+def test_runs_trained_or_evaluated_differently_are_flagged(handmade):
+    """The paper gives every method the same budget and data; a table mixing budgets or evaluation
+    sets says so, naming the setting, its values and the odd runs out."""
+    from movprune.experiments.compare import build_comparisons, scan_runs
+
+    base = {"task": "mnli", "data_dir": "glue", "train": {"batch_size": 32, "lr": 1e-4, "max_eval_samples": None},
+            "pruner": {"method": "movement", "initial_warmup": 0.1, "final_warmup": 0.2}}
+    mnli = handmade / "mnli"
+    for folder in sorted(mnli.iterdir()):
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(base))
+    assert build_comparisons(scan_runs([mnli]).results)[0].warnings == []
+
+    odd = mnli / "movement-r3-s2"
+    (odd / "recipe.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"], "max_eval_samples": 300}}))
+    dense = mnli / "none-r100-s1"  # a dense run has no schedule: its warm-ups do not count
+    (dense / "recipe.yaml").write_text(yaml.safe_dump({**base, "pruner": {"method": "none", "initial_warmup": 0.5}}))
+    (warning,) = build_comparisons(scan_runs([mnli]).results)[0].warnings
+    assert "train.max_eval_samples differs (null: 9 runs; 300: " in warning and str(odd) in warning
+
+    res = run_cli("compare", str(mnli), "--format", "markdown")
+    assert res.returncode == 0 and "train.max_eval_samples differs" in res.stderr

@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from movprune.errors import RunFailedError
 from movprune.experiments import results
 
@@ -169,6 +171,55 @@ def run_level(result: dict[str, Any]) -> float:
     return round(float(result["remaining_pct"]), 1)
 
 
+#: Settings every run of one table should share: the paper gives every method the same data and
+#: budget, and numbers trained or evaluated otherwise do not compare. ``steps`` is the effective
+#: number of optimizer steps (from ``result.json``); the others are recipe keys (``recipe.yaml``).
+COMPARABLE_SETTINGS = ("steps", "data_dir", "train_split", "eval_split", "train.batch_size", "train.lr",
+                       "train.max_seq_length", "train.bf16", "train.max_train_samples",
+                       "train.max_eval_samples", "pruner.initial_warmup", "pruner.final_warmup")
+
+
+def run_settings(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The :data:`COMPARABLE_SETTINGS` of a run, or None when its ``recipe.yaml`` is unreadable.
+    A dense run has no schedule, so its ``pruner.*`` warm-ups are left out."""
+    try:
+        recipe = yaml.safe_load((Path(result["run_dir"]) / results.RECIPE_FILE).read_text(encoding="utf-8"))
+    except (KeyError, OSError, yaml.YAMLError):
+        return None
+    if not isinstance(recipe, dict):
+        return None
+    settings: dict[str, Any] = {"steps": result.get("steps")}
+    for key in COMPARABLE_SETTINGS[1:]:
+        if key.startswith("pruner.") and result.get("pruner") == "none":
+            continue
+        node: Any = recipe
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        settings[key] = node
+    return settings
+
+
+def setting_differences(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per setting whose value differs between ``runs`` (those with a readable recipe):
+    each value with how many runs have it and, for the rarer values, which runs."""
+    known = [(r, s) for r in runs if (s := run_settings(r)) is not None]
+    lines = []
+    for key in COMPARABLE_SETTINGS:
+        by_value: dict[str, list[str]] = {}
+        for r, s in known:
+            if key in s:
+                by_value.setdefault(json.dumps(s[key]), []).append(r["run_dir"])
+        if len(by_value) < 2:
+            continue
+        ranked = sorted(by_value.items(), key=lambda kv: -len(kv[1]))
+        parts = [f"{value}: {len(dirs)} run{'s' if len(dirs) > 1 else ''}" for value, dirs in ranked[:1]]
+        for value, dirs in ranked[1:]:
+            shown = ", ".join(dirs[:3]) + (f", ... ({len(dirs) - 3} more)" if len(dirs) > 3 else "")
+            parts.append(f"{value}: {shown}")
+        lines.append(f"{key} differs ({'; '.join(parts)})")
+    return lines
+
+
 def _teacher(result: dict[str, Any]) -> str | None:
     distill = result.get("distill")
     return distill.get("teacher") if isinstance(distill, dict) else None
@@ -214,6 +265,8 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
             cell = Cell(pruner, sorted(cell_runs, key=lambda r: r["seed"]), metrics,
                         Stat.of([r["remaining_pct"] for r in cell_runs]))
             rows.setdefault(level, Row(level, {})).cells[pruner] = cell
+        warnings += [f"{task} · {model}: runs differ in settings, so their numbers may not compare: {line}"
+                     for line in setting_differences(runs)]
         ordered = sorted(rows.values(), key=lambda row: -row.remaining_pct)
         comparison = Comparison(task, model, teacher, metric_names,
                                 _pruner_order(p for _, p in by_cell), ordered, warnings)
