@@ -5,7 +5,8 @@
 #   bash docs/reproduce.sh a          # lane a only: dense, magnitude, movement (+ their distilled runs)
 #   bash docs/reproduce.sh b          # lane b only: soft movement, L0 (+ their distilled runs)
 #   bash docs/reproduce.sh report     # tables and plots from whatever runs have finished
-#   bash docs/reproduce.sh budget     # movement at 10% with 3000 steps (the budget check, ~40 min)
+#   bash docs/reproduce.sh budget     # movement at 10% with 3000 steps (the budget check, ~25 min)
+#   bash docs/reproduce.sh bf16       # dense and magnitude-10% SST-2 runs in fp32 (does bf16 hold?)
 #
 # Run it from the repository root after `make install`. Sweeps resume: rerunning skips finished
 # runs, so an interrupted reproduction continues where it stopped. Lane b's distilled runs need
@@ -72,16 +73,24 @@ budget() {  # is it the budget? movement at 10% with ten times the sweep's steps
         name=sst2-movement-r10-3000steps
 }
 
+bf16() {  # the sweep trains under bf16 autocast: the same dense and 10% magnitude runs in fp32
+    "$MOVPRUNE" run src/movprune/recipes/repro/sst2.yaml pruner.method=none pruner.remaining_pct=null \
+        train.bf16=false output_dir=results/repro-fp32 name=sst2-none-fp32
+    "$MOVPRUNE" run src/movprune/recipes/repro/sst2.yaml pruner.method=magnitude pruner.remaining_pct=10 \
+        train.bf16=false output_dir=results/repro-fp32 name=sst2-magnitude-r10-fp32
+}
+
 case "${1:-all}" in
     a) lane_a ;;
     b) lane_b ;;
     report) report ;;
     budget) budget ;;
+    bf16) bf16 ;;
     all)
         mkdir -p results
         OMP_NUM_THREADS=1 lane_a > results/reproduce-lane-a.log 2>&1 &
         OMP_NUM_THREADS=1 lane_b > results/reproduce-lane-b.log 2>&1 &
         wait
         report ;;
-    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|all]" >&2; exit 2 ;;
+    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|bf16|all]" >&2; exit 2 ;;
 esac
