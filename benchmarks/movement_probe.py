@@ -20,6 +20,10 @@ Criteria (each removes the same count per matrix):
   random            uniformly random entries
   magnitude         the smallest |W| (what magnitude pruning prunes first)
 
+Then: the same movement_lowest removal with the removed entries' contribution at the dense
+model's input means folded into each bias (does the damage come from shifted output means?), the
+removal done in one matrix type at a time, and how concentrated the removed entries are in rows.
+
 Prints JSON (and writes it to --out).
 """
 
@@ -129,6 +133,33 @@ def main() -> None:  # noqa: D103
                                                "token_spread_vs_dense": round(float(spread / dense_spread), 4)}
     set_masks(None)
 
+    # Is it the mean shift? Removing a sign-coherent set of a row's entries changes that output by
+    # sum_j W_ij x_j over the set, whose mean over tokens need not cancel. Folding the removed part
+    # at the dense model's input means, sum_j (1 - M_ij) W_ij mu_j, into each bias keeps every
+    # output's mean as it was; what is left of the damage is token-dependent.
+    input_means: dict[str, list[torch.Tensor]] = {}
+    hooks = [lin.register_forward_hook(
+        lambda mod, inp, out, name=name: input_means.setdefault(name, []).append(
+            inp[0].detach().float().reshape(-1, inp[0].shape[-1]).mean(0)))
+        for name, lin in pruner.layers.items()]
+    measure()
+    for h in hooks:
+        h.remove()
+    mu = {name: torch.stack(v).mean(0) for name, v in input_means.items()}
+    biases = {name: lin.bias.detach().clone() for name, lin in pruner.layers.items()}
+    mean_corrected: dict[str, dict[str, float]] = {}
+    for fraction in fractions:
+        set_masks(lambda name, m: topk_mask(m.scores.detach(), round((1 - fraction) * m.numel)))
+        for name, m in pruner.masks.items():
+            removed = (1 - m.hard) * pruner.original_weight(name).detach()
+            pruner.layers[name].bias.data = biases[name] + removed @ mu[name]
+        loss, spread = measure()
+        mean_corrected[f"{fraction:g}"] = {"loss": round(loss, 4),
+                                           "token_spread_vs_dense": round(float(spread / dense_spread), 4)}
+        for name, lin in pruner.layers.items():
+            lin.bias.data = biases[name].clone()
+    set_masks(None)
+
     # Which matrices does it take? The lowest-score entries of one matrix type at a time (in every
     # layer), and the rows (output features) they concentrate in.
     from movprune.experiments.inspect import MATRIX_TYPES, matrix_type
@@ -153,6 +184,7 @@ def main() -> None:  # noqa: D103
         "dense_steps": args.dense_steps, "train_seconds": round(train_seconds, 1),
         "dense_loss": round(dense_loss, 4), "removed_fraction_per_matrix": fractions,
         "loss_after_removal": results,
+        "movement_lowest_with_mean_correction": mean_corrected,
         f"movement_lowest_{fraction:g}_one_matrix_type_at_a_time": by_type,
         f"movement_lowest_{fraction:g}_rows": rows,
         "threads": args.threads, "python": platform.python_version(), "torch": torch.__version__,
