@@ -244,3 +244,16 @@ def test_runs_trained_or_evaluated_differently_are_flagged(handmade):
 
     res = run_cli("compare", str(mnli), "--format", "markdown")
     assert res.returncode == 0 and "train.max_eval_samples differs" in res.stderr
+
+
+def test_titles_show_a_teacher_below_the_current_folder_relative_to_it(tmp_path, monkeypatch):
+    from movprune.experiments.compare import build_comparisons, scan_runs
+
+    write_run(tmp_path / "runs", "movement-r10-s1", "sst2", "movement", 10, 1, {"accuracy": 70.0},
+              teacher=str(tmp_path / "results" / "dense"))
+    write_run(tmp_path / "runs", "magnitude-r10-s1", "sst2", "magnitude", 10, 1, {"accuracy": 70.0},
+              teacher="/elsewhere/dense")
+    monkeypatch.chdir(tmp_path)
+    titles = sorted(c.title for c in build_comparisons(scan_runs([tmp_path / "runs"]).results))
+    assert titles == ["sst2 · minilm-l6 · distilled from /elsewhere/dense",
+                      "sst2 · minilm-l6 · distilled from results/dense"]

@@ -148,7 +148,7 @@ class Comparison:
     @property
     def title(self) -> str:
         """``"sst2 · minilm-l6 · no distillation"``."""
-        distill = f"distilled from {self.distill_teacher}" if self.distill_teacher else "no distillation"
+        distill = f"distilled from {_shown_path(self.distill_teacher)}" if self.distill_teacher else "no distillation"
         return f"{self.task} · {self.model} · {distill}"
 
     @property
@@ -159,6 +159,18 @@ class Comparison:
     def paper_pruners(self) -> list[str]:
         """Pruners with at least one of the paper's numbers in this table."""
         return [p for p in self.pruners if any(p in row.paper for row in self.rows)]
+
+
+def _shown_path(text: str) -> str:
+    """A teacher's path as titles show it: relative to the current folder when it lies below it,
+    so tables written into docs do not carry one machine's absolute paths."""
+    path = Path(text)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return text
 
 
 def run_level(result: dict[str, Any]) -> float:
