@@ -8,6 +8,10 @@
 #   bash docs/reproduce.sh budget     # movement at 10% with 3000 steps (the budget check, ~25 min)
 #   bash docs/reproduce.sh bf16       # dense and magnitude-10% SST-2 runs in fp32 (does bf16 hold?)
 #
+# TASKS (default "sst2 mrpc squad") picks the tasks; SEEDS (default 42) the seeds of the plain
+# sweeps, e.g. `TASKS=sst2 SEEDS=42,43 bash docs/reproduce.sh` adds a second seed to SST-2 (finished
+# runs are skipped). The distilled sweeps always use seed 42 and its dense run as the teacher.
+#
 # Run it from the repository root after `make install`. Sweeps resume: rerunning skips finished
 # runs, so an interrupted reproduction continues where it stopped. Lane b's distilled runs need
 # lane a's dense run of the same task (the teacher): run lane a first, or both together (lane a
@@ -17,16 +21,18 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 MOVPRUNE=${MOVPRUNE:-.venv/bin/movprune}
 TASKS=${TASKS:-"sst2 mrpc squad"}
+SEEDS=${SEEDS:-42}
 LEVELS=70,30,10,3
 DISTILL_LEVELS=10,3
 # Soft movement's scores start at -1.5 instead of the paper's 0: from 0, at the paper's scores_lr,
 # they cannot reach the cut logit(0.1) = -2.2 in a few hundred steps (README, "Pruning methods").
 SOFT="pruner.scores_init=-1.5"
 
-sweep() {  # sweep TASK METHODS LEVELS [overrides...]
-    local task=$1 methods=$2 levels=$3
-    shift 3
-    "$MOVPRUNE" sweep "src/movprune/recipes/repro/$task.yaml" --pruners "$methods" --remaining "$levels" "$@"
+sweep() {  # sweep TASK METHODS LEVELS SEEDS [overrides...]
+    local task=$1 methods=$2 levels=$3 seeds=$4
+    shift 4
+    "$MOVPRUNE" sweep "src/movprune/recipes/repro/$task.yaml" --pruners "$methods" --remaining "$levels" \
+        --seeds "$seeds" "$@"
 }
 
 teacher() { echo "distill.teacher=results/repro-$1/none-r100-s42"; }
@@ -37,18 +43,18 @@ wait_for_teacher() {  # lane b's distilled runs start once lane a's dense run ha
 
 lane_a() {
     for task in $TASKS; do
-        sweep "$task" none,magnitude,movement "$LEVELS"
-        sweep "$task" magnitude,movement "$DISTILL_LEVELS" "name=repro-$task-distill" "$(teacher "$task")"
+        sweep "$task" none,magnitude,movement "$LEVELS" "$SEEDS"
+        sweep "$task" magnitude,movement "$DISTILL_LEVELS" 42 "name=repro-$task-distill" "$(teacher "$task")"
     done
 }
 
 lane_b() {
     for task in $TASKS; do
-        sweep "$task" soft_movement "$LEVELS" "$SOFT"
-        sweep "$task" l0 "$LEVELS"
+        sweep "$task" soft_movement "$LEVELS" "$SEEDS" "$SOFT"
+        sweep "$task" l0 "$LEVELS" "$SEEDS"
         wait_for_teacher "$task"
-        sweep "$task" soft_movement "$DISTILL_LEVELS" "name=repro-$task-distill" "$(teacher "$task")" "$SOFT"
-        sweep "$task" l0 "$DISTILL_LEVELS" "name=repro-$task-distill" "$(teacher "$task")"
+        sweep "$task" soft_movement "$DISTILL_LEVELS" 42 "name=repro-$task-distill" "$(teacher "$task")" "$SOFT"
+        sweep "$task" l0 "$DISTILL_LEVELS" 42 "name=repro-$task-distill" "$(teacher "$task")"
     done
 }
 
