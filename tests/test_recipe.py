@@ -45,6 +45,16 @@ def test_every_problem_is_reported_at_once(write_recipe):
     assert any("'trian'" in p and "did you mean 'train'" in p for p in problems)
 
 
+def test_unknown_task_and_method_are_reported_beside_schema_errors(write_recipe):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write_recipe(), ["task=sst3", "pruner.method=movment", "train.batch_size=abc"])
+    problems = info.value.problems
+    assert len(problems) == 3
+    assert any("train.batch_size" in p for p in problems)
+    assert any("unknown task 'sst3'" in p and "did you mean 'sst2'" in p for p in problems)
+    assert any("unknown pruning method 'movment'" in p and "did you mean 'movement'" in p for p in problems)
+
+
 @pytest.mark.parametrize("override, expected", [
     ("pruner.remaining_pct=0", "pruner.remaining_pct"),
     ("pruner.remaining_pct=150", "pruner.remaining_pct"),

@@ -195,7 +195,16 @@ def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
-        raise RecipeError(source, [_describe(err) for err in e.errors()]) from None
+        # The names are checked too, so that a typo'd task or method is not hidden until the
+        # schema errors are fixed.
+        problems = [_describe(err) for err in e.errors()]
+        pruner = data.get("pruner")
+        method = pruner.get("method") if isinstance(pruner, dict) else None
+        if isinstance(data.get("task"), str):
+            problems += tasks.check_name(data["task"])
+        if isinstance(method, str):
+            problems += pruners.check_name(method)
+        raise RecipeError(source, problems) from None
     problems = tasks.check_recipe(recipe) + pruners.check_recipe(recipe)
     if problems:
         raise RecipeError(source, problems)

@@ -38,14 +38,18 @@ def pruner_class(method: str) -> type[Pruner]:
     return getattr(importlib.import_module(module), cls)
 
 
-def check_recipe(recipe: "Recipe") -> list[str]:
-    """Problems with the recipe's pruner block, one line each."""
-    method = recipe.pruner.method
+def check_name(method: str) -> list[str]:
+    """A one-line problem when ``method`` is not a registered pruning method (with a "did you mean")."""
     if method not in _METHODS:
         close = difflib.get_close_matches(method, list(_METHODS), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(_METHODS)}"
         return [f"pruner.method: unknown pruning method '{method}' ({hint})"]
-    return pruner_class(method).check(recipe.pruner)
+    return []
+
+
+def check_recipe(recipe: "Recipe") -> list[str]:
+    """Problems with the recipe's pruner block, one line each."""
+    return check_name(recipe.pruner.method) or pruner_class(recipe.pruner.method).check(recipe.pruner)
 
 
 def resolve_defaults(recipe: "Recipe") -> "Recipe":

@@ -27,11 +27,16 @@ def get_task(name: str) -> Task:
     return all_tasks()[name]
 
 
+def check_name(task: str) -> list[str]:
+    """A one-line problem when ``task`` is not a registered task (with a "did you mean")."""
+    tasks = all_tasks()
+    if task not in tasks:
+        close = difflib.get_close_matches(task, list(tasks), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(tasks)}"
+        return [f"task: unknown task '{task}' ({hint})"]
+    return []
+
+
 def check_recipe(recipe: "Recipe") -> list[str]:
     """Problems with the recipe's task, one line each."""
-    tasks = all_tasks()
-    if recipe.task not in tasks:
-        close = difflib.get_close_matches(recipe.task, list(tasks), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(tasks)}"
-        return [f"task: unknown task '{recipe.task}' ({hint})"]
-    return []
+    return check_name(recipe.task)
