@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/movement_probe.py --dense-steps 40 --out movement_probe.json
 
-Fine-tunes MiniLM on real SST-2 for ``--dense-steps`` steps exactly as a ``movement`` run does
-before its ramp starts (the quickstart's settings: batch 32, 64 tokens, lr 1e-4 with 10% of the
-recipe's 400 steps of linear warm-up, bf16 autocast; the scores learn with their own AdamW at
-``scores_lr`` while every weight is kept). Alongside, it accumulates the paper's first-order score
+Fine-tunes MiniLM on real SST-2 for ``--dense-steps`` steps as a ``movement`` run does before its
+ramp starts (the quickstart's settings: batch 32, 64 tokens, lr 1e-4 on the schedule of a 400-step
+run, i.e. 40 steps of linear warm-up then linear decay, bf16 autocast; the scores learn with their
+own AdamW at ``scores_lr`` while every weight is kept; 40 dense steps are what the quickstart's
+schedule gives). Alongside, it accumulates the paper's first-order score
 with plain gradient descent, ``S_sgd = -sum_t lr_t * dL/dW'_t * W_t``, the quantity the paper's
 analysis is written for. It then removes a fraction of every encoder matrix, chosen by each
 criterion, and reports the task loss on 256 held-out training sentences (fixed), and how much the
@@ -86,7 +87,7 @@ def main() -> None:  # noqa: D103
     start = time.perf_counter()
     model.train()
     for step in range(args.dense_steps):
-        pruner.step(step)  # the schedule is still dense: every weight kept
+        pruner.step(0)  # every weight kept, however many dense steps are asked for
         with autocast():
             loss = model(**next(stream)).loss
         loss.backward()
