@@ -246,7 +246,7 @@ def test_runs_trained_or_evaluated_differently_are_flagged(handmade):
     assert res.returncode == 0 and "train.max_eval_samples differs" in res.stderr
 
 
-def test_titles_show_a_teacher_below_the_current_folder_relative_to_it(tmp_path, monkeypatch):
+def test_tables_show_a_teacher_below_the_current_folder_relative_to_it(tmp_path, monkeypatch):
     from movprune.experiments.compare import build_comparisons, scan_runs
 
     write_run(tmp_path / "runs", "movement-r10-s1", "sst2", "movement", 10, 1, {"accuracy": 70.0},

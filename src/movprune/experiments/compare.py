@@ -148,7 +148,7 @@ class Comparison:
     @property
     def title(self) -> str:
         """``"sst2 · minilm-l6 · no distillation"``."""
-        distill = f"distilled from {_shown_path(self.distill_teacher)}" if self.distill_teacher else "no distillation"
+        distill = f"distilled from {self.distill_teacher}" if self.distill_teacher else "no distillation"
         return f"{self.task} · {self.model} · {distill}"
 
     @property
@@ -162,7 +162,7 @@ class Comparison:
 
 
 def _shown_path(text: str) -> str:
-    """A teacher's path as titles show it: relative to the current folder when it lies below it,
+    """A teacher's path as tables show it: relative to the current folder when it lies below it,
     so tables written into docs do not carry one machine's absolute paths."""
     path = Path(text)
     if path.is_absolute():
@@ -280,7 +280,7 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
         warnings += [f"{task} · {model}: runs differ in settings, so their numbers may not compare: {line}"
                      for line in setting_differences(runs)]
         ordered = sorted(rows.values(), key=lambda row: -row.remaining_pct)
-        comparison = Comparison(task, model, teacher, metric_names,
+        comparison = Comparison(task, model, teacher and _shown_path(teacher), metric_names,
                                 _pruner_order(p for _, p in by_cell), ordered, warnings)
         for row in ordered:
             _mark_best(row, comparison.headline)
