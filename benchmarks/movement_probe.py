@@ -43,6 +43,7 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--dense-steps", type=int, default=40)
     parser.add_argument("--fractions", default="0.02,0.08,0.2", help="fractions of each matrix removed")
     parser.add_argument("--data-dir", default="../shared/data/glue")
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast (train and measure in fp32)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
@@ -81,7 +82,7 @@ def main() -> None:  # noqa: D103
                                          generator=torch.Generator().manual_seed(args.seed))
     stream = iter(loader)
     held_out = [next(stream) for _ in range(8)]
-    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32)  # noqa: E731
 
     sgd_scores = {name: torch.zeros_like(m.scores) for name, m in pruner.masks.items()}
     start = time.perf_counter()
@@ -182,7 +183,7 @@ def main() -> None:  # noqa: D103
 
     report = {
         "benchmark": "movement_probe", "model": recipe.model, "task": "sst2",
-        "dense_steps": args.dense_steps, "train_seconds": round(train_seconds, 1),
+        "dense_steps": args.dense_steps, "bf16": not args.fp32, "train_seconds": round(train_seconds, 1),
         "dense_loss": round(dense_loss, 4), "removed_fraction_per_matrix": fractions,
         "loss_after_removal": results,
         "movement_lowest_with_mean_correction": mean_corrected,
