@@ -13,7 +13,10 @@ its warm-up boundaries) and that evaluation uses the final mask.
 The one deliberate difference is the kept count: the reference keeps ``int(fraction * n)``
 entries, movprune rounds to the nearest count (see ``kept_count``). The oracle uses movprune's
 rounding so that the comparison can be exact; the rounding itself is tested in
-``test_core_pruners.py``.
+``test_core_pruners.py``. Both sides use ``torch.optim.AdamW`` (the reference used transformers'
+own AdamW, the same update up to where epsilon enters). The embeddings are frozen on both sides, as
+the reference's README says its runs did. Clipping is set low enough to act on every step, so that
+which parameters are clipped together (the scores with the weights, as in the reference) matters.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from movprune.pruners.counting import prunable_linears
 from movprune.pruners.topk import kept_count
 
 STEPS, LR_WARMUP = 40, 4  # reference units: initial_warmup=1, final_warmup=2 (x warmup_steps)
-LR, SCORES_LR, CLIP = 1e-3, 1e-2, 1.0
+LR, SCORES_LR, CLIP = 1e-3, 1e-2, 0.05
 
 
 def reference_schedule_threshold(step, total_step, warmup_steps, initial_threshold, final_threshold,
@@ -103,14 +106,15 @@ def _reference_model(model: nn.Module, method: str) -> nn.Module:
     return ref
 
 
-def _reference_optimizer(model: nn.Module):
-    """masked_run_glue.py: scores at their own learning rate; no weight decay anywhere (its default)."""
+def _reference_optimizer(model: nn.Module, weight_decay: float):
+    """masked_run_glue.py: scores at their own learning rate and the optimizer's default weight
+    decay (0); weights with ``weight_decay`` except biases and LayerNorm weights."""
     no_decay = ["bias", "LayerNorm.weight"]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in named if "mask_score" in n], "lr": SCORES_LR},
         {"params": [p for n, p in named if "mask_score" not in n and not any(nd in n for nd in no_decay)],
-         "lr": LR, "weight_decay": 0.0},
+         "lr": LR, "weight_decay": weight_decay},
         {"params": [p for n, p in named if "mask_score" not in n and any(nd in n for nd in no_decay)],
          "lr": LR, "weight_decay": 0.0},
     ]
@@ -133,8 +137,8 @@ def _masks_of_reference(ref: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("method", ["movement", "magnitude"])
-def test_training_matches_the_reference_implementation_step_for_step(method):
+@pytest.mark.parametrize("method, weight_decay", [("movement", 0.0), ("magnitude", 0.0), ("movement", 0.01)])
+def test_training_matches_the_reference_implementation_step_for_step(method, weight_decay):
     ours = _tiny_bert()
     ours.base_model.embeddings.requires_grad_(False)  # the paper freezes the embeddings
     ref = _reference_model(ours, method)
@@ -142,16 +146,17 @@ def test_training_matches_the_reference_implementation_step_for_step(method):
     config = PrunerConfig(method=method, remaining_pct=10, initial_warmup=LR_WARMUP / STEPS,
                           final_warmup=2 * LR_WARMUP / STEPS,
                           **({"scores_lr": SCORES_LR, "scores_init": 0.0} if method == "movement" else {}))
-    recipe = Recipe(task="sst2", pruner=config, train=TrainConfig(lr=LR, lr_warmup_fraction=LR_WARMUP / STEPS))
+    recipe = Recipe(task="sst2", pruner=config, train=TrainConfig(lr=LR, lr_warmup_fraction=LR_WARMUP / STEPS,
+                                                                  weight_decay=weight_decay))
     pruner = build_pruner(config, STEPS)
     pruner.attach(ours)
     opt = torch.optim.AdamW(_optimizer_groups(ours, pruner, recipe), lr=LR)
     sched = get_linear_schedule_with_warmup(opt, LR_WARMUP, STEPS)
-    ref_opt = _reference_optimizer(ref)
+    ref_opt = _reference_optimizer(ref, weight_decay)
     ref_sched = get_linear_schedule_with_warmup(ref_opt, LR_WARMUP, STEPS)
     ours_params = [p for g in opt.param_groups for p in g["params"]]
 
-    pruned_at_some_step = False
+    pruned_at_some_step, clipped_at_every_step = False, True
     for step, batch in enumerate(_batches(STEPS)):
         # The training loop's order: schedule, forward, backward, clip (scores included), step.
         pruner.step(step)
@@ -165,13 +170,13 @@ def test_training_matches_the_reference_implementation_step_for_step(method):
         pruned_at_some_step |= any(bool((m == 0).any()) for m in ref_masks.values())
 
         ours(**batch).loss.backward()
-        torch.nn.utils.clip_grad_norm_(ours_params, CLIP)
+        clipped_at_every_step &= float(torch.nn.utils.clip_grad_norm_(ours_params, CLIP)) > CLIP
         opt.step(), sched.step(), opt.zero_grad()
         ref(**batch).loss.backward()
         torch.nn.utils.clip_grad_norm_(ref.parameters(), CLIP)
         ref_opt.step(), ref_sched.step(), ref_opt.zero_grad()
 
-    assert pruned_at_some_step
+    assert pruned_at_some_step and clipped_at_every_step
     for name, layer in prunable_linears(ref).items():
         assert torch.allclose(pruner.original_weight(name), layer.weight, atol=1e-6), name
         if method == "movement":
@@ -190,9 +195,11 @@ def test_training_matches_the_reference_implementation_step_for_step(method):
 
 
 def test_movement_masks_do_not_depend_on_the_scores_learning_rate():
-    """With Adam and scores that start equal, ``scores_lr`` scales every score by the same factor,
-    so the top-k (and with it the whole run) is unchanged: for hard movement pruning, the scores'
-    learning rate is not a knob. (A power of two keeps the scaling exact in floating point.)"""
+    """The score gradient ``dL/dW' * W`` does not depend on the scores, and AdamW's update is
+    proportional to its learning rate, so with scores starting at zero (and no weight decay on
+    them) ``scores_lr`` multiplies every score by the same factor: the top-k, and with it the whole
+    run, is unchanged. For hard movement pruning the scores' learning rate is not a knob. (A power
+    of two keeps the scaling exact in floating point.)"""
     masks_by_lr = []
     for scores_lr in (1e-2, 4e-2):
         model = _tiny_bert()
@@ -216,4 +223,5 @@ def test_movement_masks_do_not_depend_on_the_scores_learning_rate():
         for name in a:
             assert torch.equal(a[name], b[name]), f"step {step}, {name}"
     for name in s1:
+        assert s1[name].abs().max() > 0 and s1[name].unique().numel() > 1  # the scores did learn
         assert torch.equal(s4[name], 4 * s1[name])
