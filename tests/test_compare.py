@@ -244,6 +244,15 @@ def test_runs_trained_or_evaluated_differently_are_flagged(handmade):
 
     res = run_cli("compare", str(mnli), "--format", "markdown")
     assert res.returncode == 0 and "train.max_eval_samples differs" in res.stderr
+    assert "mnli · minilm-l6 · no distillation: runs differ in settings" in res.stderr
+
+    # Leaving the sequence length to the task is the same as writing the task's default out.
+    (odd / "recipe.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"], "max_seq_length": 128}}))
+    assert build_comparisons(scan_runs([mnli]).results)[0].warnings == []
+    # A run whose settings cannot be read is named, not silently left out of the check.
+    (odd / "recipe.yaml").unlink()
+    (warning,) = build_comparisons(scan_runs([mnli]).results)[0].warnings
+    assert "1 of 10 runs have no readable recipe.yaml" in warning and str(odd) in warning
 
 
 def test_tables_show_a_teacher_below_the_current_folder_relative_to_it(tmp_path, monkeypatch):
@@ -253,6 +262,8 @@ def test_tables_show_a_teacher_below_the_current_folder_relative_to_it(tmp_path,
               teacher=str(tmp_path / "results" / "dense"))
     write_run(tmp_path / "runs", "magnitude-r10-s1", "sst2", "magnitude", 10, 1, {"accuracy": 70.0},
               teacher="/elsewhere/dense")
+    write_run(tmp_path / "runs", "l0-r10-s1", "sst2", "l0", 10, 1, {"accuracy": 70.0},
+              teacher="results/./dense")  # the first teacher, written another way: the same table
     monkeypatch.chdir(tmp_path)
     titles = sorted(c.title for c in build_comparisons(scan_runs([tmp_path / "runs"]).results))
     assert titles == ["sst2 · minilm-l6 · distilled from /elsewhere/dense",

@@ -162,15 +162,16 @@ class Comparison:
 
 
 def _shown_path(text: str) -> str:
-    """A teacher's path as tables show it: relative to the current folder when it lies below it,
-    so tables written into docs do not carry one machine's absolute paths."""
-    path = Path(text)
+    """A teacher's path as tables group and show it: normalised, and relative to the current folder
+    when it lies below it, so that one teacher written two ways is one table and tables written
+    into docs do not carry one machine's absolute paths."""
+    path = Path(os.path.normpath(text))
     if path.is_absolute():
         try:
             return str(path.relative_to(Path.cwd()))
         except ValueError:
             pass
-    return text
+    return str(path)
 
 
 def run_level(result: dict[str, Any]) -> float:
@@ -184,36 +185,48 @@ def run_level(result: dict[str, Any]) -> float:
 
 
 #: Settings every run of one table should share: the paper gives every method the same data and
-#: budget, and numbers trained or evaluated otherwise do not compare. ``steps`` is the effective
-#: number of optimizer steps (from ``result.json``); the others are recipe keys (``recipe.yaml``).
-COMPARABLE_SETTINGS = ("steps", "data_dir", "train_split", "eval_split", "train.batch_size", "train.lr",
-                       "train.max_seq_length", "train.bf16", "train.max_train_samples",
-                       "train.max_eval_samples", "pruner.initial_warmup", "pruner.final_warmup")
+#: budget, and numbers trained or evaluated otherwise do not compare. ``steps`` and
+#: ``num_processes`` come from ``result.json`` (the effective budget); the others are recipe keys
+#: (``recipe.yaml``). ``pruner.*`` keys are left out for dense runs, which have no schedule.
+COMPARABLE_SETTINGS = ("steps", "num_processes", "data_dir", "train_split", "eval_split",
+                       "train.batch_size", "train.lr", "train.lr_warmup_fraction", "train.weight_decay",
+                       "train.max_grad_norm", "train.max_seq_length", "train.doc_stride", "train.bf16",
+                       "train.freeze_embeddings", "train.max_train_samples", "train.max_eval_samples",
+                       "pruner.initial_warmup", "pruner.final_warmup", "pruner.scope",
+                       "distill.alpha_ce", "distill.alpha_distil", "distill.temperature")
+_FROM_RESULT = ("steps", "num_processes")
 
 
 def run_settings(result: dict[str, Any]) -> dict[str, Any] | None:
     """The :data:`COMPARABLE_SETTINGS` of a run, or None when its ``recipe.yaml`` is unreadable.
-    A dense run has no schedule, so its ``pruner.*`` warm-ups are left out."""
+    ``train.max_seq_length: null`` is replaced by the task's default, so that leaving it to the
+    task and writing the same number out are not told apart."""
     try:
         recipe = yaml.safe_load((Path(result["run_dir"]) / results.RECIPE_FILE).read_text(encoding="utf-8"))
-    except (KeyError, OSError, yaml.YAMLError):
+    except (KeyError, OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     if not isinstance(recipe, dict):
         return None
-    settings: dict[str, Any] = {"steps": result.get("steps")}
-    for key in COMPARABLE_SETTINGS[1:]:
-        if key.startswith("pruner.") and result.get("pruner") == "none":
+    settings: dict[str, Any] = {key: result.get(key) for key in _FROM_RESULT}
+    for key in COMPARABLE_SETTINGS:
+        if key in _FROM_RESULT or (key.startswith("pruner.") and result.get("pruner") == "none"):
             continue
         node: Any = recipe
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         settings[key] = node
+    if settings.get("train.max_seq_length") is None:
+        from movprune import tasks
+
+        task = tasks.all_tasks().get(str(result.get("task")))
+        settings["train.max_seq_length"] = task.default_max_seq_length if task else None
     return settings
 
 
 def setting_differences(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per setting whose value differs between ``runs`` (those with a readable recipe):
-    each value with how many runs have it and, for the rarer values, which runs."""
+    """One line per setting whose value differs between ``runs``: each value with how many runs
+    have it and, for the rarer values, which runs; plus a line when some runs (not all) have no
+    readable ``recipe.yaml`` and so could not be checked."""
     known = [(r, s) for r in runs if (s := run_settings(r)) is not None]
     lines = []
     for key in COMPARABLE_SETTINGS:
@@ -229,6 +242,12 @@ def setting_differences(runs: Sequence[dict[str, Any]]) -> list[str]:
             shown = ", ".join(dirs[:3]) + (f", ... ({len(dirs) - 3} more)" if len(dirs) > 3 else "")
             parts.append(f"{value}: {shown}")
         lines.append(f"{key} differs ({'; '.join(parts)})")
+    checked = {id(r) for r, _ in known}
+    unchecked = [r["run_dir"] for r in runs if id(r) not in checked]
+    if known and unchecked:
+        shown = ", ".join(unchecked[:3]) + (f", ... ({len(unchecked) - 3} more)" if len(unchecked) > 3 else "")
+        lines.append(f"{len(unchecked)} of {len(runs)} runs have no readable recipe.yaml, so their settings "
+                     f"were not checked ({shown})")
     return lines
 
 
@@ -250,7 +269,8 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
     paper's numbers where task and remaining-weights level match."""
     groups: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     for r in found:
-        groups.setdefault((r["task"], r["model"], _teacher(r)), []).append(r)
+        teacher = _teacher(r)
+        groups.setdefault((r["task"], r["model"], teacher and _shown_path(teacher)), []).append(r)
     reference = paper_numbers() if paper else []
     comparisons = []
     for (task, model, teacher), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
@@ -277,10 +297,11 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
             cell = Cell(pruner, sorted(cell_runs, key=lambda r: r["seed"]), metrics,
                         Stat.of([r["remaining_pct"] for r in cell_runs]))
             rows.setdefault(level, Row(level, {})).cells[pruner] = cell
-        warnings += [f"{task} · {model}: runs differ in settings, so their numbers may not compare: {line}"
+        title = Comparison(task, model, teacher, [], [], []).title
+        warnings += [f"{title}: runs differ in settings, so their numbers may not be comparable: {line}"
                      for line in setting_differences(runs)]
         ordered = sorted(rows.values(), key=lambda row: -row.remaining_pct)
-        comparison = Comparison(task, model, teacher and _shown_path(teacher), metric_names,
+        comparison = Comparison(task, model, teacher, metric_names,
                                 _pruner_order(p for _, p in by_cell), ordered, warnings)
         for row in ordered:
             _mark_best(row, comparison.headline)
