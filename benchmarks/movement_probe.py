@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
+    """Train densely, remove weights by each criterion, print and write the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dense-steps", type=int, default=40)
     parser.add_argument("--fractions", default="0.02,0.08,0.2", help="fractions of each matrix removed")
@@ -56,7 +57,7 @@ def main() -> None:  # noqa: D103
     from movprune.experiments.models import resolve_model
     from movprune.experiments.recipe import Recipe
     from movprune.experiments.train import _optimizer_groups
-    from movprune.pruners.topk import topk_mask
+    from movprune.pruners.topk import kept_count, topk_mask
     from movprune.tasks.base import prepare_data
 
     torch.set_num_threads(args.threads)
@@ -74,7 +75,7 @@ def main() -> None:  # noqa: D103
     pruner = pruners.build_pruner(recipe.pruner, recipe.train.max_steps)
     pruner.attach(model)
     optimizer = torch.optim.AdamW(_optimizer_groups(model, pruner, recipe), lr=recipe.train.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(0.1 * recipe.train.max_steps),
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(recipe.train.lr_warmup_fraction * recipe.train.max_steps),
                                                 recipe.train.max_steps)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     loader = torch.utils.data.DataLoader(data.train, batch_size=32, shuffle=True,
@@ -100,11 +101,14 @@ def main() -> None:  # noqa: D103
     train_seconds = time.perf_counter() - start
     model.eval()
 
+    current: dict[str, torch.Tensor] = {}  # the batch being measured (for hooks that need its mask)
+
     @torch.no_grad()
     def measure() -> tuple[float, torch.Tensor]:
         total, spread = 0.0, []
         with autocast():
             for batch in held_out:
+                current["attention_mask"] = batch["attention_mask"]
                 out = model(**batch, output_hidden_states=True)
                 total += float(out.loss)
                 last = out.hidden_states[-1].float()[batch["attention_mask"].bool()]
@@ -113,7 +117,8 @@ def main() -> None:  # noqa: D103
 
     def set_masks(importance) -> None:
         for name, m in pruner.masks.items():
-            m.set_hard(importance(name, m) if importance else torch.ones_like(m.scores), m.numel)
+            mask = importance(name, m) if importance else torch.ones_like(m.scores)
+            m.set_hard(mask, int(torch.count_nonzero(mask)))
 
     set_masks(None)
     dense_loss, dense_spread = measure()
@@ -129,7 +134,7 @@ def main() -> None:  # noqa: D103
     for label, importance in criteria.items():
         results[label] = {}
         for fraction in fractions:
-            set_masks(lambda name, m: topk_mask(importance(name, m), round((1 - fraction) * m.numel)))
+            set_masks(lambda name, m: topk_mask(importance(name, m), kept_count(1 - fraction, m.numel)))
             loss, spread = measure()
             results[label][f"{fraction:g}"] = {"loss": round(loss, 4),
                                                "token_spread_vs_dense": round(float(spread / dense_spread), 4)}
@@ -139,19 +144,25 @@ def main() -> None:  # noqa: D103
     # sum_j W_ij x_j over the set, whose mean over tokens need not cancel. Folding the removed part
     # at the dense model's input means, sum_j (1 - M_ij) W_ij mu_j, into each bias keeps every
     # output's mean as it was; what is left of the damage is token-dependent.
-    input_means: dict[str, list[torch.Tensor]] = {}
-    hooks = [lin.register_forward_hook(
-        lambda mod, inp, out, name=name: input_means.setdefault(name, []).append(
-            inp[0].detach().float().reshape(-1, inp[0].shape[-1]).mean(0)))
-        for name, lin in pruner.layers.items()]
+    sums: dict[str, torch.Tensor] = {}
+    tokens: dict[str, int] = {}
+
+    def accumulate(name: str, inputs: tuple[torch.Tensor, ...]) -> None:
+        real = current["attention_mask"].bool()  # padding positions are not inputs the model sees
+        x = inputs[0].detach().float()[real]
+        sums[name] = sums.get(name, 0) + x.sum(0)
+        tokens[name] = tokens.get(name, 0) + x.shape[0]
+
+    hooks = [lin.register_forward_hook(lambda mod, inp, out, name=name: accumulate(name, inp))
+             for name, lin in pruner.layers.items()]
     measure()
     for h in hooks:
         h.remove()
-    mu = {name: torch.stack(v).mean(0) for name, v in input_means.items()}
+    mu = {name: sums[name] / tokens[name] for name in sums}
     biases = {name: lin.bias.detach().clone() for name, lin in pruner.layers.items()}
     mean_corrected: dict[str, dict[str, float]] = {}
     for fraction in fractions:
-        set_masks(lambda name, m: topk_mask(m.scores.detach(), round((1 - fraction) * m.numel)))
+        set_masks(lambda name, m: topk_mask(m.scores.detach(), kept_count(1 - fraction, m.numel)))
         for name, m in pruner.masks.items():
             removed = (1 - m.hard) * pruner.original_weight(name).detach()
             pruner.layers[name].bias.data = biases[name] + removed @ mu[name]
@@ -169,14 +180,14 @@ def main() -> None:  # noqa: D103
     fraction = fractions[0]
     by_type: dict[str, dict[str, float]] = {}
     for kind in MATRIX_TYPES:
-        set_masks(lambda name, m: topk_mask(m.scores.detach(), round((1 - fraction) * m.numel))
+        set_masks(lambda name, m: topk_mask(m.scores.detach(), kept_count(1 - fraction, m.numel))
                   if matrix_type(name) == kind else torch.ones_like(m.scores))
         loss, spread = measure()
         by_type[kind] = {"loss": round(loss, 4), "token_spread_vs_dense": round(float(spread / dense_spread), 4)}
     set_masks(None)
     rows: dict[str, dict[str, float]] = {}
     for name, m in pruner.masks.items():
-        removed = 1 - topk_mask(m.scores.detach(), round((1 - fraction) * m.numel))
+        removed = 1 - topk_mask(m.scores.detach(), kept_count(1 - fraction, m.numel))
         per_row = removed.sum(1)
         rows[name] = {"max_row_share_removed": round(float(per_row.max() / m.scores.shape[1]), 4),
                       "rows_over_5x_average": int((per_row > 5 * per_row.mean()).sum())}
