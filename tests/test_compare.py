@@ -222,6 +222,16 @@ def test_paper_numbers_sit_beside_ours_where_task_and_level_match(handmade, tmp_
     paper_lines = [r for r in csv.DictReader(io.StringIO(res.stdout)) if r["source"] != "ours"]
     assert len(paper_lines) == 5 * 2  # five (pruner, level) cells, two metrics each
 
+    import matplotlib.image
+
+    plain_png, paper_png = tmp_path / "plain.png", tmp_path / "paper.png"
+    assert run_cli("compare", str(handmade / "mnli"), "--plot", str(plain_png)).returncode == 0
+    assert run_cli("compare", str(handmade / "mnli"), "--paper", "--plot", str(paper_png)).returncode == 0
+    # With the paper's lines the legend moves beside the axes, so the figure is wider.
+    plain_h, plain_w = matplotlib.image.imread(plain_png).shape[:2]
+    paper_h, paper_w = matplotlib.image.imread(paper_png).shape[:2]
+    assert plain_h == paper_h and paper_w > plain_w
+
 
 def test_runs_trained_or_evaluated_differently_are_flagged(handmade):
     """The paper gives every method the same budget and data; a table mixing budgets or evaluation

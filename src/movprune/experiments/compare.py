@@ -560,7 +560,9 @@ def plot(comparisons: Sequence[Comparison], path: str | Path, paper: bool = Fals
 
     path = Path(path)
     n = max(1, len(comparisons))
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False)
+    # The paper's lines double the legend: beside the axes it cannot hide the points.
+    legend_outside = paper and any(c.paper_pruners() for c in comparisons)
+    fig, axes = plt.subplots(1, n, figsize=((8.0 if legend_outside else 5.5) * n, 4.2), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, comp in zip(axes[0], comparisons):
         metric = comp.headline
@@ -596,7 +598,10 @@ def plot(comparisons: Sequence[Comparison], path: str | Path, paper: bool = Fals
         ax.set_ylabel(f"{metric} (%)")
         ax.set_title(comp.title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if legend_outside:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
