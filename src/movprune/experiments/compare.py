@@ -297,12 +297,12 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
             cell = Cell(pruner, sorted(cell_runs, key=lambda r: r["seed"]), metrics,
                         Stat.of([r["remaining_pct"] for r in cell_runs]))
             rows.setdefault(level, Row(level, {})).cells[pruner] = cell
-        title = Comparison(task, model, teacher, [], [], []).title
-        warnings += [f"{title}: runs differ in settings, so their numbers may not be comparable: {line}"
-                     for line in setting_differences(runs)]
         ordered = sorted(rows.values(), key=lambda row: -row.remaining_pct)
         comparison = Comparison(task, model, teacher, metric_names,
                                 _pruner_order(p for _, p in by_cell), ordered, warnings)
+        comparison.warnings.extend(
+            f"{comparison.title}: runs differ in settings, so their numbers may not be comparable: {line}"
+            for line in setting_differences(runs))
         for row in ordered:
             _mark_best(row, comparison.headline)
             if reference:
