@@ -45,7 +45,7 @@ def main() -> None:  # noqa: D103
     import transformers
     import yaml
 
-    from movprune.experiments import results
+    from movprune import results
     from movprune.export import export_run, folder_stats, load_export
     from movprune.export import bench
 

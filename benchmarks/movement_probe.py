@@ -54,18 +54,19 @@ def main() -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from movprune import pruners, tasks
-    from movprune.experiments.models import resolve_model
-    from movprune.experiments.recipe import Recipe
-    from movprune.experiments.train import _optimizer_groups
+    from movprune.models import resolve_model
+    from movprune.recipe import Recipe
+    from movprune.experiments.train import build_optimizer
     from movprune.pruners.topk import kept_count, topk_mask
-    from movprune.tasks.base import prepare_data
+    from movprune.experiments.data import prepare_data
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    recipe = pruners.resolve_defaults(Recipe(
+    recipe = Recipe(
         task="sst2", model="minilm-l6", data_dir=args.data_dir, output_dir="/tmp/movement-probe",
         pruner={"method": "movement", "remaining_pct": 10},
-        train={"max_steps": 400, "batch_size": 32, "lr": 1e-4, "max_seq_length": 64, "bf16": True}))
+        train={"max_steps": 400, "batch_size": 32, "lr": 1e-4, "max_seq_length": 64, "bf16": True})
+    recipe = recipe.model_copy(update={"pruner": pruners.resolve_defaults(recipe.pruner)})
     task = tasks.get_task("sst2")
     resolved = resolve_model(recipe.model)
     tokenizer = resolved.tokenizer()
@@ -74,7 +75,7 @@ def main() -> None:
     model.base_model.embeddings.requires_grad_(False)
     pruner = pruners.build_pruner(recipe.pruner, recipe.train.max_steps)
     pruner.attach(model)
-    optimizer = torch.optim.AdamW(_optimizer_groups(model, pruner, recipe), lr=recipe.train.lr)
+    optimizer = build_optimizer(model, pruner, recipe.train)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(recipe.train.lr_warmup_fraction * recipe.train.max_steps),
                                                 recipe.train.max_steps)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]

@@ -36,47 +36,38 @@ START_STEP = 450
 
 
 def build(label: str, fields: dict, model_spec: str, seed: int):
-    """(model, pruner, optimizer, trainable params) for one method, as the training loop builds them."""
+    """(model, pruner, optimizer) for one method, built as the training loop builds them."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from movprune import pruners
-    from movprune.experiments.models import resolve_model
-    from movprune.experiments.recipe import Recipe
+    from movprune.experiments.train import build_optimizer
+    from movprune.models import resolve_model
+    from movprune.recipe import TrainConfig
 
-    recipe = pruners.resolve_defaults(Recipe(task="sst2", model=model_spec, pruner=fields))
+    config = pruners.resolve_defaults(pruners.PrunerConfig(**fields))
     torch.manual_seed(seed)
     model = resolve_model(model_spec).instantiate(AutoModelForSequenceClassification, num_labels=2)
     model.base_model.embeddings.requires_grad_(False)
-    pruner = pruners.build_pruner(recipe.pruner, TOTAL_STEPS)
+    pruner = pruners.build_pruner(config, TOTAL_STEPS)
     pruner.attach(model)
-    extra = pruner.parameter_groups()
-    taken = {id(p) for g in extra for p in g["params"]}
-    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-    optimizer = torch.optim.AdamW([{"params": weights}, *extra], lr=1e-4)
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    optimizer = build_optimizer(model, pruner, TrainConfig(lr=1e-4))
     model.train()
-    return {"label": label, "model": model, "pruner": pruner, "optimizer": optimizer,
-            "trainable": trainable, "step": START_STEP}
+    return {"label": label, "model": model, "pruner": pruner, "optimizer": optimizer, "step": START_STEP}
 
 
-def train_step(run: dict, batch: dict, bf16: bool) -> float:
-    """One training step as in movprune.experiments.train; returns its wall time in seconds."""
+def timed_step(run: dict, batch: dict, bf16: bool) -> float:
+    """One step of the training loop's own :func:`~movprune.experiments.train.train_step`; its wall
+    time in seconds (the loss parts are read, as logging would, so queued work is counted)."""
     import torch
 
-    model, pruner, optimizer = run["model"], run["pruner"], run["optimizer"]
+    from movprune.experiments.train import train_step
+
     start = time.perf_counter()
-    pruner.step(run["step"])
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = model(**batch).loss
-    penalty = pruner.penalty()
-    if penalty is not None:
-        loss = loss + penalty
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(run["trainable"], 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    pruner.after_optimizer_step()
+    parts = train_step(run["model"], batch, run["step"], pruner=run["pruner"], optimizer=run["optimizer"],
+                       max_grad_norm=1.0,
+                       autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16))
+    float(parts["loss"])
     run["step"] += 1
     return time.perf_counter() - start
 
@@ -120,12 +111,12 @@ def main() -> None:  # noqa: D103
         bf16 = precision == "bf16"
         for run in runs:
             for _ in range(args.warmup):
-                train_step(run, batch, bf16)
+                timed_step(run, batch, bf16)
         for round_ in range(args.repeats):
             shift = round_ % len(runs)
             for run in runs[shift:] + runs[:shift]:
                 for _ in range(args.steps):
-                    times[precision][run["label"]].append(train_step(run, batch, bf16))
+                    times[precision][run["label"]].append(timed_step(run, batch, bf16))
 
     results = {}
     for precision, by_label in times.items():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from movprune.experiments.recipe import PrunerConfig
+from movprune.recipe import PrunerConfig
 from movprune.pruners import build_pruner
 from movprune.pruners.counting import prunable_linears, remaining_pct
 from movprune.pruners.schedule import cubic_schedule
@@ -42,7 +42,7 @@ def test_kept_count_rounds_to_nearest():
 def _tiny_bert():
     from transformers import AutoModelForSequenceClassification
 
-    from movprune.experiments.models import tiny_bert_config
+    from movprune.models import tiny_bert_config
 
     torch.manual_seed(0)
     return AutoModelForSequenceClassification.from_config(tiny_bert_config())
@@ -176,7 +176,7 @@ def test_minilm_has_the_papers_36_matrices_and_weight_count():
     """METHOD.md: MiniLM-L6-H384 has 36 pruned matrices, 10,616,832 encoder Linear weights."""
     from transformers import AutoModelForSequenceClassification
 
-    from movprune.experiments.models import resolve_model
+    from movprune.models import resolve_model
 
     model = resolve_model("minilm-l6").instantiate(AutoModelForSequenceClassification, num_labels=2)
     linears = prunable_linears(model)

@@ -18,8 +18,9 @@ import yaml
 from conftest import run_cli, tiny_recipe_dict
 from movprune import tasks
 from movprune.errors import ModelError
-from movprune.experiments import distill, results
-from movprune.experiments.recipe import Recipe, validate_recipe
+from movprune import results
+from movprune.experiments import distill
+from movprune.recipe import Recipe, validate_recipe
 from movprune.experiments.train import run
 
 # ------------------------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ def test_regression_uses_mean_squared_error_without_temperature():
 def _tiny(head: str = "seq", **config):
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
-    from movprune.experiments.models import tiny_bert_config
+    from movprune.models import tiny_bert_config
 
     cfg = tiny_bert_config()
     for k, v in config.items():
@@ -338,13 +339,14 @@ def test_auto_teacher_is_trained_once_then_reused_by_other_pruners(tmp_path, mon
     assert r1["distill"]["teacher_metrics"] == teacher_result["metrics"]
     stamp = (cache_dir / "result.json").stat()
 
-    second = first.model_copy(update={
-        "name": "second", "pruner": first.pruner.model_copy(update={"method": "magnitude"}),
-        "distill": first.distill.model_copy(update={"alpha_ce": 0.2, "alpha_distil": 0.8})})
     from movprune import pruners
 
+    second = first.model_copy(update={
+        "name": "second",
+        "pruner": pruners.resolve_defaults(first.pruner.model_copy(update={"method": "magnitude"})),
+        "distill": first.distill.model_copy(update={"alpha_ce": 0.2, "alpha_distil": 0.8})})
     obs2 = _Phases()
-    r2 = run(pruners.resolve_defaults(second), observer=obs2)
+    r2 = run(second, observer=obs2)
     assert _teacher_phases(obs2) == 0
     assert r2["distill"]["teacher"] == str(cache_dir)
     again = (cache_dir / "result.json").stat()

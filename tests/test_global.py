@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from conftest import run_cli
-from movprune.experiments.recipe import PrunerConfig
+from movprune.recipe import PrunerConfig
 from movprune.pruners import build_pruner
 from movprune.pruners.counting import remaining_pct
 from movprune.pruners.topk import global_topk_masks, kept_count, kth_largest

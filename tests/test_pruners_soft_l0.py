@@ -12,7 +12,7 @@ from torch import nn
 
 from conftest import tiny_recipe_dict
 from movprune.errors import RecipeError
-from movprune.experiments.recipe import PrunerConfig, validate_recipe
+from movprune.recipe import PrunerConfig, validate_recipe
 from movprune.pruners import build_pruner
 from movprune.pruners.topk import kept_count
 

@@ -7,7 +7,7 @@ import yaml
 
 from conftest import run_cli, tiny_recipe_dict
 from movprune.errors import RecipeError
-from movprune.experiments.recipe import load_recipe
+from movprune.recipe import load_recipe
 
 
 def test_overrides_are_typed_and_nested(write_recipe):

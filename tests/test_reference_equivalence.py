@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, get_linear_schedule_with_warmup
 
-from movprune.experiments.recipe import PrunerConfig, Recipe, TrainConfig
-from movprune.experiments.train import _optimizer_groups
+from movprune.recipe import PrunerConfig, Recipe, TrainConfig
+from movprune.experiments.train import build_optimizer
 from movprune.pruners import build_pruner
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.topk import kept_count
@@ -150,7 +150,7 @@ def test_training_matches_the_reference_implementation_step_for_step(method, wei
                                                                   weight_decay=weight_decay))
     pruner = build_pruner(config, STEPS)
     pruner.attach(ours)
-    opt = torch.optim.AdamW(_optimizer_groups(ours, pruner, recipe), lr=LR)
+    opt = build_optimizer(ours, pruner, recipe.train)
     sched = get_linear_schedule_with_warmup(opt, LR_WARMUP, STEPS)
     ref_opt = _reference_optimizer(ref, weight_decay)
     ref_sched = get_linear_schedule_with_warmup(ref_opt, LR_WARMUP, STEPS)
@@ -208,7 +208,7 @@ def test_movement_masks_do_not_depend_on_the_scores_learning_rate():
         recipe = Recipe(task="sst2", pruner=config, train=TrainConfig(lr=LR))
         pruner = build_pruner(config, STEPS)
         pruner.attach(model)
-        opt = torch.optim.AdamW(_optimizer_groups(model, pruner, recipe), lr=LR)
+        opt = build_optimizer(model, pruner, recipe.train)
         sched = get_linear_schedule_with_warmup(opt, LR_WARMUP, STEPS)
         history, last_scores = [], None
         for step, batch in enumerate(_batches(STEPS)):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from movprune.experiments.results import is_finished
+from movprune.results import is_finished
 
 PLAIN_LOAD = """
 import json, sys, torch
@@ -57,7 +57,7 @@ def test_run_writes_a_complete_folder(write_recipe, task, method, pct):
     assert curve[-1].get("final") and curve[-1]["eval"] == result["metrics"]
 
     # The resolved recipe reloads to the same run.
-    from movprune.experiments.recipe import load_recipe
+    from movprune.recipe import load_recipe
 
     assert load_recipe(run_dir / "recipe.yaml").pruner.method == method
 

@@ -14,8 +14,8 @@ from datasets import Dataset
 
 from conftest import REPO, SQUAD_DIR, run_cli
 from movprune.errors import DataError
-from movprune.experiments.models import resolve_model
-from movprune.experiments.recipe import load_recipe
+from movprune.models import resolve_model
+from movprune.recipe import load_recipe
 from movprune.tasks import get_task
 from movprune.tasks.squad import (FEATURES, best_answers, eval_features, exact_match_score, f1_score,
                                   normalize_answer, read_squad_json, squad_metrics, train_features)

@@ -34,7 +34,7 @@ def run_command(
 ) -> None:
     """Fine-prune a model as the recipe says and write <output_dir>/<name>/."""
     with reported_errors():
-        from movprune.experiments.recipe import load_recipe
+        from movprune.recipe import load_recipe
 
         resolved = load_recipe(recipe, overrides or [])
         quiet_libraries()

@@ -96,7 +96,8 @@ def sweep_command(
 
     Resumable: finished runs are skipped untouched, unfinished ones are redone. A failing run does not stop the others; the exit code is 1 when any run failed, 2 when the sweep is invalid.
     """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
-    from movprune.experiments import results, sweep
+    from movprune import results
+    from movprune.experiments import sweep
 
     with reported_errors():
         levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)

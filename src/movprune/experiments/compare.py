@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from movprune.errors import RunFailedError
-from movprune.experiments import results
+from movprune import results
 
 #: Shown beside the paper's numbers: they come from BERT-base on the paper's tasks, not our runs.
 PAPER_LABEL = "paper, BERT-base"

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 
 from movprune.errors import ModelError, RunFailedError
-from movprune.experiments import results
-from movprune.experiments.models import ALIASES, ResolvedModel, resolve_model
-from movprune.experiments.recipe import PrunerConfig, Recipe
+from movprune import results
+from movprune.models import ALIASES, ResolvedModel, resolve_model
+from movprune.recipe import PrunerConfig, Recipe
 
 if TYPE_CHECKING:
     from movprune.tasks.base import Task
@@ -226,9 +226,8 @@ def teacher_recipe(recipe: Recipe) -> Recipe:
     settings and seed, no pruning, no distillation."""
     from movprune import pruners
 
-    dense = recipe.model_copy(update={"pruner": PrunerConfig(method="none"), "distill": None,
-                                      "data_dir": _absolute(recipe.data_dir)})
-    return pruners.resolve_defaults(dense)
+    return recipe.model_copy(update={"pruner": pruners.resolve_defaults(PrunerConfig(method="none")),
+                                     "distill": None, "data_dir": _absolute(recipe.data_dir)})
 
 
 def _absolute(path: str | None) -> str | None:

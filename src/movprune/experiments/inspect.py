@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from movprune.errors import RunFailedError
-from movprune.experiments import results
+from movprune import results
 
 #: Matrix-type columns in display order; anything unrecognised goes to ``OTHER``.
 MATRIX_TYPES = ("Q", "K", "V", "attention output", "FFN in", "FFN out")

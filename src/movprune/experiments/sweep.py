@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from movprune.errors import MovpruneError, RecipeError
-from movprune.experiments import results
-from movprune.experiments.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
+from movprune import results
+from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
 from movprune.io import atomic_write_text
 
 #: Written into an unfinished run folder when its run raised (the folder stays unfinished).
@@ -170,7 +170,7 @@ def _method_levels(method: str, levels: list[float] | None) -> tuple[list[float 
     target (dense fine-tuning) runs once, at the level it reports itself (100% for dense).
     """
     from movprune import pruners
-    from movprune.experiments.recipe import PrunerConfig
+    from movprune.recipe import PrunerConfig
 
     if method not in pruners.method_names():
         return [], None  # reported by validation, with a 'did you mean'

@@ -6,18 +6,21 @@ import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Callable, Protocol
 
 import torch
 
 from movprune import pruners, tasks
 from movprune.errors import DataError, RecipeError
-from movprune.experiments import distill, results
-from movprune.experiments.models import resolve_model
-from movprune.experiments.recipe import Recipe
+from movprune import results
+from movprune.experiments import distill
+from movprune.models import resolve_model
+from movprune.recipe import Recipe, TrainConfig
 from movprune.io import atomic_write_json, atomic_write_text
 from movprune.pruners.counting import remaining_by_module, remaining_pct
-from movprune.tasks.base import TaskData, prepare_data
+from movprune.experiments.data import prepare_data
+from movprune.tasks.base import TaskData
 
 
 class Observer(Protocol):
@@ -65,7 +68,9 @@ def total_steps(recipe: Recipe, num_train: int, num_processes: int = 1) -> int:
     return max(1, math.ceil(recipe.train.epochs * per_epoch))
 
 
-def _optimizer_groups(model: torch.nn.Module, pruner: pruners.Pruner, recipe: Recipe) -> list[dict]:
+def build_optimizer(model: torch.nn.Module, pruner: "pruners.Pruner", train: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the model's trainable weights (no decay on biases and LayerNorms) and the
+    pruner's own groups (scores with their learning rate)."""
     extra = pruner.parameter_groups()
     taken = {id(p) for g in extra for p in g["params"]}
     decay, no_decay = [], []
@@ -73,8 +78,47 @@ def _optimizer_groups(model: torch.nn.Module, pruner: pruners.Pruner, recipe: Re
         if not p.requires_grad or id(p) in taken:
             continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": recipe.train.weight_decay, "name": "weights"},
-            {"params": no_decay, "weight_decay": 0.0, "name": "weights_no_decay"}, *extra]
+    groups = [{"params": decay, "weight_decay": train.weight_decay, "name": "weights"},
+              {"params": no_decay, "weight_decay": 0.0, "name": "weights_no_decay"}, *extra]
+    return torch.optim.AdamW(groups, lr=train.lr)
+
+
+def train_step(model: torch.nn.Module, batch: dict[str, Any], step: int, *, pruner: "pruners.Pruner",
+               optimizer: torch.optim.Optimizer, max_grad_norm: float, scheduler: Any = None,
+               accelerator: Any = None, distiller: Any = None,
+               autocast: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, torch.Tensor]:
+    """One optimizer step of fine-pruning: schedule, forward, loss (+ distillation, + penalty),
+    backward, clipping, AdamW, LR schedule, the pruner's post-step hook.
+
+    Returns the loss parts as detached tensors: converting them to numbers waits for logging, so
+    the step forces no host synchronisation. ``accelerator`` (when given) does the backward pass and
+    the clipping, as under ``accelerate``; otherwise plain PyTorch does.
+    """
+    pruner.step(step)
+    with autocast():
+        outputs = model(**batch)
+    loss = outputs.loss
+    parts = {"loss_task": loss.detach()}
+    if distiller is not None:
+        loss, parts["loss_distil"] = distiller.combine(batch, outputs, loss)
+    penalty = pruner.penalty()
+    if penalty is not None:
+        loss = loss + penalty
+        parts["loss_penalty"] = penalty.detach()
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    if accelerator is not None:
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(trainable, max_grad_norm)
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    pruner.after_optimizer_step()
+    parts["loss"] = loss.detach()
+    return parts
 
 
 def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Recipe, autocast):
@@ -132,14 +176,13 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
             obs.on_phase("evaluating the teacher")
             distiller.teacher_metrics, _ = evaluate_all(task, distiller.teacher, data, tokenizer, recipe,
                                                         accelerator.autocast)
-    optimizer = torch.optim.AdamW(_optimizer_groups(model, pruner, recipe), lr=recipe.train.lr)
+    optimizer = build_optimizer(model, pruner, recipe.train)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(recipe.train.lr_warmup_fraction * steps), steps)
     loader = torch.utils.data.DataLoader(
         data.train, batch_size=recipe.train.batch_size, shuffle=True, collate_fn=task.collate(tokenizer),
         generator=torch.Generator().manual_seed(recipe.seed), drop_last=False)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
 
     def batches():
         epoch = 0
@@ -152,38 +195,23 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     obs.on_start(steps, run_dir)
     model.train()
     stream = batches()
-    window: dict[str, float] = {}
+    window: dict[str, torch.Tensor] = {}
     window_n = window_samples = 0
     window_start = start = time.perf_counter()
     eval_seconds = 0.0
     for step in range(steps):
-        pruner.step(step)
         batch = next(stream)
-        outputs = model(**batch)
-        loss = outputs.loss
-        parts = {"loss_task": loss.detach()}
-        if distiller is not None:
-            loss, parts["loss_distil"] = distiller.combine(batch, outputs, loss)
-        penalty = pruner.penalty()
-        if penalty is not None:
-            loss = loss + penalty
-            parts["loss_penalty"] = penalty.detach()
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(trainable, recipe.train.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        pruner.after_optimizer_step()
-
-        parts["loss"] = loss.detach()
+        parts = train_step(model, batch, step, pruner=pruner, optimizer=optimizer, scheduler=scheduler,
+                           max_grad_norm=recipe.train.max_grad_norm, accelerator=accelerator,
+                           distiller=distiller)
         for k, v in parts.items():
-            window[k] = window.get(k, 0.0) + float(v)
+            window[k] = window[k] + v if k in window else v
         window_n += 1
         window_samples += len(batch["input_ids"]) * accelerator.num_processes
         done = step + 1
         if done % recipe.train.log_every_steps == 0 or done == steps:
             now = time.perf_counter()
-            record = {"step": done, **{k: v / window_n for k, v in window.items()},
+            record = {"step": done, **{k: float(v) / window_n for k, v in window.items()},
                       "lr": scheduler.get_last_lr()[0], **pruner.log_values(),
                       "samples_per_second": window_samples / max(now - window_start, 1e-9)}
             if main:
@@ -192,7 +220,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
             window, window_n, window_samples, window_start = {}, 0, 0, time.perf_counter()
         if recipe.train.eval_every_steps and done % recipe.train.eval_every_steps == 0 and done < steps:
             t0 = time.perf_counter()
-            pruner.step(done)
+            pruner.prepare_eval()
             metrics, _ = evaluate_all(task, accelerator.unwrap_model(model), data, tokenizer, recipe,
                                       accelerator.autocast)
             eval_seconds += time.perf_counter() - t0

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from movprune.errors import ExportError, ModelError
-from movprune.experiments import results
+from movprune import results
 from movprune.export import bench, compact, sparse
 from movprune.export.folders import (check_destination, element_count, folder_bytes, safetensors_header,
                                      staged_folder, tensor_bytes)

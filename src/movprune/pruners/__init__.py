@@ -8,10 +8,10 @@ import difflib
 import importlib
 from typing import TYPE_CHECKING
 
-from movprune.pruners.base import Pruner
+from movprune.pruners.config import PrunerConfig
 
-if TYPE_CHECKING:
-    from movprune.experiments.recipe import PrunerConfig, Recipe
+if TYPE_CHECKING:  # the pruners import torch; the recipe's validation need not
+    from movprune.pruners.base import Pruner
 
 # method name -> "module:class"
 _METHODS = {
@@ -32,7 +32,7 @@ def method_names() -> list[str]:
     return list(_METHODS)
 
 
-def pruner_class(method: str) -> type[Pruner]:
+def pruner_class(method: str) -> "type[Pruner]":
     """The Pruner subclass for ``method`` (KeyError when unknown)."""
     module, cls = _METHODS[method].split(":")
     return getattr(importlib.import_module(module), cls)
@@ -47,26 +47,25 @@ def check_name(method: str) -> list[str]:
     return []
 
 
-def check_recipe(recipe: "Recipe") -> list[str]:
-    """Problems with the recipe's pruner block, one line each."""
-    return check_name(recipe.pruner.method) or pruner_class(recipe.pruner.method).check(recipe.pruner)
+def check_config(config: PrunerConfig) -> list[str]:
+    """Problems with a recipe's ``pruner:`` section, one line each."""
+    return check_name(config.method) or pruner_class(config.method).check(config)
 
 
-def resolve_defaults(recipe: "Recipe") -> "Recipe":
+def resolve_defaults(config: PrunerConfig) -> PrunerConfig:
     """Fill the method's defaults into null method-specific keys and clear keys it does not use,
     so the resolved recipe shows exactly what took effect."""
-    cls = pruner_class(recipe.pruner.method)
-    defaults = cls.defaults_for(recipe.pruner)
+    cls = pruner_class(config.method)
+    defaults = cls.defaults_for(config)
     update = {}
     for key in _METHOD_KEYS:
         if key not in cls.DEFAULTS:
             update[key] = None
-        elif getattr(recipe.pruner, key) is None and key in defaults:
+        elif getattr(config, key) is None and key in defaults:
             update[key] = defaults[key]
-    pruner = recipe.pruner.model_copy(update=update)
-    return recipe.model_copy(update={"pruner": pruner})
+    return config.model_copy(update=update)
 
 
-def build_pruner(config: "PrunerConfig", total_steps: int) -> Pruner:
+def build_pruner(config: PrunerConfig, total_steps: int) -> "Pruner":
     """An un-attached pruner for ``config`` over ``total_steps`` training steps."""
     return pruner_class(config.method)(config, total_steps)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from movprune.experiments.recipe import PrunerConfig
+from movprune.pruners.config import PrunerConfig
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.schedule import cubic_schedule
 
@@ -96,6 +96,11 @@ class Pruner:
 
     def after_optimizer_step(self) -> None:
         """Hook after each optimizer step (e.g. a controller update)."""
+
+    def prepare_eval(self) -> None:
+        """Put the masks in the state an evaluation between two training steps should see: the
+        schedule's next step, computed from the scores the last optimizer step left."""
+        self.step(self.current_step + 1)
 
     def finalize(self) -> None:
         """Put the masks in their final state (evaluation always uses the final mask)."""

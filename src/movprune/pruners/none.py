@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from movprune.experiments.recipe import PrunerConfig
+from movprune.pruners.config import PrunerConfig
 from movprune.pruners.base import MaskedWeight, Pruner
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from movprune.experiments.recipe import PrunerConfig
+from movprune.pruners.config import PrunerConfig
 from movprune.pruners.base import MaskedWeight, Pruner
 from movprune.pruners.controller import LambdaController
 from movprune.pruners.topk import kept_count, kth_largest

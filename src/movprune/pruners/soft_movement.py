@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from movprune.experiments.recipe import PrunerConfig
+from movprune.pruners.config import PrunerConfig
 from movprune.pruners.regularized import RegularizedPruner, ScoresMask
 from movprune.pruners.schedule import cubic_schedule
 from movprune.pruners.topk import StraightThrough, kept_count, topk_mask

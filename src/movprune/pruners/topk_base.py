@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from movprune.experiments.recipe import PrunerConfig
+from movprune.pruners.config import PrunerConfig
 from movprune.pruners.base import MaskedWeight, Pruner
 from movprune.pruners.topk import TrackedTopK, global_topk_masks, kept_count
 

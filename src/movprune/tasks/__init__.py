@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import difflib
 from functools import cache
-from typing import TYPE_CHECKING
 
 from movprune.tasks.base import Task
-
-if TYPE_CHECKING:
-    from movprune.experiments.recipe import Recipe
 
 
 @cache
@@ -35,8 +31,3 @@ def check_name(task: str) -> list[str]:
         hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(tasks)}"
         return [f"task: unknown task '{task}' ({hint})"]
     return []
-
-
-def check_recipe(recipe: "Recipe") -> list[str]:
-    """Problems with the recipe's task, one line each."""
-    return check_name(recipe.task)

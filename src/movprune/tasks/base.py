@@ -21,8 +21,7 @@ from movprune.errors import DataError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from movprune.experiments.models import ResolvedModel
-    from movprune.experiments.recipe import Recipe
+    from movprune.models import ResolvedModel
 
 #: Bump when any task's preprocessing changes, so cached tokenisations are rebuilt.
 PREPROCESSING_VERSION = 1
@@ -82,9 +81,10 @@ class Task:
         """A string that changes whenever the source data of ``split`` changes."""
         return f"hub:{split}"
 
-    def tokenize(self, examples: Dataset, tokenizer: "PreTrainedTokenizerBase", recipe: "Recipe",
-                 train: bool) -> Dataset:
-        """Model features for ``examples`` (train: with labels / targets)."""
+    def tokenize(self, examples: Dataset, tokenizer: "PreTrainedTokenizerBase", *, max_seq_length: int,
+                 doc_stride: int, train: bool) -> Dataset:
+        """Model features for ``examples`` (train: with labels / targets); ``doc_stride`` is the
+        overlap of a long context's windows, for tasks that split contexts."""
         raise NotImplementedError
 
     def collate(self, tokenizer: "PreTrainedTokenizerBase"):
@@ -214,29 +214,3 @@ def cached(key_parts: dict[str, Any], build) -> Dataset:
         shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     return load_from_disk(str(path))
-
-
-def prepare_data(task: Task, recipe: "Recipe", tokenizer: "PreTrainedTokenizerBase") -> TaskData:
-    """Load, slice and tokenise the recipe's training and evaluation splits (tokenisation cached)."""
-    evals_wanted = ([(recipe.eval_split, "")] if recipe.eval_split else task.default_eval_splits())
-    tok_fp = tokenizer_fingerprint(tokenizer)
-
-    def features(split: str, train: bool, limit: int | None) -> tuple[Dataset, Dataset]:
-        examples = task.load_split(recipe.data_dir, split)
-        if limit is not None and limit < len(examples):
-            examples = examples.select(range(limit))
-        key = {
-            "task": task.name, "split": split, "train": train, "limit": limit,
-            "data": task.data_fingerprint(recipe.data_dir, split), "tokenizer": tok_fp,
-            "max_seq_length": recipe.train.max_seq_length or task.default_max_seq_length,
-            "doc_stride": recipe.train.doc_stride, "version": PREPROCESSING_VERSION,
-        }
-        feats = cached(key, lambda: task.tokenize(examples, tokenizer, recipe, train))
-        return examples, feats
-
-    _, train = features(recipe.train_split, True, recipe.train.max_train_samples)
-    evals = []
-    for spec, suffix in evals_wanted:
-        examples, feats = features(spec, False, recipe.train.max_eval_samples)
-        evals.append(EvalSet(split=spec, suffix=suffix, examples=examples, features=feats))
-    return TaskData(train=train, evals=evals)

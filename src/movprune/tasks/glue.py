@@ -220,8 +220,9 @@ class GlueTask(Task):
             raise DataError(self.check_data(data_dir, [split])[0])
         return slice_split(read_glue_tsv(path, self.spec), split)
 
-    def tokenize(self, examples, tokenizer, recipe, train: bool) -> Dataset:  # noqa: D102
-        max_len = recipe.train.max_seq_length or self.default_max_seq_length
+    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,  # noqa: D102
+                 train: bool) -> Dataset:
+        max_len = max_seq_length
         keys = self.spec.text_keys
 
         def encode(batch):

@@ -282,12 +282,13 @@ class SquadTask(Task):
             raise DataError(self.check_data(data_dir, [split])[0])
         return slice_split(read_squad_json(path), split)
 
-    def tokenize(self, examples, tokenizer, recipe, train: bool) -> Dataset:  # noqa: D102
-        max_len = recipe.train.max_seq_length or self.default_max_seq_length
+    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,  # noqa: D102
+                 train: bool) -> Dataset:
+        max_len = max_seq_length
         fn = train_features if train else eval_features
         return examples.map(fn, batched=True, remove_columns=examples.column_names,
                             fn_kwargs={"tokenizer": tokenizer, "max_len": max_len,
-                                       "doc_stride": recipe.train.doc_stride},
+                                       "doc_stride": doc_stride},
                             desc=f"tokenizing squad ({'train' if train else 'eval'})")
 
     def build_model(self, model):  # noqa: D102

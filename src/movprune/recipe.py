@@ -11,47 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError
 
 from movprune.errors import RecipeError
+from movprune.pruners.config import PrunerConfig
+from movprune.schema import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PrunerConfig(_Strict):
-    """Which weights to prune, how many to keep, and on what schedule.
-
-    Method-specific keys left at ``null`` take the method's default (see ``movprune.pruners``),
-    and the resolved recipe written to the run folder shows the value used.
-    """
-
-    method: str = "none"
-    remaining_pct: float | None = Field(
-        default=None, gt=0, le=100,
-        description="target % of encoder Linear weights kept at the end (the paper's remaining weights)",
-    )
-    initial_warmup: float = Field(default=0.1, ge=0, lt=1, description="fraction of steps kept dense")
-    final_warmup: float = Field(default=0.2, ge=0, lt=1, description="fraction of final steps at the target")
-    scores_lr: float | None = Field(default=None, gt=0)
-    scope: Literal["local", "global"] = "local"
-    scores_init: float | None = None
-    lambda_final: float | None = Field(default=None, ge=0)
-    sigmoid_threshold_initial: float | None = Field(default=None, ge=0, le=1)
-    sigmoid_threshold_final: float | None = Field(default=None, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _warmups_leave_a_ramp(self) -> "PrunerConfig":
-        if self.initial_warmup + self.final_warmup >= 1:
-            raise ValueError(
-                f"initial_warmup ({self.initial_warmup}) + final_warmup ({self.final_warmup}) must be "
-                "below 1 so that the sparsity ramp has steps left"
-            )
-        return self
-
-
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """Optimisation and data-size settings shared by every task and pruner."""
 
     epochs: float = Field(default=1, gt=0)
@@ -72,7 +39,7 @@ class TrainConfig(_Strict):
     max_eval_samples: int | None = Field(default=None, gt=0)
 
 
-class DistillConfig(_Strict):
+class DistillConfig(StrictModel):
     """Knowledge distillation from a dense teacher (the paper's Table 3)."""
 
     teacher: str
@@ -81,7 +48,7 @@ class DistillConfig(_Strict):
     temperature: float = Field(default=2.0, gt=0)
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     """One run: task, model, data, pruner, training and (optionally) distillation."""
 
     name: str | None = Field(default=None, description="results go to <output_dir>/<name>/")
@@ -205,10 +172,10 @@ def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
         if isinstance(method, str):
             problems += pruners.check_name(method)
         raise RecipeError(source, problems) from None
-    problems = tasks.check_recipe(recipe) + pruners.check_recipe(recipe)
+    problems = tasks.check_name(recipe.task) + pruners.check_config(recipe.pruner)
     if problems:
         raise RecipeError(source, problems)
-    return pruners.resolve_defaults(recipe)
+    return recipe.model_copy(update={"pruner": pruners.resolve_defaults(recipe.pruner)})
 
 
 def read_recipe_data(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,11 @@
+"""The base of every recipe section: strict pydantic models (an unknown key is an error)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictModel(BaseModel):
+    """A recipe section: unknown keys are refused and assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
