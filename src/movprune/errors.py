@@ -34,3 +34,7 @@ class RunFailedError(MovpruneError):
 
 class ExportError(MovpruneError):
     """A run cannot be exported in the requested format, or an export failed its check."""
+
+
+class DistributedError(MovpruneError):
+    """The processes of one multi-process run disagree (batch split, masks)."""
