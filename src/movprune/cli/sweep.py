@@ -139,6 +139,12 @@ def sweep_command(
     from movprune import results
     from movprune.experiments import sweep
 
+    from movprune.distributed import launched_world_size
+
+    if launched_world_size() > 1:
+        fail("movprune sweep under torchrun/accelerate launch would run every combination on every "
+             "process; run the sweep plainly (--jobs N or --backend ray for parallel runs), or launch "
+             "single runs with torchrun (see docs/multi-gpu.md)")
     with reported_errors():
         runner = _backend(backend, jobs, ray_address, cpus_per_run, gpus_per_run)
         levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)

@@ -204,7 +204,9 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     resolved = resolve_model(recipe.model)
     tokenizer = resolved.tokenizer()
     obs.on_phase("preparing data")
-    with accelerator.main_process_first():
+    # The main process tokenises and caches first, then one process per machine (the cache may be
+    # local to each machine), then the rest read the cache.
+    with accelerator.main_process_first(), accelerator.local_main_process_first():
         data = prepare_data(task, recipe, tokenizer)
     if len(data.train) == 0:
         raise DataError(f"task {task.name}: the training split '{recipe.train_split}' is empty")
