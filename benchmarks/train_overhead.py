@@ -72,7 +72,7 @@ def timed_step(run: dict, batch: dict, bf16: bool) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--batch-size", type=int, default=32)

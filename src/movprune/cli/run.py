@@ -30,7 +30,8 @@ def run_command(
     overrides: Annotated[list[str] | None, typer.Argument(
         help="key=value overrides, e.g. train.max_steps=20 pruner.remaining_pct=3")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a finished run of the same name.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
 ) -> None:
     """Fine-prune a model as the recipe says and write <output_dir>/<name>/."""
     with reported_errors():

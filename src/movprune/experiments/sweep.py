@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from movprune.errors import MovpruneError, RecipeError
 from movprune import results
-from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
+from movprune.errors import MovpruneError, RecipeError
 from movprune.io import atomic_write_text
+from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
 
 #: Written into an unfinished run folder when its run raised (the folder stays unfinished).
 ERROR_FILE = "error.txt"
@@ -67,10 +67,10 @@ class RunOutcome:
 class SweepObserver(Protocol):
     """Receives a sweep's progress (the CLI draws it; the library never prints)."""
 
-    def on_run_start(self, index: int, total: int, run: SweepRun):  # noqa: D102
+    def on_run_start(self, index: int, total: int, run: SweepRun):
         """Called before a run trains; may return a training-loop observer for that run."""
 
-    def on_run_end(self, index: int, total: int, outcome: RunOutcome) -> None:  # noqa: D102
+    def on_run_end(self, index: int, total: int, outcome: RunOutcome) -> None:
         """Called after a run finished, failed or was skipped."""
 
 
@@ -333,7 +333,7 @@ def run_sweep(plan: list[SweepRun], *, force: bool = False,
                 result = train_run(sweep_run.recipe, force=force, observer=run_observer)
                 outcome = RunOutcome(sweep_run, "finished", result=result,
                                      seconds=time.perf_counter() - start)
-            except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
+            except Exception as e:  # one failing run must not stop the others
                 message = str(e) if isinstance(e, MovpruneError) else f"{type(e).__name__}: {e}"
                 outcome = RunOutcome(sweep_run, "failed", error=message, seconds=time.perf_counter() - start)
                 if sweep_run.run_dir.is_dir() and not results.is_finished(sweep_run.run_dir):

@@ -13,7 +13,6 @@ from pathlib import Path
 from movprune.errors import ExportError, ResultExistsError
 
 
-
 def check_destination(to: Path, run_dir: Path, force: bool) -> None:
     """Refuse a destination that would destroy the run, or a non-empty folder without ``force``."""
     to, run = to.resolve(), run_dir.resolve()
