@@ -91,6 +91,7 @@ def test_yaml_is_read_safely(tmp_path):
     (["data_dir=/nonexistent/glue"], "/nonexistent/glue/SST-2/{train.tsv, dev.tsv} not found"),
     (["model=no-such-model-anywhere"], "model 'no-such-model-anywhere'"),
     (["task=mnli"], "MNLI/{train.tsv, dev_matched.tsv, dev_mismatched.tsv} not found"),
+    (["train.batch_size=0"], "train.batch_size"),
 ])
 def test_cli_reports_bad_input_in_one_line_with_exit_code_2(write_recipe, args, fragment):
     path = write_recipe()
