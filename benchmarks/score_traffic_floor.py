@@ -25,7 +25,8 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--numel", type=int, default=10_616_832, help="scores (MiniLM's encoder weights)")
+    parser.add_argument("--layers", type=int, default=6, help="encoder layers (MiniLM: 6)")
+    parser.add_argument("--hidden", type=int, default=384, help="hidden size (MiniLM: 384, FFN 4x)")
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
@@ -33,29 +34,37 @@ def main() -> None:
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    n = args.numel
-    w = torch.randn(n, generator=gen)
-    mask = (torch.rand(n, generator=gen) < 0.3).float()
-    grad_out = torch.randn(n, generator=gen)
-    scores = torch.nn.Parameter(torch.zeros(n))
-    scores.grad = torch.randn(n, generator=gen)
-    opt = torch.optim.AdamW([scores], lr=1e-2, weight_decay=0.0, fused=True)
+    h = args.hidden
+    # One tensor per pruned matrix, as in training (Q, K, V, attention output, FFN in, FFN out).
+    shapes = [(h, h)] * 4 + [(4 * h, h), (h, 4 * h)]
+    shapes = shapes * args.layers
+    n = sum(a * b for a, b in shapes)
+    w = [torch.randn(s, generator=gen) for s in shapes]
+    mask = [(torch.rand(s, generator=gen) < 0.3).float() for s in shapes]
+    grad_out = [torch.randn(s, generator=gen) for s in shapes]
+    scores = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for p in scores:
+        p.grad = torch.randn(p.shape, generator=gen)
+    opt = torch.optim.AdamW(scores, lr=1e-2, weight_decay=0.0, fused=True)
 
     def passes() -> dict[str, float]:
         out = {}
         start = time.perf_counter()
-        torch.ge(scores.detach(), 0.1)  # the new mask from the scores: one read, however the cut is found
+        for p in scores:  # the new mask from the scores: one read, however the cut is found
+            torch.ge(p.detach(), 0.1)
         out["mask from the scores (one comparison)"] = time.perf_counter() - start
         start = time.perf_counter()
-        torch.mul(w, mask)
+        for a, m in zip(w, mask):
+            torch.mul(a, m)
         out["forward W*M"] = time.perf_counter() - start
         start = time.perf_counter()
-        torch.mul(grad_out, mask)
-        torch.mul(grad_out, w)
+        for g, a, m in zip(grad_out, w, mask):
+            torch.mul(g, m)
+            torch.mul(g, a)
         out["backward g*M and g*W"] = time.perf_counter() - start
         start = time.perf_counter()
-        torch.linalg.vector_norm(scores.grad)
-        scores.grad.mul_(0.5)  # clipping rescales every gradient it saw
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in scores]))
+        torch._foreach_mul_([p.grad for p in scores], 0.5)  # clipping rescales every gradient it saw
         out["grad norm + clip of the score gradients"] = time.perf_counter() - start
         start = time.perf_counter()
         opt.step()
