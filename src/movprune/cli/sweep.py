@@ -72,7 +72,7 @@ def summary_table(outcomes, title: str) -> Table:
 
 def sweep_command(
     recipe: Annotated[str | None, typer.Argument(
-        metavar="[RECIPE]", show_default=False,
+        metavar="RECIPE", show_default=False,
         help="YAML recipe (see src/movprune/recipes/). Default: ./movprune.yaml when it exists, else the "
              "shipped quickstart recipe. A first argument holding '=' is an override.")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(
