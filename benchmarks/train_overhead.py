@@ -129,6 +129,9 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {}
     loads: dict[str, list[float]] = {}
     for threads in thread_counts:
+        if args.out and results:  # a long sweep leaves what it has measured so far
+            args.out.write_text(json.dumps({"partial": True, "results": results, "load_averages": loads},
+                                           indent=2) + "\n", encoding="utf-8")
         torch.set_num_threads(threads)
         times = measure(runs, batch, precisions, args)
         loads[str(threads)] = [round(x, 2) for x in os.getloadavg()]
