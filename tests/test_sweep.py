@@ -33,7 +33,7 @@ def finished_runs(sweep_dir: Path) -> set[str]:
 
 def check_finished_runs(sweep_dir: Path) -> None:
     """Each run folder holds the result of its own combination."""
-    for run_dir in sweep_dir.iterdir():
+    for run_dir in (p for p in sweep_dir.iterdir() if not p.name.startswith(".")):  # not the locks
         result = json.loads((run_dir / "result.json").read_text())
         method, level, _ = run_dir.name.split("-")
         assert result["pruner"] == method
@@ -71,7 +71,7 @@ def test_a_killed_sweep_resumes_with_only_the_unfinished_runs_and_a_rerun_touche
     assert resumed.returncode == 0, resumed.stderr
     assert f"{4 - len(done)} to run, {len(done)} finished earlier" in resumed.stderr
     assert finished_runs(sweep_dir) == everything
-    assert sorted(p.name for p in sweep_dir.iterdir()) == sorted(everything)
+    assert sorted(p.name for p in sweep_dir.iterdir() if not p.name.startswith(".")) == sorted(everything)
     for name in done:  # the runs finished before the kill were not redone
         assert snapshot(sweep_dir / name) == kept[name]
     check_finished_runs(sweep_dir)
