@@ -152,6 +152,14 @@ def test_a_forced_run_that_fails_or_is_interrupted_keeps_the_old_result(tmp_path
         assert results.RunResult.load(run_dir).seed == 0
 
     monkeypatch.undo()
+    bad = tmp_path / "bad-glue" / "SST-2"  # labels out of range: fails on the data, wherever it is caught
+    bad.mkdir(parents=True)
+    shutil.copy(GLUE_DIR / "SST-2" / "dev.tsv", bad / "dev.tsv")
+    (bad / "train.tsv").write_text("sentence\tlabel\n" + "a fine film\t7\n" * 16)
+    with pytest.raises(Exception):
+        run(tiny(tmp_path, seed=1, data_dir=str(bad.parent)), force=True)
+    assert tree(run_dir) == before
+
     result = run(tiny(tmp_path, seed=1), force=True)  # the new run replaces it once finished
     assert result.seed == 1 and results.RunResult.load(run_dir).seed == 1
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tiny-sst2")) == [".tiny-sst2.lock"]

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from movprune.errors import ForeignFolderError, InvalidResultError, ResultExistsError, RunFailedError, RunLockedError
+from movprune.errors import (ForeignFolderError, InvalidResultError, ResultExistsError, RunFailedError,
+                             RunLockedError)
 from movprune.io import atomic_write_text, fsync_tree, publish_dir
 from movprune.results import RESULT_FILE, RunResult
 
@@ -182,9 +183,14 @@ def prepare(run_dir: str | Path, force: bool) -> RunFolder:
                                  "set name=<other> / output_dir=<other>")
     if (run_dir / RESULT_FILE).exists():
         if not force:
+            try:
+                RunResult.load(run_dir)
+                what = f"a finished run ({RESULT_FILE})"
+            except RunFailedError as e:
+                what = f"an invalid {RESULT_FILE} ({e})"
             raise ResultExistsError(
-                f"{run_dir} already holds a finished run ({RESULT_FILE}); pass --force to replace it once "
-                "the new run has finished, or set name=<other> to keep both")
+                f"{run_dir} already holds {what}; pass --force to replace it once the new run has "
+                "finished, or set name=<other> to keep both")
         if not _finished_and_ours(run_dir):
             raise ForeignFolderError(
                 f"{run_dir} has a {RESULT_FILE} that movprune cannot read and no {MARKER_FILE} marker; "
