@@ -164,8 +164,10 @@ def _fake_finished_run(folder: Path, task: str, with_model: bool = True) -> Path
     folder.mkdir(parents=True)
     if with_model:
         _tiny().save_pretrained(folder / "model")
-    result = {k: None for k in results.REQUIRED_KEYS} | {"task": task, "metrics": {"accuracy": 77.0}}
-    (folder / "result.json").write_text(json.dumps(result))
+    results.RunResult(task=task, model="tiny-random-bert", pruner="none", target_remaining_pct=None,
+                      remaining_pct=100.0, metrics={"accuracy": 77.0}, seed=0, steps=1, train_seconds=0.0,
+                      versions={}).save(folder)
+    (folder / ".movprune-run").write_text("")
     return folder
 
 

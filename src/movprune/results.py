@@ -54,6 +54,8 @@ class RunResult(BaseModel):
     distill: dict[str, Any] | None = None
     versions: dict[str, str]
     finished_at: str | None = None
+    #: What makes the result suspect although the run finished (one string or {code, message} each).
+    warnings: list[str | dict[str, Any]] = Field(default_factory=list)
     #: Where the result was read from (or where the run was published); not written to the file.
     run_dir: str | None = Field(default=None, exclude=True)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from datasets import Dataset, ReadInstruction, load_from_disk
 
-from movprune.errors import DataError
+from movprune.errors import DataError, ResultExistsError
 from movprune.io import staged_dir
 
 if TYPE_CHECKING:
@@ -210,7 +210,10 @@ def cached(key_parts: dict[str, Any], build) -> Dataset:
         except Exception:  # a corrupt cache entry is rebuilt, never trusted
             pass
     dataset = build()
-    # The cache is movprune's own folder: a corrupt or concurrent entry may be replaced.
-    with staged_dir(path, replace=True) as tmp:
-        dataset.save_to_disk(str(tmp))
+    try:
+        # The cache is movprune's own folder: a corrupt entry (it exists, but did not load) is replaced.
+        with staged_dir(path, replace=path.exists()) as tmp:
+            dataset.save_to_disk(str(tmp))
+    except ResultExistsError:
+        pass  # another process published the same entry meanwhile: use theirs
     return load_from_disk(str(path))
