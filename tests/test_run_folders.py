@@ -65,14 +65,17 @@ def test_an_unsafe_run_name_is_refused_and_nothing_around_is_touched(tmp_path, f
     copy_run(finished_run, results_dir / "tiny-sst2")
     (results_dir / "notes.txt").write_text("mine")
     (tmp_path / "work" / "source.py").write_text("print()")
-    recipe = tmp_path / "work" / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(results_dir, name=name)))
+    in_file = tmp_path / "work" / "in-file.yaml"
+    in_file.write_text(yaml.safe_dump(tiny_recipe_dict(results_dir, name=name)))
+    plain = tmp_path / "work" / "plain.yaml"
+    plain.write_text(yaml.safe_dump(tiny_recipe_dict(results_dir)))
     before = tree(tmp_path)
 
-    res = CliRunner().invoke(app, ["run", str(recipe)])
-    assert res.exit_code == 2, res.output
-    assert "name:" in res.stderr and "Traceback" not in res.output
-    assert tree(tmp_path) == before
+    for args in (["run", str(in_file)], ["run", str(plain), f"name={name}"], ["run", str(plain), f"name={name}", "--force"]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert "name:" in res.stderr and "Traceback" not in res.output
+        assert tree(tmp_path) == before
 
 
 def test_a_sweep_name_that_is_not_one_folder_is_refused(tmp_path):
