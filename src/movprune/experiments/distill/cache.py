@@ -20,7 +20,9 @@ from typing import Any
 
 from movprune import results
 from movprune.experiments.distill.teacher import AUTO, TeacherSource, from_run_folder
+from movprune.io import publish_dir
 from movprune.recipe import PrunerConfig, Recipe
+from movprune.run_folder import is_movprune_run
 
 #: Bump when the way an automatic teacher is derived from a recipe changes (invalidates the cache).
 TEACHER_RECIPE_VERSION = 1
@@ -148,11 +150,8 @@ def auto_teacher(recipe: Recipe, train: Callable[[Recipe], Any],
 
 
 def _publish(trained: Path, final: Path) -> None:
-    """Rename a finished teacher run into the cache; if another process got there first, keep theirs."""
-    try:
-        os.rename(trained, final)
-    except OSError:
-        if results.is_finished(final):
-            return
-        shutil.rmtree(final, ignore_errors=True)  # an unfinished leftover is not a teacher
-        os.rename(trained, final)
+    """Publish a finished teacher run into the cache (flushed, then one rename); when another
+    process got there first, keep theirs. Only an unfinished run movprune left there is replaced."""
+    if results.is_finished(final):
+        return
+    publish_dir(trained, final, replace=is_movprune_run(final))

@@ -50,14 +50,14 @@ def from_run_folder(spec: str, run_dir: Path, task_name: str, kind: TeacherKind)
         result = results.load_result(run_dir)
     except RunFailedError as e:
         raise problem(spec, f"not a usable finished run ({e})") from None
-    if result["task"] != task_name:
-        raise problem(spec, f"the teacher was trained on task '{result['task']}', the recipe's task "
+    if result.task != task_name:
+        raise problem(spec, f"the teacher was trained on task '{result.task}', the recipe's task "
                              f"is '{task_name}'; use a teacher fine-tuned on {task_name}")
     model_dir = run_dir / results.MODEL_DIR
     if not (model_dir / "config.json").is_file():
         raise problem(spec, f"the run folder has no {results.MODEL_DIR}/config.json (its model was "
                              "not saved); rerun the teacher or point at another run")
-    return TeacherSource(spec, kind, str(run_dir.resolve()), str(model_dir.resolve()), dict(result["metrics"]))
+    return TeacherSource(spec, kind, str(run_dir.resolve()), str(model_dir.resolve()), dict(result.metrics))
 
 
 def check_teacher(recipe: Recipe) -> None:
