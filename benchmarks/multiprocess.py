@@ -64,7 +64,7 @@ def _batch_size(run_dir: Path) -> int:
     return int(yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["batch_size"])
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="src/movprune/recipes/quickstart.yaml")
     parser.add_argument("--steps", type=int, default=60)

@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_cli, tiny_recipe_dict
-from movprune import tasks
+from movprune import results, tasks
 from movprune.errors import ModelError
-from movprune import results
 from movprune.experiments import distill
-from movprune.recipe import Recipe, validate_recipe
 from movprune.experiments.train import run
+from movprune.recipe import Recipe, validate_recipe
+
+from conftest import run_cli, tiny_recipe_dict
 
 # ------------------------------------------------------------------------------------------------
 # The loss
@@ -140,9 +140,7 @@ def test_student_that_copies_its_teacher_has_zero_distillation_loss(tmp_path):
 
 
 def test_question_answering_copy_has_zero_loss_over_start_and_end():
-    squad = tasks.all_tasks().get("squad")
-    if squad is None:
-        pytest.skip("the squad task is not registered in this checkout")
+    squad = tasks.get_task("squad")
     teacher = _tiny("qa")
     student = copy.deepcopy(teacher).eval()
     batch = {"input_ids": torch.randint(1000, 2000, (3, 20))}
@@ -164,8 +162,10 @@ def _fake_finished_run(folder: Path, task: str, with_model: bool = True) -> Path
     folder.mkdir(parents=True)
     if with_model:
         _tiny().save_pretrained(folder / "model")
-    result = {k: None for k in results.REQUIRED_KEYS} | {"task": task, "metrics": {"accuracy": 77.0}}
-    (folder / "result.json").write_text(json.dumps(result))
+    results.RunResult(task=task, model="tiny-random-bert", pruner="none", target_remaining_pct=None,
+                      remaining_pct=100.0, metrics={"accuracy": 77.0}, seed=0, steps=1, train_seconds=0.0,
+                      versions={}).save(folder)
+    (folder / ".movprune-run").write_text("")
     return folder
 
 
@@ -299,7 +299,7 @@ def test_publishing_keeps_a_teacher_that_another_process_finished_first(tmp_path
     final = _fake_finished_run(tmp_path / "final", "sst2", with_model=False)
     before = (final / "result.json").stat()
     trained = _fake_finished_run(tmp_path / "trained", "sst2", with_model=False)
-    distill._publish(trained, final)
+    distill.cache._publish(trained, final)
     after = (final / "result.json").stat()
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
 
@@ -331,12 +331,12 @@ def test_auto_teacher_is_trained_once_then_reused_by_other_pruners(tmp_path, mon
     obs = _Phases()
     r1 = run(first, observer=obs)
     assert _teacher_phases(obs) == 1
-    cache_dir = Path(r1["distill"]["teacher"])
-    assert cache_dir.parent == distill.teachers_dir() and r1["distill"]["teacher_kind"] == "auto"
+    cache_dir = Path(r1.distill["teacher"])
+    assert cache_dir.parent == distill.teachers_dir() and r1.distill["teacher_kind"] == "auto"
     teacher_result = results.load_result(cache_dir)
-    assert teacher_result["pruner"] == "none" and teacher_result["remaining_pct"] == 100.0
-    assert teacher_result["steps"] == r1["steps"]
-    assert r1["distill"]["teacher_metrics"] == teacher_result["metrics"]
+    assert teacher_result.pruner == "none" and teacher_result.remaining_pct == 100.0
+    assert teacher_result.steps == r1.steps
+    assert r1.distill["teacher_metrics"] == teacher_result.metrics
     stamp = (cache_dir / "result.json").stat()
 
     from movprune import pruners
@@ -348,7 +348,7 @@ def test_auto_teacher_is_trained_once_then_reused_by_other_pruners(tmp_path, mon
     obs2 = _Phases()
     r2 = run(second, observer=obs2)
     assert _teacher_phases(obs2) == 0
-    assert r2["distill"]["teacher"] == str(cache_dir)
+    assert r2.distill["teacher"] == str(cache_dir)
     again = (cache_dir / "result.json").stat()
     assert (stamp.st_ino, stamp.st_mtime_ns) == (again.st_ino, again.st_mtime_ns)
     assert [p.name for p in distill.teachers_dir().iterdir() if p.is_dir()] == [cache_dir.name]
@@ -358,9 +358,9 @@ def test_auto_teacher_is_trained_once_then_reused_by_other_pruners(tmp_path, mon
     third = first.model_copy(update={
         "name": "third", "distill": first.distill.model_copy(update={"teacher": str(cache_dir / "model")})})
     r3 = run(third)
-    assert r3["distill"]["teacher_kind"] == "model"
-    for name, value in teacher_result["metrics"].items():
-        assert r3["distill"]["teacher_metrics"][name] == pytest.approx(value, abs=1e-9)
+    assert r3.distill["teacher_kind"] == "model"
+    for name, value in teacher_result.metrics.items():
+        assert r3.distill["teacher_metrics"][name] == pytest.approx(value, abs=1e-9)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,8 +378,8 @@ def test_cli_distilled_run_on_sst2_records_its_teacher(write_recipe):
     d = result["distill"]
     assert (d["alpha_ce"], d["alpha_distil"], d["temperature"]) == (0.25, 0.75, 3.0)
     teacher = results.load_result(d["teacher"])
-    assert teacher["task"] == "sst2" and teacher["pruner"] == "none"
-    assert d["teacher_metrics"] == teacher["metrics"] and "accuracy" in d["teacher_metrics"]
+    assert teacher.task == "sst2" and teacher.pruner == "none"
+    assert d["teacher_metrics"] == teacher.metrics and "accuracy" in d["teacher_metrics"]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == [4, 8, 12]
@@ -388,20 +388,18 @@ def test_cli_distilled_run_on_sst2_records_its_teacher(write_recipe):
         assert r["loss"] == pytest.approx(0.25 * r["loss_task"] + 0.75 * r["loss_distil"], rel=1e-5)
 
 
-def test_distilled_squad_run_compares_start_and_end_logits(tmp_path, monkeypatch, squad_dir):
-    if "squad" not in tasks.all_tasks():
-        pytest.skip("the squad task is not registered in this checkout")
+def test_distilled_squad_run_compares_start_and_end_logits(tmp_path, monkeypatch, tiny_squad_dir):
     monkeypatch.setenv("MOVPRUNE_CACHE", str(tmp_path / "cache"))
     data = tiny_recipe_dict(tmp_path / "runs", "squad", distill={"teacher": "auto", "alpha_ce": 0.4,
                                                                   "alpha_distil": 0.6})
-    data.update(data_dir=str(squad_dir), train_split="validation[:96]", eval_split="validation[96:128]")
+    data.update(data_dir=str(tiny_squad_dir), train_split="validation[:96]", eval_split="validation[96:128]")
     data["train"].update(max_steps=6, batch_size=8, max_seq_length=64, doc_stride=32, log_every_steps=3)
     result = run(validate_recipe(data, "test"))
-    d = result["distill"]
+    d = result.distill
     teacher = results.load_result(d["teacher"])
-    assert teacher["task"] == "squad" and teacher["pruner"] == "none"
-    assert d["teacher_metrics"] == teacher["metrics"] and set(d["teacher_metrics"]) == {"exact_match", "f1"}
-    rows = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert teacher.task == "squad" and teacher.pruner == "none"
+    assert d["teacher_metrics"] == teacher.metrics and set(d["teacher_metrics"]) == {"exact_match", "f1"}
+    rows = [json.loads(line) for line in (Path(result.run_dir) / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == [3, 6]
     for r in train_rows:

@@ -10,7 +10,6 @@ from contextlib import nullcontext
 
 import pytest
 
-from conftest import REPO
 from movprune import distributed
 from movprune.errors import RecipeError
 from movprune.experiments.data import prepare_data
@@ -19,6 +18,8 @@ from movprune.export.api import load_run_model
 from movprune.pruners.counting import prunable_linears
 from movprune.recipe import load_recipe
 from movprune.tasks import get_task
+
+from conftest import REPO
 
 # L0 in target mode: a controller, stochastic gates and a final calibration, all of which must
 # agree across processes. 60 evaluation examples in batches of 8: 8 batches, the last one short,

@@ -6,11 +6,12 @@ import os
 
 import pytest
 import ray
+from test_sweep import FAST, check_finished_runs, finished_runs, snapshot
 from typer.testing import CliRunner
 
-from conftest import REPO
 from movprune.cli.main import app
-from test_sweep import FAST, check_finished_runs, finished_runs, snapshot
+
+from conftest import REPO
 
 
 @pytest.fixture(scope="module")

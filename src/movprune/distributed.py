@@ -96,7 +96,7 @@ def main_first(fn: Callable[[], T]) -> T | None:
     if rank() == 0:
         try:
             value = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised below, on every rank
+        except BaseException as e:
             error = e
     box = [None if error is None else (type(error), str(error))]
     torch.distributed.broadcast_object_list(box, src=0)

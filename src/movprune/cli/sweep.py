@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from movprune.cli.common import ProgressObserver, err, fail, out, quiet_libraries, reported_errors
+from movprune.cli.common import ProgressObserver, err, fail, out, pick_recipe, quiet_libraries, reported_errors
 from movprune.experiments.compare import level_label
 
 EXIT_RUN_FAILED = 1
@@ -27,18 +26,21 @@ class _SweepProgress:
             self.current.__exit__(None, None, None)
             self.current = None
 
-    def on_run_start(self, index, total, run):  # noqa: D102
+    def on_run_start(self, index, total, run):
         err.print(f"[bold][{index + 1}/{total}][/] {run.name}: {run.method}, "
                   f"{level_label(run.remaining_pct)}, seed {run.seed}", highlight=False)
         self.current = ProgressObserver().__enter__()
         self.started += 1
         return self.current
 
-    def on_run_end(self, index, total, outcome):  # noqa: D102
+    def on_run_end(self, index, total, outcome):
         self.close()
         if outcome.status == "skipped":
             err.print(f"[dim][{index + 1}/{total}] {outcome.run.name}: finished earlier, skipped[/]",
                       highlight=False)
+        elif outcome.status == "locked":
+            err.print(f"[yellow][{index + 1}/{total}] {outcome.run.name}: skipped, another process is "
+                      f"running it[/] ({outcome.error})", highlight=False, soft_wrap=True)
         elif outcome.status == "finished" and self.current is None and not self.started:
             # Trained elsewhere (--jobs, --backend ray): one line as each run ends.
             err.print(f"[green][{index + 1}/{total}] {outcome.run.name}: finished[/] in {outcome.seconds:.0f} s",
@@ -48,9 +50,9 @@ class _SweepProgress:
                       highlight=False, soft_wrap=True)
 
 
-def _headline(result: dict) -> tuple[str, float] | None:
-    names = result.get("metric_names") or list(result["metrics"])
-    return (names[0], result["metrics"][names[0]]) if names and names[0] in result["metrics"] else None
+def _headline(result) -> tuple[str, float] | None:
+    names = result.headline_metrics
+    return (names[0], result.metrics[names[0]]) if names and names[0] in result.metrics else None
 
 
 def summary_table(outcomes, title: str) -> Table:
@@ -64,16 +66,16 @@ def summary_table(outcomes, title: str) -> Table:
     table.add_column("measured remaining %", justify="right", min_width=9)
     table.add_column(shared or "headline metric", justify="right")
     table.add_column("time", justify="right", no_wrap=True, min_width=5)
-    styles = {"finished": "green", "skipped": "dim", "failed": "bold red"}
+    styles = {"finished": "green", "skipped": "dim", "failed": "bold red", "locked": "yellow"}
     for o in outcomes:
         metric = measured = "-"
         if o.result is not None:
             headline = _headline(o.result)
             if headline:
                 metric = f"{headline[1]:.2f}" if shared else f"{headline[0]} {headline[1]:.2f}"
-            measured = f"{o.result['remaining_pct']:.2f}"
+            measured = f"{o.result.remaining_pct:.2f}"
         table.add_row(o.run.name, f"[{styles[o.status]}]{o.status}[/]", level_label(o.run.remaining_pct, short=True),
-                      measured, metric, f"{o.seconds:.0f} s" if o.status != "skipped" else "-")
+                      measured, metric, f"{o.seconds:.0f} s" if o.status in ("finished", "failed") else "-")
     return table
 
 
@@ -95,7 +97,10 @@ def _backend(name: str, jobs: int, ray_address: str | None, cpus_per_run: float,
 
 
 def sweep_command(
-    recipe: Annotated[Path, typer.Argument(help="YAML recipe (see src/movprune/recipes/).")],
+    recipe: Annotated[str | None, typer.Argument(
+        metavar="RECIPE", show_default=False,
+        help="YAML recipe (see src/movprune/recipes/). Default: ./movprune.yaml when it exists, else the "
+             "shipped quickstart recipe. A first argument holding '=' is an override.")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(
         help="key=value overrides applied to every run, e.g. train.max_steps=200")] = None,
     sparsity: Annotated[str | None, typer.Option(
@@ -109,7 +114,7 @@ def sweep_command(
     seeds: Annotated[str | None, typer.Option(
         "--seeds", metavar="SEEDS", help="Comma-separated seeds, e.g. 1,2,3. Default: the recipe's seed.")] = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="Re-run finished runs too (they are overwritten).")] = False,
+        "--force", help="Re-run finished runs too (each old run stays until its new run has finished).")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Validate every combination and list the runs; train nothing.")] = False,
     backend: Annotated[str, typer.Option(
@@ -137,26 +142,31 @@ def sweep_command(
     Runs train one after another in this process by default; --jobs N trains N at once on this machine, --backend ray runs each as a Ray task (see docs/multi-gpu.md).
     """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
     from movprune import results
-    from movprune.experiments import sweep
-
     from movprune.distributed import launched_world_size
+    from movprune.experiments import sweep
 
     if launched_world_size() > 1:
         fail("movprune sweep under torchrun/accelerate launch would run every combination on every "
              "process; run the sweep plainly (--jobs N or --backend ray for parallel runs), or launch "
              "single runs with torchrun (see docs/multi-gpu.md)")
+
+    recipe_path, overrides, note = pick_recipe(recipe, overrides or [])
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
     with reported_errors():
         runner = _backend(backend, jobs, ray_address, cpus_per_run, gpus_per_run)
         levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)
-        plan = sweep.plan_sweep(recipe, remaining_pcts=levels, methods=methods, seeds=seed_list,
-                                overrides=overrides or [])
+        plan = sweep.plan_sweep(recipe_path, remaining_pcts=levels, methods=methods, seeds=seed_list,
+                                overrides=overrides)
+        if not force:
+            sweep.check_finished_recipes(plan, str(recipe_path))
         todo = sweep.pending(plan, force)
         sweep_dir = plan[0].run_dir.parent
         done = len(plan) - len(todo) if not force else sum(results.is_finished(r.run_dir) for r in plan)
         err.print(f"sweep: {len(plan)} runs in {sweep_dir}/: {len(todo)} to run, {done} finished earlier "
                   f"({'re-run: --force' if force else 'skipped'})", highlight=False, soft_wrap=True)
         if dry_run:
-            table = Table(title=f"sweep plan ({recipe})", title_justify="left")
+            table = Table(title=f"sweep plan ({recipe_path})", title_justify="left")
             table.add_column("run", no_wrap=True)
             table.add_column("remaining weights (target)")
             table.add_column("status")
@@ -172,6 +182,11 @@ def sweep_command(
         finally:
             progress.close()
     out.print(summary_table(outcomes, f"sweep {sweep_dir}"))
+    locked = [o for o in outcomes if o.status == "locked"]
+    if locked:
+        err.print(f"[yellow]{len(locked)} of {len(outcomes)} runs were skipped because another process is "
+                  f"running them[/] ({', '.join(o.run.name for o in locked)}); rerun this command when it "
+                  "has finished to collect them", highlight=False, soft_wrap=True)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         err.print(f"[bold red]{len(failed)} of {len(outcomes)} runs failed[/]; rerun the same command "

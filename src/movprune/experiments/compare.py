@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from movprune.errors import RunFailedError
 from movprune import results
+from movprune.errors import RunFailedError
 
 #: Shown beside the paper's numbers: they come from BERT-base on the paper's tasks, not our runs.
 PAPER_LABEL = "paper, BERT-base"
@@ -75,11 +75,14 @@ def scan_runs(dirs: Iterable[str | Path]) -> Scan:
                     continue
                 seen.add(real)
                 try:
-                    scan.results.append(results.load_result(here))
+                    # Typed and validated here (NaN, wrong types: skipped with a warning); the
+                    # table code below reads the mapping.
+                    scan.results.append(results.RunResult.load(here).as_dict())
                 except RunFailedError as e:
                     scan.warnings.append(f"skipped {e}")
             else:
-                subdirs.sort()
+                # Hidden folders are movprune's staging folders (a run not yet published) or others'.
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
     return scan
 
 
@@ -96,7 +99,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Stat":
+    def of(cls, values: Sequence[float]) -> Stat:
         """The statistic of ``values`` (at least one)."""
         return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
                    len(values))

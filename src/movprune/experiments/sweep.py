@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import gc
+import json
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -21,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from movprune.errors import MovpruneError, RecipeError
 from movprune import results
-from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
+from movprune.errors import MovpruneError, RecipeError, ResultExistsError, RunLockedError
 from movprune.io import atomic_write_text
+from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
+from movprune.results import RunResult
+from movprune.run_folder import check_run_name, is_movprune_run
 
 #: Written into an unfinished run folder when its run raised (the folder stays unfinished).
 ERROR_FILE = "error.txt"
@@ -59,8 +62,8 @@ class RunOutcome:
     """What happened to one run of a sweep."""
 
     run: SweepRun
-    status: Literal["finished", "skipped", "failed"]
-    result: dict[str, Any] | None = None
+    status: Literal["finished", "skipped", "failed", "locked"]
+    result: RunResult | None = None
     error: str | None = None
     seconds: float = 0.0
 
@@ -68,11 +71,11 @@ class RunOutcome:
 class SweepObserver(Protocol):
     """Receives a sweep's progress (the CLI draws it; the library never prints)."""
 
-    def on_run_start(self, index: int, total: int, run: SweepRun):  # noqa: D102
+    def on_run_start(self, index: int, total: int, run: SweepRun):
         """Called before a run trains; may return a training-loop observer for that run."""
 
-    def on_run_end(self, index: int, total: int, outcome: RunOutcome) -> None:  # noqa: D102
-        """Called after a run finished, failed or was skipped."""
+    def on_run_end(self, index: int, total: int, outcome: RunOutcome) -> None:
+        """Called after a run finished, failed, was skipped, or was locked by another process."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +227,13 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
     if remaining_pcts is None and file_pruner.get("remaining_pct") is not None:
         remaining_pcts = [file_pruner["remaining_pct"]]
     seeds = list(seeds) if seeds else [probe.get("seed", 42)]
-    sweep_dir = Path(probe.get("output_dir") or "results") / (probe.get("name") or Path(source).stem)
+    sweep_name = probe.get("name") or Path(source).stem
+    name_problem = check_run_name(str(sweep_name))
+    if name_problem:
+        origin = "name" if probe.get("name") else f"the recipe file's name '{Path(source).stem}'"
+        problems.append(f"{origin}: names the sweep's folder, and {name_problem}; set name=<sweep name>")
+        sweep_name = "sweep"
+    sweep_dir = Path(probe.get("output_dir") or "results") / str(sweep_name)
     method_specific = _method_specific_keys()
 
     combos: list[tuple[int, float | None, str]] = []
@@ -312,11 +321,58 @@ def pending(plan: list[SweepRun], force: bool = False) -> list[SweepRun]:
     return [r for r in plan if force or not results.is_finished(r.run_dir)]
 
 
+#: Recipe keys that differ between runs of one sweep by construction.
+_OWN_KEYS = ("name", "output_dir")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def recipe_differences(run: SweepRun) -> list[str] | None:
+    """How the recipe a finished run was trained with differs from the one the sweep asks for
+    (``name``/``output_dir`` aside): one ``key: was -> asked`` per key; None when the run is not
+    finished. A ``recipe.yaml`` that cannot be read counts as a difference."""
+    if not results.is_finished(run.run_dir):
+        return None
+    path = run.run_dir / results.RECIPE_FILE
+    try:
+        saved = validate_recipe(read_recipe_data(path), str(path)).model_dump(mode="json")
+    except MovpruneError:
+        return [f"{results.RECIPE_FILE}: missing or not a valid recipe"]
+    asked = _flat(run.recipe.model_dump(mode="json"))
+    saved = _flat(saved)
+    return [f"{key}: {json.dumps(saved.get(key))} -> {json.dumps(asked.get(key))}"
+            for key in sorted(set(asked) | set(saved))
+            if key.split(".")[0] not in _OWN_KEYS and saved.get(key) != asked.get(key)]
+
+
+def check_finished_recipes(plan: list[SweepRun], source: str) -> None:
+    """Refuse to skip a finished run trained with another recipe than the one asked: it would be
+    reported as this sweep's result. Raises :class:`RecipeError` naming the runs and keys."""
+    problems = []
+    for run in plan:
+        differences = recipe_differences(run)
+        if differences:
+            problems.append(f"{run.run_dir} finished with another recipe ({'; '.join(differences)}); "
+                            "pass --force to re-run it with this one, or set name=<other sweep name> to "
+                            "sweep into another folder")
+    if problems:
+        raise RecipeError(source, problems)
+
+
 def run_one(sweep_run: SweepRun, force: bool = False, observer: Any = None) -> RunOutcome:
     """Train one run of a sweep; never raises for the run's own failure.
 
-    A run that raises is recorded as failed (its traceback goes to ``error.txt`` in its unfinished
-    folder). The same rule holds on every backend: this is what a worker process or a Ray task runs.
+    A run another process is writing (its lock is held) comes back ``locked``; one another sweep
+    finished meanwhile, ``skipped``; a run that raises, ``failed``, its traceback in ``error.txt`` in
+    its unfinished folder. The same rules hold on every backend: this is what a worker process or a
+    Ray task runs.
     """
     from movprune.experiments.train import run as train_run
 
@@ -324,9 +380,16 @@ def run_one(sweep_run: SweepRun, force: bool = False, observer: Any = None) -> R
     try:
         result = train_run(sweep_run.recipe, force=force, observer=observer)
         return RunOutcome(sweep_run, "finished", result=result, seconds=time.perf_counter() - start)
-    except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
+    except RunLockedError as e:  # another sweep is running it
+        return RunOutcome(sweep_run, "locked", error=str(e))
+    except ResultExistsError as e:  # another sweep finished it since the check above
+        if results.is_finished(sweep_run.run_dir):
+            return RunOutcome(sweep_run, "skipped", result=results.load_result(sweep_run.run_dir))
+        return RunOutcome(sweep_run, "failed", error=str(e))
+    except Exception as e:  # one failing run must not stop the others
         message = str(e) if isinstance(e, MovpruneError) else f"{type(e).__name__}: {e}"
-        if sweep_run.run_dir.is_dir() and not results.is_finished(sweep_run.run_dir):
+        if (sweep_run.run_dir.is_dir() and not results.is_finished(sweep_run.run_dir)
+                and is_movprune_run(sweep_run.run_dir)):
             atomic_write_text(sweep_run.run_dir / ERROR_FILE, traceback.format_exc())
         return RunOutcome(sweep_run, "failed", error=message, seconds=time.perf_counter() - start)
     finally:
@@ -345,11 +408,16 @@ def run_sweep(plan: list[SweepRun], *, force: bool = False,
               observer: SweepObserver | None = None, backend: SweepBackend | None = None) -> list[RunOutcome]:
     """Run every combination of ``plan``; returns one outcome per run, in plan order.
 
-    Finished runs are skipped untouched (unless ``force``); a run that raises is recorded as failed
-    (see :func:`run_one`) and the sweep goes on. Without a ``backend`` the runs train in this
-    process one after another; with one, they run where the backend puts them and the observer
-    hears of each as it ends. Ctrl-C stops the sweep, leaving the current runs unfinished.
+    Finished runs are skipped untouched (unless ``force``), after checking they were trained with
+    the recipe asked (:func:`check_finished_recipes`); the other runs follow :func:`run_one`'s rules
+    (locked, failed) and the sweep goes on. With ``force`` a finished run is replaced only once its
+    new run has finished. Without a ``backend`` the runs train in this process one after another;
+    with one, they run where the backend puts them and the observer hears of each as it ends.
+    Ctrl-C stops the sweep, leaving the current runs unfinished (a forced one leaves the old result
+    in place).
     """
+    if not force and plan:
+        check_finished_recipes(plan, "sweep")
     total = len(plan)
     outcomes: dict[int, RunOutcome] = {}
     todo: list[tuple[int, SweepRun]] = []

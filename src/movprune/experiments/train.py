@@ -2,49 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
-from movprune import distributed, pruners, tasks
+from movprune import distributed, pruners, results, run_folder, tasks
 from movprune.errors import DataError, DistributedError, RecipeError
-from movprune import results
 from movprune.experiments import distill
-from movprune.models import resolve_model
-from movprune.recipe import Recipe, TrainConfig
-from movprune.io import atomic_write_json, atomic_write_text
-from movprune.pruners.counting import prunable_linears, remaining_by_module, remaining_pct
 from movprune.experiments.data import prepare_data
+from movprune.io import atomic_write_json, atomic_write_text
+from movprune.models import resolve_model
+from movprune.pruners.counting import prunable_linears, remaining_by_module, remaining_pct
+from movprune.recipe import Recipe, TrainConfig
+from movprune.results import RunResult
 from movprune.tasks.base import TaskData
 
 
 class Observer(Protocol):
     """Receives progress from the loop (the CLI draws it; the library never prints)."""
 
-    def on_phase(self, text: str) -> None: ...  # noqa: D102
-    def on_start(self, total_steps: int, run_dir: Path) -> None: ...  # noqa: D102
-    def on_step(self, step: int, values: dict[str, float]) -> None: ...  # noqa: D102
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...  # noqa: D102
+    def on_phase(self, text: str) -> None: ...
+    def on_start(self, total_steps: int, run_dir: Path) -> None: ...
+    def on_step(self, step: int, values: dict[str, float]) -> None: ...
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
 
 
 class SilentObserver:
     """An observer that ignores everything (library and test use)."""
 
-    def on_phase(self, text: str) -> None:  # noqa: D102
+    def on_phase(self, text: str) -> None:
         pass
 
-    def on_start(self, total_steps: int, run_dir: Path) -> None:  # noqa: D102
+    def on_start(self, total_steps: int, run_dir: Path) -> None:
         pass
 
-    def on_step(self, step: int, values: dict[str, float]) -> None:  # noqa: D102
+    def on_step(self, step: int, values: dict[str, float]) -> None:
         pass
 
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None:  # noqa: D102
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
 
@@ -72,7 +74,7 @@ def total_steps(recipe: Recipe, num_train: int) -> int:
     return max(1, math.ceil(recipe.train.epochs * per_epoch))
 
 
-def build_optimizer(model: torch.nn.Module, pruner: "pruners.Pruner", train: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, pruner: pruners.Pruner, train: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the model's trainable weights (no decay on biases and LayerNorms) and the
     pruner's own groups (scores with their learning rate)."""
     extra = pruner.parameter_groups()
@@ -87,7 +89,7 @@ def build_optimizer(model: torch.nn.Module, pruner: "pruners.Pruner", train: Tra
     return torch.optim.AdamW(groups, lr=train.lr)
 
 
-def train_step(model: torch.nn.Module, batch: dict[str, Any], step: int, *, pruner: "pruners.Pruner",
+def train_step(model: torch.nn.Module, batch: dict[str, Any], step: int, *, pruner: pruners.Pruner,
                optimizer: torch.optim.Optimizer, max_grad_norm: float, scheduler: Any = None,
                accelerator: Any = None, distiller: Any = None,
                autocast: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, torch.Tensor]:
@@ -170,11 +172,15 @@ def _check_masks_agree(model: torch.nn.Module) -> list[str]:
     return digests
 
 
-def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None) -> dict[str, Any]:
-    """Fine-prune ``recipe``'s model on its task and write the run folder; returns ``result.json``."""
+def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None) -> RunResult:
+    """Fine-prune ``recipe``'s model on its task and publish the run folder; returns its result.
+
+    The run folder is locked for the whole run (:mod:`movprune.run_folder`); with ``force`` a
+    finished run of the same name is replaced only once this one has finished. Under several
+    processes only the main process claims, writes and publishes the folder.
+    """
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
-    from transformers import get_linear_schedule_with_warmup
+    from accelerate.utils import DataLoaderConfiguration
 
     obs = observer or SilentObserver()
     check_inputs(recipe)
@@ -190,13 +196,29 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no",
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     main = accelerator.is_main_process
-    run_dir = recipe.run_dir
+    with contextlib.ExitStack() as stack:
+        def claim() -> run_folder.RunFolder:
+            folder = stack.enter_context(run_folder.claim(recipe.run_dir, force))
+            atomic_write_text(folder.path / results.RECIPE_FILE, recipe.to_yaml())
+            return folder
 
-    def start_run_dir() -> None:
-        results.prepare_run_dir(run_dir, force)
-        atomic_write_text(run_dir / results.RECIPE_FILE, recipe.to_yaml())
+        # On the main process; an error there (the folder is locked, the run finished) is raised
+        # on every process, so none waits for a run that will not start.
+        folder = distributed.main_first(claim) or run_folder.worker_folder(recipe.run_dir)
+        result = _train(recipe, folder.path, accelerator, teacher, obs)
+        if main:
+            folder.publish()
+        accelerator.wait_for_everyone()
+    result.run_dir = str(recipe.run_dir)
+    return result
 
-    distributed.main_first(start_run_dir)
+
+def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -> RunResult:
+    """The run itself, writing into ``run_dir`` (the run folder, or its staging folder)."""
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    main = accelerator.is_main_process
     log = results.MetricsLog(run_dir)
 
     set_seed(recipe.seed)
@@ -243,7 +265,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
             yield from loader
             epoch += 1
 
-    obs.on_start(steps, run_dir)
+    obs.on_start(steps, recipe.run_dir)
     model.train()
     stream = batches()
     window: dict[str, torch.Tensor] = {}
@@ -292,7 +314,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     mask_digests = _check_masks_agree(final_model)
     obs.on_eval(steps, metrics)
 
-    result = {
+    result = RunResult.checked({
         "name": recipe.run_name, "task": recipe.task, "model": recipe.model, "pruner": recipe.pruner.method,
         "pruner_config": recipe.pruner.model_dump(mode="json"),
         "target_remaining_pct": pruner.target_remaining_pct, "remaining_pct": measured,
@@ -303,14 +325,12 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
         "mask_sha256_by_process": mask_digests,
         "distill": distiller.result_entry() if distiller else None, "versions": results.versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    }, f"run {recipe.run_name}")
     if main:
         obs.on_phase("saving model")
         log.write({"step": steps, "eval": metrics, "remaining_pct": measured, "final": True})
         results.save_model_atomically(final_model, tokenizer, run_dir)
         for filename, content in artifacts.items():
             atomic_write_json(run_dir / filename, content)
-        results.write_result(run_dir, result)
-    accelerator.wait_for_everyone()
-    result["run_dir"] = str(run_dir)
+        result.save(run_dir)
     return result

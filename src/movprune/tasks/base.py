@@ -17,7 +17,8 @@ import torch
 from datasets import Dataset, ReadInstruction, load_from_disk
 
 from movprune import distributed
-from movprune.errors import DataError
+from movprune.errors import DataError, ResultExistsError
+from movprune.io import staged_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -82,20 +83,20 @@ class Task:
         """A string that changes whenever the source data of ``split`` changes."""
         return f"hub:{split}"
 
-    def tokenize(self, examples: Dataset, tokenizer: "PreTrainedTokenizerBase", *, max_seq_length: int,
+    def tokenize(self, examples: Dataset, tokenizer: PreTrainedTokenizerBase, *, max_seq_length: int,
                  doc_stride: int, train: bool) -> Dataset:
         """Model features for ``examples`` (train: with labels / targets); ``doc_stride`` is the
         overlap of a long context's windows, for tasks that split contexts."""
         raise NotImplementedError
 
-    def collate(self, tokenizer: "PreTrainedTokenizerBase"):
+    def collate(self, tokenizer: PreTrainedTokenizerBase):
         """A collate function for the features (dynamic padding by default)."""
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer)
 
     # -- model --------------------------------------------------------------------------------
-    def build_model(self, model: "ResolvedModel") -> "PreTrainedModel":
+    def build_model(self, model: ResolvedModel) -> PreTrainedModel:
         """The model with this task's head."""
         raise NotImplementedError
 
@@ -107,7 +108,7 @@ class Task:
     is_regression: ClassVar[bool] = False
 
     # -- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, model: "PreTrainedModel", evalset: EvalSet, tokenizer: "PreTrainedTokenizerBase",
+    def evaluate(self, model: PreTrainedModel, evalset: EvalSet, tokenizer: PreTrainedTokenizerBase,
                  batch_size: int, autocast) -> EvalOutput:
         """Metrics of ``model`` on one evaluation set."""
         raise NotImplementedError
@@ -118,10 +119,14 @@ class Task:
 
 
 def file_fingerprint(path: Path, split: str) -> str:
-    """Identity of a local data file for the tokenisation cache: path, size, mtime and split."""
-    path = path.resolve()
-    st = path.stat()
-    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{split}"
+    """Identity of a local data file for the tokenisation cache: a hash of its content, and the
+    split. Size and modification time are not enough: a file rewritten within the same second (or
+    copied with its times kept) would reuse another file's tokens."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}:{split}"
 
 
 def load_hub_split(task: str, hub_id: str, config: str | None, split: str, offline_fix: str) -> Dataset:
@@ -157,7 +162,7 @@ def slice_split(dataset: Dataset, spec: str) -> Dataset:
 
 
 @torch.no_grad()
-def predict(model: "PreTrainedModel", features: Dataset, collate, batch_size: int,
+def predict(model: PreTrainedModel, features: Dataset, collate, batch_size: int,
             autocast) -> list[Any]:
     """Run ``model`` over ``features`` in eval mode; returns the per-batch outputs, in order.
 
@@ -198,7 +203,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("MOVPRUNE_CACHE", Path.home() / ".cache" / "movprune"))
 
 
-def tokenizer_fingerprint(tokenizer: "PreTrainedTokenizerBase") -> str:
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A hash of everything about the tokenizer that changes its output."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -223,12 +228,10 @@ def cached(key_parts: dict[str, Any], build) -> Dataset:
         except Exception:  # a corrupt cache entry is rebuilt, never trusted
             pass
     dataset = build()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    dataset.save_to_disk(str(tmp))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    try:
+        # The cache is movprune's own folder: a corrupt entry (it exists, but did not load) is replaced.
+        with staged_dir(path, replace=path.exists()) as tmp:
+            dataset.save_to_disk(str(tmp))
+    except ResultExistsError:
+        pass  # another process published the same entry meanwhile: use theirs
     return load_from_disk(str(path))
