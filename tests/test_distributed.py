@@ -47,8 +47,8 @@ def test_two_processes_run_the_same_experiment_as_one(write_recipe):
 
     run_dir = recipe_path.parent / "results" / "two"
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["num_processes"] == 2 and one["num_processes"] == 1
-    assert result["steps"] == one["steps"] == 10
+    assert result["num_processes"] == 2 and one.num_processes == 1
+    assert result["steps"] == one.steps == 10
 
     # Each logged step once, with the 1-process run's learning rate at every one of them.
     train_two = [r for r in lines(run_dir) if "lr" in r]

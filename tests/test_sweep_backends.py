@@ -44,7 +44,9 @@ def test_a_2x2_sweep_on_ray_isolates_a_failure_resumes_and_skips_finished_runs(w
     res = sweep(recipe, "--backend", "ray")
     assert res.exit_code == 1, res.output
     assert "1 of 4 runs failed" in res.output
-    assert "movement-r3-s0 failed: NotADirectoryError" in res.output
+    output = " ".join(res.output.split())
+    assert "movement-r3-s0 failed:" in output and "exists and is not a folder" in output
+    assert blocker.read_text() == "in the way"  # refused, never removed
     assert finished_runs(sweep_dir) == {"magnitude-r10-s0", "movement-r10-s0", "magnitude-r3-s0"}
 
     # The failed run alone is redone (here by a local worker process: same folder, same rules).
