@@ -212,3 +212,37 @@ def test_hybrid_groupings_cover_each_layer_once():
     assert ffn.num_groups == FFN and ffn.group_numel == 2 * HIDDEN
     members = [m.name for g in groupings for m in g.members]
     assert sorted(members) == sorted(prunable_linears(model))
+
+
+@pytest.fixture(scope="module")
+def hybrid_run(tmp_path_factory):
+    """A real hybrid movement run of tiny-random-bert (2 layers of 4 heads, FFN 256) on SST-2, made
+    by the CLI in-process."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from conftest import tiny_recipe_dict
+    from movprune.cli.main import app
+
+    root = tmp_path_factory.mktemp("hybrid-run")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(
+        root / "results", pruner={"method": "movement", "remaining_pct": 25, "pattern": "hybrid"})))
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 0, result.output
+    return root / "results" / "tiny-sst2"
+
+
+def test_inspect_shows_heads_and_neurons_left(hybrid_run):
+    from typer.testing import CliRunner
+
+    from movprune.cli.main import app
+    from movprune.experiments.inspect import inspect_run
+
+    b = inspect_run(hybrid_run)
+    heads, neurons = kept_count(0.25, HEADS), kept_count(0.25, FFN)
+    assert b.structure == {i: {"heads_left": heads, "heads": HEADS, "neurons_left": neurons, "neurons": FFN}
+                           for i in range(LAYERS)}
+    out = CliRunner().invoke(app, ["inspect", str(hybrid_run)], env={"COLUMNS": "200"}).output
+    assert "heads left" in out and "neurons left" in out
+    assert f"{heads}/{HEADS}" in out and f"{LAYERS * neurons}/{LAYERS * FFN}" in out

@@ -221,3 +221,29 @@ def weighted_cut(values: list[torch.Tensor], sizes: list[int], kept_weights: int
     n = weighted_keep_count(per, kept_weights)
     lower = float(ranked[n]) if n < ranked.numel() else float("-inf")
     return float(ranked[n - 1]), lower
+
+
+def heads_and_neurons(weights: dict[str, torch.Tensor], heads: int) -> dict[str, dict[str, int]]:
+    """Attention heads and FFN neurons still computing something, per layer prefix, from the encoder
+    Linear weights (module name -> weight). A head is left while its value rows and its
+    attention-output columns both hold a non-zero weight, a neuron while its FFN-in row and FFN-out
+    column both do: otherwise its output is zero or a constant, and a compact export removes it."""
+    layers: dict[str, dict[str, torch.Tensor]] = {}
+    for name, w in weights.items():
+        found = matrix_role(name)
+        if found is not None:
+            layers.setdefault(found[1], {})[found[0]] = w
+    out = {}
+    for prefix, roles in layers.items():
+        entry: dict[str, int] = {}
+        if "V" in roles and "O" in roles:
+            v, o = roles["V"], roles["O"]
+            size = v.shape[0] // heads
+            v_alive = v.reshape(heads, size, -1).ne(0).flatten(1).any(1)
+            o_alive = o.reshape(o.shape[0], heads, size).ne(0).transpose(0, 1).flatten(1).any(1)
+            entry.update(heads_left=int((v_alive & o_alive).sum()), heads=heads)
+        if "FFN in" in roles and "FFN out" in roles:
+            alive = roles["FFN in"].ne(0).any(1) & roles["FFN out"].ne(0).any(0)
+            entry.update(neurons_left=int(alive.sum()), neurons=int(alive.numel()))
+        out[prefix] = entry
+    return out
