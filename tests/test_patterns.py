@@ -3,7 +3,8 @@ keep whole attention heads and FFN neurons, and 1x1 blocks are unstructured prun
 
 from __future__ import annotations
 
-import copy
+
+import json
 
 import pytest
 import torch
@@ -246,3 +247,26 @@ def test_inspect_shows_heads_and_neurons_left(hybrid_run):
     out = CliRunner().invoke(app, ["inspect", str(hybrid_run)], env={"COLUMNS": "200"}).output
     assert "heads left" in out and "neurons left" in out
     assert f"{heads}/{HEADS}" in out and f"{LAYERS * neurons}/{LAYERS * FFN}" in out
+
+
+def test_compact_and_onnx_exports_of_a_hybrid_run_remove_its_heads_and_neurons(hybrid_run, tmp_path):
+    """The compact export keeps exactly the heads and neurons hybrid pruning left, and both it and
+    the ONNX graph (made by the CLI, timed against the dense model) give the run's logits."""
+    from typer.testing import CliRunner
+
+    from movprune.cli.main import app
+    from movprune.export import export_run
+
+    result = export_run(hybrid_run, tmp_path / "compact", "compact")
+    heads, neurons = kept_count(0.25, HEADS), kept_count(0.25, FFN)
+    assert result.details["heads_per_layer"] == [heads] * LAYERS
+    assert result.details["intermediate_size_per_layer"] == [neurons] * LAYERS
+    assert result.max_abs_diff <= 1e-4
+    pytest.importorskip("onnxruntime")
+    out = CliRunner().invoke(app, ["export", str(hybrid_run), "--to", str(tmp_path / "onnx"), "--format", "onnx",
+                                   "--repeats", "1", "--seq-length", "16"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    info = json.loads((tmp_path / "onnx" / "movprune_export.json").read_text())
+    assert info["format"] == "onnx" and info["max_abs_diff"] <= 1e-4
+    assert info["details"]["heads_per_layer"] == [heads] * LAYERS
+    assert "onnx" in out.output and "b32 ×" in out.output and "onnxruntime.InferenceSession" in out.output
