@@ -293,7 +293,7 @@ def test_bad_requests_are_refused_before_anything_is_written(tiny_run, tmp_path)
     with pytest.raises(RunFailedError):
         export_run(unfinished, tmp_path / "a", "dense")
     with pytest.raises(ExportError, match="--format"):
-        export_run(tiny_run, tmp_path / "b", "onnx")
+        export_run(tiny_run, tmp_path / "b", "tflite")
     with pytest.raises(ExportError, match="--int8"):
         export_run(tiny_run, tmp_path / "c", "compact", int8=True)
     with pytest.raises(ExportError, match="outside the run"):
