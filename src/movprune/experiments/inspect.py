@@ -8,6 +8,7 @@ the model folder the totals are plain means of the matrices' percentages, and sa
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
