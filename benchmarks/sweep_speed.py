@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", type=Path, nargs="+", help="run folders or folders holding them")
     parser.add_argument("--out", type=Path, help="also write the JSON here")

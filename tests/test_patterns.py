@@ -3,7 +3,6 @@ keep whole attention heads and FFN neurons, and 1x1 blocks are unstructured prun
 
 from __future__ import annotations
 
-
 import json
 
 import pytest
@@ -222,8 +221,9 @@ def hybrid_run(tmp_path_factory):
     import yaml
     from typer.testing import CliRunner
 
-    from conftest import tiny_recipe_dict
     from movprune.cli.main import app
+
+    from conftest import tiny_recipe_dict
 
     root = tmp_path_factory.mktemp("hybrid-run")
     recipe = root / "recipe.yaml"

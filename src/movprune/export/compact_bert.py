@@ -16,15 +16,6 @@ import warnings
 import torch
 from torch import nn
 from transformers.models.bert.configuration_bert import BertConfig
-from transformers.models.roberta.configuration_roberta import RobertaConfig
-from transformers.models.roberta.modeling_roberta import (
-    RobertaForMaskedLM,
-    RobertaForMultipleChoice,
-    RobertaForQuestionAnswering,
-    RobertaForSequenceClassification,
-    RobertaForTokenClassification,
-    RobertaModel,
-)
 from transformers.models.bert.modeling_bert import (
     BertEncoder,
     BertForMaskedLM,
@@ -35,6 +26,15 @@ from transformers.models.bert.modeling_bert import (
     BertLayer,
     BertModel,
     BertSelfAttention,
+)
+from transformers.models.roberta.configuration_roberta import RobertaConfig
+from transformers.models.roberta.modeling_roberta import (
+    RobertaForMaskedLM,
+    RobertaForMultipleChoice,
+    RobertaForQuestionAnswering,
+    RobertaForSequenceClassification,
+    RobertaForTokenClassification,
+    RobertaModel,
 )
 
 

@@ -85,7 +85,7 @@ class OnnxModel:
         feed = {k: batch[k].cpu().numpy() for k in self.inputs}
         return dict(zip(self.outputs, (torch.from_numpy(a) for a in self.session.run(self.outputs, feed))))
 
-    def eval(self) -> "OnnxModel":
+    def eval(self) -> OnnxModel:
         """No-op, for symmetry with torch models."""
         return self
 

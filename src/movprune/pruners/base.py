@@ -23,7 +23,7 @@ from movprune.pruners.schedule import cubic_schedule
 class MaskedWeight(nn.Module):
     """Parametrization ``W -> W * mask``; subclasses define :meth:`mask`."""
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask(weight)
 
     def mask(self, weight: torch.Tensor) -> torch.Tensor:
@@ -45,12 +45,12 @@ class MemberMask(MaskedWeight):
         self.grouping = grouping
         self.index = index
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.owner.is_dense():
             return weight
         return weight * self.mask(weight)
 
-    def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
         return self.grouping.expand(self.owner.mask(weight), self.index)
 
 

@@ -38,7 +38,7 @@ class PrunerConfig(StrictModel):
         default=None, description="[rows, cols] of a block, for pattern: block (e.g. [32, 32])")
 
     @model_validator(mode="after")
-    def _warmups_leave_a_ramp(self) -> "PrunerConfig":
+    def _warmups_leave_a_ramp(self) -> PrunerConfig:
         if self.initial_warmup + self.final_warmup >= 1:
             raise ValueError(
                 f"initial_warmup ({self.initial_warmup}) + final_warmup ({self.final_warmup}) must be "
@@ -47,7 +47,7 @@ class PrunerConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _block_shape_with_block_pattern(self) -> "PrunerConfig":
+    def _block_shape_with_block_pattern(self) -> PrunerConfig:
         if self.pattern == "block" and self.block_shape is None:
             raise ValueError("pattern 'block' needs block_shape: [rows, cols] (e.g. pruner.block_shape=[32,32])")
         if self.pattern != "block" and self.block_shape is not None:

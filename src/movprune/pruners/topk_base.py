@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from movprune.pruners.config import PrunerConfig
 from movprune.pruners.base import MaskedWeight, Pruner
+from movprune.pruners.config import PrunerConfig
 from movprune.pruners.grouping import Grouping, weighted_topk_masks
 from movprune.pruners.topk import TrackedTopK, global_topk_masks, kept_count
 
@@ -72,7 +72,7 @@ class TopKPruner(Pruner):
                 for name, m in self.masks.items()}
 
     @torch.no_grad()
-    def step(self, step: int) -> None:  # noqa: D102
+    def step(self, step: int) -> None:
         super().step(step)
         if not self.masks:
             return
@@ -94,10 +94,10 @@ class TopKPruner(Pruner):
         for name, mask in hard.items():
             self.masks[name].set_hard(mask, counts[name])
 
-    def current_remaining_pct(self) -> float:  # noqa: D102
+    def current_remaining_pct(self) -> float:
         # The kept counts are exact, so this needs no pass over the weights.
         total = sum(m.numel * self.group_numel(n) for n, m in self.masks.items())
         return 100.0 * sum(m.k * self.group_numel(n) for n, m in self.masks.items()) / max(total, 1)
 
-    def make_mask(self, name: str, layer: nn.Linear) -> TopKMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> TopKMask:
         raise NotImplementedError
