@@ -34,3 +34,14 @@ class RunFailedError(MovpruneError):
 
 class ExportError(MovpruneError):
     """A run cannot be exported in the requested format, or an export failed its check."""
+
+
+class RunInterrupted(MovpruneError):
+    """A run stopped on a signal (SIGTERM, Ctrl-C) after saving a checkpoint it can resume from.
+
+    ``exit_code`` is the shell's convention for the signal (128 + its number: 143, 130)."""
+
+    def __init__(self, message: str, exit_code: int, checkpoint: str | None):
+        self.exit_code = exit_code
+        self.checkpoint = checkpoint
+        super().__init__(message)

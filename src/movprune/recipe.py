@@ -37,6 +37,11 @@ class TrainConfig(StrictModel):
     eval_every_steps: int | None = Field(default=None, gt=0, description="null = evaluate at the end only")
     max_train_samples: int | None = Field(default=None, gt=0)
     max_eval_samples: int | None = Field(default=None, gt=0)
+    save_every_steps: int | None = Field(
+        default=None, gt=0, description="checkpoint every N steps (null: only on SIGTERM / Ctrl-C)")
+    keep_checkpoints: int = Field(default=2, gt=0, description="newest checkpoints kept")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="live trackers (accelerate's); tensorboard writes under the run folder")
 
 
 class DistillConfig(StrictModel):

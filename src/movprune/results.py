@@ -50,14 +50,17 @@ def load_result(run_dir: str | Path) -> dict[str, Any]:
     return data
 
 
-def prepare_run_dir(run_dir: str | Path, force: bool) -> Path:
+def prepare_run_dir(run_dir: str | Path, force: bool, resume: bool = False) -> Path:
     """Create an empty run folder. A finished run is only replaced with ``force``; leftovers of an
-    unfinished run are always cleared, since they are not results."""
+    unfinished run are cleared, since they are not results, unless ``resume`` continues it (from a
+    checkpoint the caller found in it)."""
     run_dir = Path(run_dir)
     if is_finished(run_dir) and not force:
         raise ResultExistsError(
             f"{run_dir} already holds a finished run ({RESULT_FILE}); pass --force to overwrite it, or "
             "set name=<other> to keep both")
+    if resume and run_dir.is_dir():
+        return run_dir
     if run_dir.exists():
         # Remove the result first: if the deletion is interrupted, the folder is not "finished".
         (run_dir / RESULT_FILE).unlink(missing_ok=True)

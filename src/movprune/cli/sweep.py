@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -94,12 +95,15 @@ def sweep_command(
 
     Runs go to <output_dir>/<recipe name>/<pruner>-r<remaining %>-s<seed>/ (r3 = 3% remaining, 97% sparse).
 
-    Resumable: finished runs are skipped untouched, unfinished ones are redone. A failing run does not stop the others; the exit code is 1 when any run failed, 2 when the sweep is invalid.
+    Resumable: finished runs are skipped untouched, unfinished ones continue from their newest checkpoint (or are redone when they have none). SIGTERM / Ctrl-C save the current run and stop the sweep; rerun the same command to go on. A failing run does not stop the others; the exit code is 1 when any run failed, 2 when the sweep is invalid.
     """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
     from movprune import results
     from movprune.experiments import sweep
 
-    with reported_errors():
+    options = [f"{opt}={value}" for opt, value in (("--sparsity", sparsity), ("--pruners", pruners),
+                                                   ("--seeds", seeds)) if value is not None]
+    again = shlex.join(["movprune", "sweep", str(recipe), *(overrides or []), *options])
+    with reported_errors(resume_command=again):
         levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)
         plan = sweep.plan_sweep(recipe, remaining_pcts=levels, methods=methods, seeds=seed_list,
                                 overrides=overrides or [])

@@ -2,8 +2,9 @@
 
 Runs go to ``<output_dir>/<sweep name>/<method>-r<remaining %>-s<seed>/`` where the sweep name is
 the recipe's ``name`` (or, when it has none, the recipe file's stem). A sweep is resumable: a run
-whose folder already holds a finished result is skipped without being touched, an unfinished one is
-redone from scratch. Every combination is validated before the first run starts. Runs execute
+whose folder already holds a finished result is skipped without being touched, an unfinished one
+continues from its newest checkpoint (``train.save_every_steps``, or the one SIGTERM saved), or is
+redone from scratch when it has none. Every combination is validated before the first run starts. Runs execute
 in-process, one after another, so whatever the runs share (the tokenisation cache, a distillation
 teacher cache, loaded libraries) is built once.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from movprune.errors import MovpruneError, RecipeError
+from movprune.errors import MovpruneError, RecipeError, RunInterrupted
 from movprune import results
 from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
 from movprune.io import atomic_write_text
@@ -315,9 +316,10 @@ def run_sweep(plan: list[SweepRun], *, force: bool = False,
               observer: SweepObserver | None = None) -> list[RunOutcome]:
     """Run every combination of ``plan`` in order; returns one outcome per run.
 
-    Finished runs are skipped untouched (unless ``force``); a run that raises is recorded as failed
-    (its traceback goes to ``error.txt`` in its unfinished folder) and the sweep goes on.
-    Ctrl-C stops the sweep, leaving the current run unfinished.
+    Finished runs are skipped untouched (unless ``force``); unfinished ones resume from their newest
+    checkpoint; a run that raises is recorded as failed (its traceback goes to ``error.txt`` in its
+    unfinished folder) and the sweep goes on. SIGTERM / Ctrl-C save the current run's checkpoint
+    and stop the sweep (:class:`RunInterrupted` propagates).
     """
     from movprune.experiments.train import run as train_run
 
@@ -330,9 +332,11 @@ def run_sweep(plan: list[SweepRun], *, force: bool = False,
             run_observer = observer.on_run_start(index, total, sweep_run) if observer else None
             start = time.perf_counter()
             try:
-                result = train_run(sweep_run.recipe, force=force, observer=run_observer)
+                result = train_run(sweep_run.recipe, force=force, resume=not force, observer=run_observer)
                 outcome = RunOutcome(sweep_run, "finished", result=result,
                                      seconds=time.perf_counter() - start)
+            except RunInterrupted:
+                raise
             except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
                 message = str(e) if isinstance(e, MovpruneError) else f"{type(e).__name__}: {e}"
                 outcome = RunOutcome(sweep_run, "failed", error=message, seconds=time.perf_counter() - start)

@@ -12,9 +12,9 @@ from typing import Any, Callable, Protocol
 import torch
 
 from movprune import pruners, tasks
-from movprune.errors import DataError, RecipeError
+from movprune.errors import DataError, RecipeError, RunInterrupted
 from movprune import results
-from movprune.experiments import distill
+from movprune.experiments import checkpoint, distill, preemption, tracking
 from movprune.models import resolve_model
 from movprune.recipe import Recipe, TrainConfig
 from movprune.io import atomic_write_json, atomic_write_text
@@ -58,6 +58,7 @@ def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
         raise RecipeError(source, problems)
     resolve_model(recipe.model)
     distill.check_teacher(recipe)
+    tracking.check_available(recipe, source)
 
 
 def total_steps(recipe: Recipe, num_train: int, num_processes: int = 1) -> int:
@@ -132,22 +133,43 @@ def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Rec
     return metrics, artifacts
 
 
-def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None) -> dict[str, Any]:
-    """Fine-prune ``recipe``'s model on its task and write the run folder; returns ``result.json``."""
+def run(recipe: Recipe, *, force: bool = False, resume: bool = False,
+        observer: Observer | None = None) -> dict[str, Any]:
+    """Fine-prune ``recipe``'s model on its task and write the run folder; returns ``result.json``.
+
+    ``resume`` continues an unfinished run from its newest checkpoint (starting afresh when it has
+    none; returning the result when it is finished); the recipe must be the one it started with.
+    SIGTERM and Ctrl-C save a checkpoint at the next step boundary and raise :class:`RunInterrupted`.
+    """
+    with preemption.StopSignals() as stop:
+        return _run(recipe, force=force, resume=resume and not force, observer=observer, stop=stop)
+
+
+def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None,
+         stop: preemption.StopSignals) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
     obs = observer or SilentObserver()
     check_inputs(recipe)
+    run_dir = recipe.run_dir
+    if resume and results.is_finished(run_dir):
+        checkpoint.check_same_recipe(run_dir, recipe)
+        return results.load_result(run_dir)
+    resume_from = checkpoint.latest(run_dir) if resume else None
+    if resume_from is not None:
+        checkpoint.check_same_recipe(run_dir, recipe)
+    tracking_id = (checkpoint.tracking_id(resume_from) if resume_from else None) or tracking.new_tracking_id()
     # Before this run's Accelerator: an automatic teacher is itself a run (trained once, cached).
     teacher = (distill.prepare_teacher(recipe, lambda dense: run(dense, observer=obs), obs.on_phase)
                if recipe.distill is not None else None)
-    accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no")
+    trackers = tracking.build_trackers(recipe, run_dir, tracking_id=tracking_id,
+                                       resume_step=checkpoint.step_of(resume_from) if resume_from else None)
+    accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no", log_with=trackers or None)
     main = accelerator.is_main_process
-    run_dir = recipe.run_dir
     if main:
-        results.prepare_run_dir(run_dir, force)
+        results.prepare_run_dir(run_dir, force, resume=resume_from is not None)
         atomic_write_text(run_dir / results.RECIPE_FILE, recipe.to_yaml())
     accelerator.wait_for_everyone()
     log = results.MetricsLog(run_dir)
@@ -179,27 +201,28 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     optimizer = build_optimizer(model, pruner, recipe.train)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(recipe.train.lr_warmup_fraction * steps), steps)
+    shuffling = torch.Generator().manual_seed(recipe.seed)
     loader = torch.utils.data.DataLoader(
         data.train, batch_size=recipe.train.batch_size, shuffle=True, collate_fn=task.collate(tokenizer),
-        generator=torch.Generator().manual_seed(recipe.seed), drop_last=False)
+        generator=shuffling, drop_last=False)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-
-    def batches():
-        epoch = 0
-        while True:
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            yield from loader
-            epoch += 1
+    stream = checkpoint.BatchStream(loader, shuffling, accelerator)
+    loop = checkpoint.LoopState(step=0, tracking_id=tracking_id)
+    if resume_from is not None:
+        obs.on_phase(f"resuming from {resume_from}")
+        loop = checkpoint.load(accelerator, resume_from, pruner, stream)
+        if main:
+            checkpoint.truncate_metrics(run_dir, loop.metrics_bytes)
+    if trackers:
+        accelerator.init_trackers(tracking.PROJECT, config=tracking.hyperparameters(recipe))
 
     obs.on_start(steps, run_dir)
     model.train()
-    stream = batches()
-    window: dict[str, torch.Tensor] = {}
-    window_n = window_samples = 0
+    window: dict[str, torch.Tensor] = loop.window
+    window_n, window_samples = loop.window_n, loop.window_samples
     window_start = start = time.perf_counter()
-    eval_seconds = 0.0
-    for step in range(steps):
+    eval_seconds = loop.eval_seconds
+    for step in range(loop.step, steps):
         batch = next(stream)
         parts = train_step(model, batch, step, pruner=pruner, optimizer=optimizer, scheduler=scheduler,
                            max_grad_norm=recipe.train.max_grad_norm, accelerator=accelerator,
@@ -216,6 +239,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
                       "samples_per_second": window_samples / max(now - window_start, 1e-9)}
             if main:
                 log.write(record)
+            accelerator.log(tracking.train_scalars(record), step=done)
             obs.on_step(done, record)
             window, window_n, window_samples, window_start = {}, 0, 0, time.perf_counter()
         if recipe.train.eval_every_steps and done % recipe.train.eval_every_steps == 0 and done < steps:
@@ -226,8 +250,19 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
             eval_seconds += time.perf_counter() - t0
             if main:
                 log.write({"step": done, "eval": metrics, "remaining_pct": pruner.current_remaining_pct()})
+            accelerator.log(tracking.eval_scalars(metrics, pruner.current_remaining_pct()), step=done)
             obs.on_eval(done, metrics)
-    train_seconds = time.perf_counter() - start - eval_seconds
+        if checkpoint.due(recipe.train, done) or stop.requested(accelerator):
+            elapsed = loop.train_seconds + time.perf_counter() - start - (eval_seconds - loop.eval_seconds)
+            saved = checkpoint.save(accelerator, run_dir, pruner, stream, checkpoint.LoopState(
+                done, elapsed, eval_seconds, window, window_n, window_samples,
+                log.path.stat().st_size if main and log.path.exists() else 0, tracking_id),
+                recipe.train.keep_checkpoints)
+            if stop.signum is not None:
+                accelerator.end_training()
+                raise RunInterrupted(f"stopped by {stop.name} after step {done} of {steps}; checkpoint "
+                                     f"saved in {saved}", stop.exit_code, str(saved))
+    train_seconds = loop.train_seconds + time.perf_counter() - start - (eval_seconds - loop.eval_seconds)
 
     obs.on_phase("final evaluation")
     final_model = accelerator.unwrap_model(model)
@@ -238,6 +273,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     measured = remaining_pct(final_model)
     by_module = remaining_by_module(final_model)
     obs.on_eval(steps, metrics)
+    accelerator.log(tracking.eval_scalars(metrics, measured), step=steps)
 
     result = {
         "name": recipe.run_name, "task": recipe.task, "model": recipe.model, "pruner": recipe.pruner.method,
@@ -257,6 +293,8 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
         for filename, content in artifacts.items():
             atomic_write_json(run_dir / filename, content)
         results.write_result(run_dir, result)
+        checkpoint.remove_all(run_dir)
+    accelerator.end_training()
     accelerator.wait_for_everyone()
     result["run_dir"] = str(run_dir)
     return result

@@ -89,6 +89,14 @@ class L0Pruner(RegularizedPruner):
     def make_mask(self, name: str, layer: nn.Linear) -> L0Mask:  # noqa: D102
         return L0Mask(layer.weight.detach(), self.config.scores_init)
 
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {**super().state_dict(), "shifts": {name: m.shift for name, m in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
+        super().load_state_dict(state)
+        for name, m in self.masks.items():
+            m.shift = float(state["shifts"][name])
+
     def kept_fraction(self) -> float:  # noqa: D102
         # Counted on demand (logging, calibration): the gates themselves need no per-step state.
         return sum(m.kept() for m in self.masks.values()) / sum(m.numel for m in self.masks.values())
