@@ -29,6 +29,8 @@ class StopSignals:
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             for sig in HANDLED:
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # e.g. SIGINT in a shell's background job: stay deaf as asked
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
