@@ -160,6 +160,9 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
     resume_from = checkpoint.latest(run_dir) if resume else None
     if resume_from is not None:
         checkpoint.check_same_recipe(run_dir, recipe)
+    elif not results.is_finished(run_dir) and (unused := checkpoint.latest(run_dir)) is not None:
+        obs.on_phase(f"starting over: {run_dir} held an unfinished run's checkpoint ({unused.name}); "
+                     "--resume would have continued it")
     tracking_id = (checkpoint.tracking_id(resume_from) if resume_from else None) or tracking.new_tracking_id()
     # Before this run's Accelerator: an automatic teacher is itself a run (trained once, cached).
     teacher = (distill.prepare_teacher(recipe, lambda dense: run(dense, observer=obs), obs.on_phase)
