@@ -240,3 +240,32 @@ def test_partial_checkpoint_is_never_the_newest(tmp_path):
     assert checkpoint.latest(tmp_path).name == "step-4"
     checkpoint.remove_partial(tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-4", "step-notes"]
+
+
+def test_sweep_resumes_an_unfinished_run_from_its_checkpoint(tmp_path):
+    from movprune.experiments import sweep
+
+    path = tmp_path / "sweep.yaml"
+    data = _recipe_dict(tmp_path / "results", "sw", "movement", max_steps=8, eval_every_steps=None)
+    path.write_text(yaml.safe_dump(data))
+    plan = sweep.plan_sweep(path)
+    phases: list[str] = []
+
+    class Observer:
+        def __init__(self, kill_at: int):
+            self.kill_at = kill_at
+
+        def on_run_start(self, index, total, run):  # noqa: D102
+            killer = _KillAt(self.kill_at)
+            killer.on_phase = phases.append
+            return killer
+
+        def on_run_end(self, index, total, outcome):  # noqa: D102
+            pass
+
+    with pytest.raises(_Killed):
+        sweep.run_sweep(plan, observer=Observer(kill_at=6))
+    assert checkpoint.latest(plan[0].run_dir).name == "step-4"
+    outcomes = sweep.run_sweep(plan, observer=Observer(kill_at=-1))
+    assert [o.status for o in outcomes] == ["finished"]
+    assert any(p.startswith("resuming from") and p.endswith("step-4") for p in phases)

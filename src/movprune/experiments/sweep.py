@@ -331,7 +331,7 @@ def run_sweep(plan: list[SweepRun], *, force: bool = False,
         else:
             run_observer = observer.on_run_start(index, total, sweep_run) if observer else None
             start = time.perf_counter()
-            if not force:  # a resumed run may succeed this time: drop the last attempt's traceback
+            if not force and sweep_run.run_dir.is_dir():  # a resumed run may succeed this time
                 (sweep_run.run_dir / ERROR_FILE).unlink(missing_ok=True)
             try:
                 result = train_run(sweep_run.recipe, force=force, resume=not force, observer=run_observer)
