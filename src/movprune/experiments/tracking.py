@@ -88,3 +88,12 @@ def train_scalars(record: dict[str, Any]) -> dict[str, float]:
 def eval_scalars(metrics: dict[str, float], remaining_pct: float) -> dict[str, float]:
     """Evaluation metrics and the remaining % at that point as tracker scalars."""
     return {**{f"eval/{k}": float(v) for k, v in metrics.items()}, "eval/remaining_pct": float(remaining_pct)}
+
+
+def finish(accelerator: Any) -> None:
+    """Close the run's trackers (flushes TensorBoard, ends the W&B and MLflow runs), also when the run
+    raised: a later run in the same process (a sweep) starts its own. Not ``end_training``, which
+    also tears down the process group."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.trackers.clear()

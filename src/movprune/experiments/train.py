@@ -6,7 +6,7 @@ import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any, Callable, Protocol
 
 import torch
@@ -141,12 +141,13 @@ def run(recipe: Recipe, *, force: bool = False, resume: bool = False,
     none; returning the result when it is finished); the recipe must be the one it started with.
     SIGTERM and Ctrl-C save a checkpoint at the next step boundary and raise :class:`RunInterrupted`.
     """
-    with preemption.StopSignals() as stop:
-        return _run(recipe, force=force, resume=resume and not force, observer=observer, stop=stop)
+    with preemption.StopSignals() as stop, ExitStack() as cleanup:
+        return _run(recipe, force=force, resume=resume and not force, observer=observer, stop=stop,
+                    cleanup=cleanup)
 
 
 def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None,
-         stop: preemption.StopSignals) -> dict[str, Any]:
+         stop: preemption.StopSignals, cleanup: ExitStack) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
@@ -218,6 +219,7 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
             checkpoint.truncate_metrics(run_dir, loop.metrics_bytes)
     if trackers:
         accelerator.init_trackers(tracking.PROJECT, config=tracking.hyperparameters(recipe))
+        cleanup.callback(tracking.finish, accelerator)  # however the run ends
 
     obs.on_start(steps, run_dir)
     model.train()
@@ -262,7 +264,6 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
                 log.path.stat().st_size if main and log.path.exists() else 0, tracking_id),
                 recipe.train.keep_checkpoints)
             if stop.signum is not None:
-                accelerator.end_training()
                 raise RunInterrupted(f"stopped by {stop.name} after step {done} of {steps}; checkpoint "
                                      f"saved in {saved}", stop.exit_code, str(saved))
     train_seconds = loop.train_seconds + time.perf_counter() - start - (eval_seconds - loop.eval_seconds)
@@ -297,7 +298,6 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
             atomic_write_json(run_dir / filename, content)
         results.write_result(run_dir, result)
         checkpoint.remove_all(run_dir)
-    accelerator.end_training()
     accelerator.wait_for_everyone()
     result["run_dir"] = str(run_dir)
     return result
