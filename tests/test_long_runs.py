@@ -128,7 +128,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, reference, met
         assert json.loads((ckpt / "pruner_state.json").read_text())["controller"]["scale"] is not None
 
     result = run(recipe, resume=True)
-    assert result["steps"] == LONG["max_steps"]
+    assert result.steps == LONG["max_steps"]
     assert not (run_dir / "checkpoints").exists()  # a finished run keeps its model, not checkpoints
     assert_same_run(reference(method), run_dir)
 

@@ -333,10 +333,3 @@ def remove_all(run_dir: str | Path) -> None:
     """Delete the checkpoints of a finished run (its model and result are saved; nothing resumes)."""
     shutil.rmtree(Path(run_dir) / CHECKPOINTS_DIR, ignore_errors=True)
 
-
-def tracking_id(checkpoint: Path) -> str | None:
-    """The tracker run id a checkpoint recorded (read before anything is restored)."""
-    try:
-        return json.loads((checkpoint / f"{TRAINER_STATE}.json").read_text(encoding="utf-8")).get("tracking_id")
-    except (OSError, ValueError):
-        return None

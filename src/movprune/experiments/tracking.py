@@ -41,12 +41,27 @@ def new_tracking_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def build_trackers(recipe: Recipe, run_dir: Path, *, resume_step: int | None, tracking_id: str) -> list[Any]:
-    """accelerate tracker objects for ``train.report_to`` (started later by ``init_trackers``).
+def start(accelerator: Any, recipe: Recipe, run_dir: Path, *, resume_step: int | None,
+          tracking_id: str) -> None:
+    """Start the trackers of ``train.report_to`` on the main process and hand them to
+    ``accelerator`` (whose ``log`` then reaches them), with the resolved recipe as hyper-parameters.
 
-    On resume, TensorBoard drops the events the interrupted run logged after its checkpoint
-    (``purge_step``), and W&B continues the same run (same id).
+    ``run_dir`` is where the run writes (a forced re-run's staging folder, swapped in when it
+    finishes), known only after the Accelerator exists: hence trackers started here rather than
+    passed as ``Accelerator(log_with=...)``, as ``init_trackers`` would. On resume, TensorBoard drops
+    the events the interrupted run logged after its checkpoint (``purge_step``), and W&B continues
+    the same run (same id).
     """
+    if not accelerator.is_main_process:
+        return
+    config = hyperparameters(recipe)
+    for tracker in _build(recipe, run_dir, resume_step=resume_step, tracking_id=tracking_id):
+        tracker.start()
+        tracker.store_init_configuration(config)
+        accelerator.trackers.append(tracker)
+
+
+def _build(recipe: Recipe, run_dir: Path, *, resume_step: int | None, tracking_id: str) -> list[Any]:
     from accelerate.tracking import MLflowTracker, TensorBoardTracker, WandBTracker
 
     trackers: list[Any] = []

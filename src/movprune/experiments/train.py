@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from datetime import datetime, timezone
@@ -13,7 +14,8 @@ import torch
 
 from movprune import pruners, tasks
 from movprune.errors import DataError, RecipeError, RunInterrupted
-from movprune import results
+from movprune import results, run_folder
+from movprune.results import RunResult
 from movprune.experiments import checkpoint, distill, preemption, tracking
 from movprune.models import resolve_model
 from movprune.recipe import Recipe, TrainConfig
@@ -134,11 +136,13 @@ def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Rec
 
 
 def run(recipe: Recipe, *, force: bool = False, resume: bool = False,
-        observer: Observer | None = None) -> dict[str, Any]:
-    """Fine-prune ``recipe``'s model on its task and write the run folder; returns ``result.json``.
+        observer: Observer | None = None) -> RunResult:
+    """Fine-prune ``recipe``'s model on its task and publish the run folder; returns its result.
 
-    ``resume`` continues an unfinished run from its newest checkpoint (starting afresh when it has
-    none; returning the result when it is finished); the recipe must be the one it started with.
+    The run folder is locked for the whole run (:mod:`movprune.run_folder`); with ``force`` a
+    finished run of the same name is replaced only once this one has finished. ``resume``
+    continues an unfinished run from its newest checkpoint (starting afresh when it has none;
+    returning the result when it is finished); the recipe must be the one it started with.
     SIGTERM and Ctrl-C save a checkpoint at the next step boundary and raise :class:`RunInterrupted`.
     """
     with preemption.StopSignals() as stop, ExitStack() as cleanup:
@@ -147,10 +151,8 @@ def run(recipe: Recipe, *, force: bool = False, resume: bool = False,
 
 
 def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None,
-         stop: preemption.StopSignals, cleanup: ExitStack) -> dict[str, Any]:
+         stop: preemption.StopSignals, cleanup: ExitStack) -> RunResult:
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
 
     obs = observer or SilentObserver()
     check_inputs(recipe)
@@ -164,18 +166,34 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
     elif not results.is_finished(run_dir) and (unused := checkpoint.latest(run_dir)) is not None:
         obs.on_phase(f"starting over: {run_dir} held an unfinished run's checkpoint ({unused.name}); "
                      "--resume would have continued it")
-    tracking_id = (checkpoint.tracking_id(resume_from) if resume_from else None) or tracking.new_tracking_id()
     # Before this run's Accelerator: an automatic teacher is itself a run (trained once, cached).
     teacher = (distill.prepare_teacher(recipe, lambda dense: run(dense, observer=obs), obs.on_phase)
                if recipe.distill is not None else None)
-    trackers = tracking.build_trackers(recipe, run_dir, tracking_id=tracking_id,
-                                       resume_step=checkpoint.step_of(resume_from) if resume_from else None)
-    accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no", log_with=trackers or None)
+    accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no")
     main = accelerator.is_main_process
-    if main:
-        results.prepare_run_dir(run_dir, force, resume=resume_from is not None)
-        atomic_write_text(run_dir / results.RECIPE_FILE, recipe.to_yaml())
-    accelerator.wait_for_everyone()
+    claim = run_folder.claim(run_dir, force, resume=resume_from is not None)
+    with claim if main else contextlib.nullcontext() as folder:
+        if main:
+            atomic_write_text(folder.path / results.RECIPE_FILE, recipe.to_yaml())
+        accelerator.wait_for_everyone()
+        folder = folder or run_folder.worker_folder(recipe.run_dir)
+        result = _train(recipe, folder.path, accelerator, teacher, obs,
+                        resume_from=resume_from, stop=stop, cleanup=cleanup)
+        if main:
+            folder.publish()
+        accelerator.wait_for_everyone()
+    result.run_dir = str(recipe.run_dir)
+    return result
+
+
+def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *, resume_from: Path | None,
+           stop: preemption.StopSignals, cleanup: ExitStack) -> RunResult:
+    """The run itself, writing into ``run_dir`` (the run folder, or its staging folder), from
+    ``resume_from`` (a checkpoint) when given."""
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    main = accelerator.is_main_process
     log = results.MetricsLog(run_dir)
 
     set_seed(recipe.seed)
@@ -211,17 +229,19 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
         generator=shuffling, drop_last=False)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     stream = checkpoint.BatchStream(loader, shuffling, accelerator)
-    loop = checkpoint.LoopState(step=0, tracking_id=tracking_id)
+    loop = checkpoint.LoopState(step=0, tracking_id=tracking.new_tracking_id())
     if resume_from is not None:
         obs.on_phase(f"resuming from {resume_from}")
         loop = checkpoint.load(accelerator, resume_from, pruner, stream)
+        loop.tracking_id = loop.tracking_id or tracking.new_tracking_id()
         if main:
             checkpoint.truncate_metrics(run_dir, loop.metrics_bytes)
-    if trackers:
-        accelerator.init_trackers(tracking.PROJECT, config=tracking.hyperparameters(recipe))
+    if recipe.train.report_to:
+        tracking.start(accelerator, recipe, run_dir, resume_step=loop.step if resume_from else None,
+                       tracking_id=loop.tracking_id)
         cleanup.callback(tracking.finish, accelerator)  # however the run ends
 
-    obs.on_start(steps, run_dir)
+    obs.on_start(steps, recipe.run_dir)
     model.train()
     window: dict[str, torch.Tensor] = loop.window
     window_n, window_samples = loop.window_n, loop.window_samples
@@ -261,7 +281,7 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
             elapsed = loop.train_seconds + time.perf_counter() - start - (eval_seconds - loop.eval_seconds)
             saved = checkpoint.save(accelerator, run_dir, pruner, stream, checkpoint.LoopState(
                 done, elapsed, eval_seconds, window, window_n, window_samples,
-                log.path.stat().st_size if main and log.path.exists() else 0, tracking_id),
+                log.path.stat().st_size if main and log.path.exists() else 0, loop.tracking_id),
                 recipe.train.keep_checkpoints)
             if stop.signum is not None:
                 raise RunInterrupted(f"stopped by {stop.name} after step {done} of {steps}; checkpoint "
@@ -279,7 +299,7 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
     obs.on_eval(steps, metrics)
     accelerator.log(tracking.eval_scalars(metrics, measured), step=steps)
 
-    result = {
+    result = RunResult.checked({
         "name": recipe.run_name, "task": recipe.task, "model": recipe.model, "pruner": recipe.pruner.method,
         "pruner_config": recipe.pruner.model_dump(mode="json"),
         "target_remaining_pct": pruner.target_remaining_pct, "remaining_pct": measured,
@@ -289,15 +309,13 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
         "bf16": recipe.train.bf16, "num_processes": accelerator.num_processes,
         "distill": distiller.result_entry() if distiller else None, "versions": results.versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    }, f"run {recipe.run_name}")
     if main:
         obs.on_phase("saving model")
         log.write({"step": steps, "eval": metrics, "remaining_pct": measured, "final": True})
         results.save_model_atomically(final_model, tokenizer, run_dir)
         for filename, content in artifacts.items():
             atomic_write_json(run_dir / filename, content)
-        results.write_result(run_dir, result)
+        result.save(run_dir)
         checkpoint.remove_all(run_dir)
-    accelerator.wait_for_everyone()
-    result["run_dir"] = str(run_dir)
     return result
