@@ -21,12 +21,13 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import tiny_recipe_dict
 from movprune.cli.main import app
 from movprune.experiments import checkpoint
 from movprune.experiments.train import run
 from movprune.recipe import validate_recipe
 from movprune.results import is_finished
+
+from conftest import tiny_recipe_dict
 
 # 96 samples in batches of 16: 6 batches per epoch, so 16 steps cross two epoch boundaries.
 LONG = {"max_steps": 16, "max_train_samples": 96, "max_eval_samples": 32, "log_every_steps": 3,
@@ -46,11 +47,11 @@ class _KillAt:
     def __init__(self, step: int):
         self.step = step
 
-    def on_phase(self, text): pass  # noqa: D102, E704
-    def on_start(self, total_steps, run_dir): pass  # noqa: D102, E704
-    def on_eval(self, step, metrics): pass  # noqa: D102, E704
+    def on_phase(self, text): pass
+    def on_start(self, total_steps, run_dir): pass
+    def on_eval(self, step, metrics): pass
 
-    def on_step(self, step, values):  # noqa: D102
+    def on_step(self, step, values):
         if step == self.step:
             raise _Killed
 
@@ -255,12 +256,12 @@ def test_sweep_resumes_an_unfinished_run_from_its_checkpoint(tmp_path):
         def __init__(self, kill_at: int):
             self.kill_at = kill_at
 
-        def on_run_start(self, index, total, run):  # noqa: D102
+        def on_run_start(self, index, total, run):
             killer = _KillAt(self.kill_at)
             killer.on_phase = phases.append
             return killer
 
-        def on_run_end(self, index, total, outcome):  # noqa: D102
+        def on_run_end(self, index, total, outcome):
             pass
 
     with pytest.raises(_Killed):

@@ -79,7 +79,7 @@ class Recipe(StrictModel):
         return name
 
     @model_validator(mode="after")
-    def _derived_name_is_safe(self) -> "Recipe":
+    def _derived_name_is_safe(self) -> Recipe:
         problem = None if self.name is not None else check_run_name(self.run_name)
         if problem:
             raise ValueError(f"the run name derived from task, pruner and seed, {self.run_name!r}, is not "

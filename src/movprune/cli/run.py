@@ -33,8 +33,11 @@ def run_command(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe (see src/movprune/recipes/).")],
     overrides: Annotated[list[str] | None, typer.Argument(
         help="key=value overrides, e.g. train.max_steps=20 pruner.remaining_pct=3")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a finished run of the same name (the old one stays until the new one has finished).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a finished run of the same name (the old one stays until the new one "
+                        "has finished).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an unfinished run from its newest checkpoint (starts afresh when it has "
         "none; a finished run is left as it is).")] = False,

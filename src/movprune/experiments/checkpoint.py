@@ -21,9 +21,10 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import yaml
@@ -129,7 +130,7 @@ class BatchStream:
         self._restore_state: torch.Tensor | None = None
         self._it: Iterator | None = None
 
-    def __iter__(self) -> "BatchStream":
+    def __iter__(self) -> BatchStream:
         return self
 
     def __next__(self) -> Any:
@@ -315,7 +316,7 @@ def _check_rng_restored(checkpoint: Path, process_index: int) -> None:
     path = checkpoint / f"random_states_{process_index}.pkl"
     try:
         saved = accelerate_load(path)["torch_manual_seed"]
-    except Exception as e:  # noqa: BLE001 - any failure means the RNGs were not restored
+    except Exception as e:
         raise RunFailedError(f"{path}: the random states cannot be read ({e})") from None
     if not torch.equal(saved, torch.get_rng_state()):
         raise RunFailedError(f"{path}: the random states were not restored")

@@ -26,7 +26,7 @@ class StopSignals:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in HANDLED:
                 if signal.getsignal(sig) is signal.SIG_IGN:

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from movprune.pruners.config import PrunerConfig
 from movprune.pruners.base import MaskedWeight, Pruner
+from movprune.pruners.config import PrunerConfig
 from movprune.pruners.topk import TrackedTopK, global_topk_masks, kept_count
 
 
@@ -65,7 +65,7 @@ class TopKPruner(Pruner):
         return {name: m.importance(self.original_weight(name)) for name, m in self.masks.items()}
 
     @torch.no_grad()
-    def step(self, step: int) -> None:  # noqa: D102
+    def step(self, step: int) -> None:
         super().step(step)
         if not self.masks:
             return
@@ -81,20 +81,20 @@ class TopKPruner(Pruner):
         for name, mask in hard.items():
             self.masks[name].set_hard(mask, counts[name])
 
-    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+    def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "global_selector": self._global_selector.state_dict(),
                 "selectors": {name: m.selector.state_dict() for name, m in self.masks.items()}}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._global_selector.load_state_dict(state["global_selector"])
         for name, m in self.masks.items():
             m.selector.load_state_dict(state["selectors"][name])
 
-    def current_remaining_pct(self) -> float:  # noqa: D102
+    def current_remaining_pct(self) -> float:
         # The kept counts are exact, so this needs no pass over the weights.
         total = sum(m.numel for m in self.masks.values())
         return 100.0 * sum(m.k for m in self.masks.values()) / max(total, 1)
 
-    def make_mask(self, name: str, layer: nn.Linear) -> TopKMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> TopKMask:
         raise NotImplementedError
