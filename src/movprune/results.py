@@ -101,6 +101,21 @@ class RunResult(BaseModel):
             raise InvalidResultError(f"{source}: invalid result ({problems})") from None
 
 
+def pruner_label(result: RunResult | dict[str, Any]) -> str:
+    """The method of a run, with its pruning pattern when it is not unstructured: ``movement``,
+    ``movement-hybrid``, ``magnitude-block32x32`` (runs of different patterns never share a cell)."""
+    if isinstance(result, RunResult):
+        result = result.as_dict()
+    config = result.get("pruner_config") or {}
+    pattern = config.get("pattern") or "unstructured"
+    if pattern == "unstructured":
+        return result["pruner"]
+    if pattern == "block" and config.get("block_shape"):
+        rows, cols = config["block_shape"]
+        return f"{result['pruner']}-block{rows}x{cols}"
+    return f"{result['pruner']}-{pattern}"
+
+
 def is_finished(run_dir: str | Path) -> bool:
     """True when ``run_dir`` holds a complete, valid result."""
     try:
