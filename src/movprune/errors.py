@@ -50,3 +50,14 @@ class InvalidResultError(RunFailedError):
 
 class DistributedError(MovpruneError):
     """The processes of one multi-process run disagree (batch split, masks)."""
+
+
+class RunInterrupted(MovpruneError):
+    """A run stopped on a signal (SIGTERM, Ctrl-C) after saving a checkpoint it can resume from.
+
+    ``exit_code`` is the shell's convention for the signal (128 + its number: 143, 130)."""
+
+    def __init__(self, message: str, exit_code: int, checkpoint: str | None):
+        self.exit_code = exit_code
+        self.checkpoint = checkpoint
+        super().__init__(message)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -38,6 +38,11 @@ class TrainConfig(StrictModel):
     eval_every_steps: int | None = Field(default=None, gt=0, description="null = evaluate at the end only")
     max_train_samples: int | None = Field(default=None, gt=0)
     max_eval_samples: int | None = Field(default=None, gt=0)
+    save_every_steps: int | None = Field(
+        default=None, gt=0, description="checkpoint every N steps (null: only on SIGTERM / Ctrl-C)")
+    keep_checkpoints: int = Field(default=2, gt=0, description="newest checkpoints kept")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="live trackers (accelerate's); tensorboard writes under the run folder")
 
 
 class DistillConfig(StrictModel):

@@ -159,9 +159,10 @@ def _finished_and_ours(run_dir: Path) -> bool:
     return True
 
 
-def prepare(run_dir: str | Path, force: bool) -> RunFolder:
+def prepare(run_dir: str | Path, force: bool, resume: bool = False) -> RunFolder:
     """Create the folder a run writes into (the caller holds :func:`run_lock`).
 
+    - ``resume`` (the caller found a checkpoint in it): movprune's unfinished run is kept as it is;
     - nothing there, or an empty folder: the run writes there;
     - movprune's unfinished run (marker, no ``result.json``): cleared, then as above;
     - a finished run: :class:`ResultExistsError` without ``force``; with it, the run writes into a
@@ -180,6 +181,8 @@ def prepare(run_dir: str | Path, force: bool) -> RunFolder:
     if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
         raise ForeignFolderError(f"{run_dir} exists and is not a folder; movprune never replaces it: "
                                  "set name=<other> / output_dir=<other>")
+    if resume and is_movprune_run(run_dir) and not (run_dir / RESULT_FILE).exists():
+        return RunFolder(final=run_dir, path=run_dir)
     if (run_dir / RESULT_FILE).exists():
         if not force:
             try:
@@ -214,8 +217,8 @@ def worker_folder(run_dir: str | Path) -> RunFolder:
 
 
 @contextlib.contextmanager
-def claim(run_dir: str | Path, force: bool) -> Iterator[RunFolder]:
+def claim(run_dir: str | Path, force: bool, resume: bool = False) -> Iterator[RunFolder]:
     """Lock and prepare ``run_dir`` for a run (:func:`run_lock`, :func:`prepare`) for the block.
     Only the main process of a multi-process run claims; the others use :func:`worker_folder`."""
     with run_lock(run_dir):
-        yield prepare(run_dir, force)
+        yield prepare(run_dir, force, resume)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from movprune.errors import MovpruneError
+from movprune.errors import MovpruneError, RunInterrupted
 
 out = Console()
 err = Console(stderr=True)
@@ -33,10 +33,16 @@ def quiet_libraries() -> None:
 
 
 @contextlib.contextmanager
-def reported_errors() -> Iterator[None]:
-    """Turn movprune's typed errors into a one-line message and exit code 2; Ctrl-C into 130."""
+def reported_errors(resume_command: str | None = None) -> Iterator[None]:
+    """Turn movprune's typed errors into a one-line message and exit code 2; Ctrl-C into 130; a run
+    stopped by a signal after saving a checkpoint into 143 (SIGTERM) or 130 (Ctrl-C) and the
+    ``resume_command`` that continues it."""
     try:
         yield
+    except RunInterrupted as e:
+        how = f"; resume with: {resume_command}" if resume_command else ""
+        err.print(f"[yellow]interrupted[/]: {e}{how}", highlight=False, soft_wrap=True, markup=True)
+        raise typer.Exit(e.exit_code) from None
     except MovpruneError as e:
         for line in str(e).splitlines():
             err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)

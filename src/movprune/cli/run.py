@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from movprune.cli.common import ProgressObserver, err, out, quiet_libraries, reported_errors
+from movprune.cli.common import ProgressObserver, err, fail, out, quiet_libraries, reported_errors
 
 if TYPE_CHECKING:
     from movprune.results import RunResult
@@ -37,9 +38,15 @@ def run_command(
                         "has finished).")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an unfinished run from its newest checkpoint (starts afresh when it has "
+        "none; a finished run is left as it is).")] = False,
 ) -> None:
     """Fine-prune a model as the recipe says and write <output_dir>/<name>/."""
-    with reported_errors():
+    if resume and force:
+        fail("--resume continues a run and --force starts it over: pass one of them")
+    again = shlex.join(["movprune", "run", str(recipe), *(overrides or []), "--resume"])
+    with reported_errors(resume_command=again):
         from movprune.recipe import load_recipe
 
         resolved = load_recipe(recipe, overrides or [])
@@ -58,5 +65,5 @@ def run_command(
             run(resolved, force=force, observer=SilentObserver())
             return
         with ProgressObserver() as observer:
-            result = run(resolved, force=force, observer=observer)
+            result = run(resolved, force=force, resume=resume, observer=observer)
         out.print(result_table(result))

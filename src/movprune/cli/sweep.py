@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated
 
 import typer
@@ -137,7 +138,7 @@ def sweep_command(
 
     Runs go to <output_dir>/<recipe name>/<pruner>-r<remaining %>-s<seed>/ (r3 = 3% remaining, 97% sparse).
 
-    Resumable: finished runs are skipped untouched, unfinished ones are redone. A failing run does not stop the others; the exit code is 1 when any run failed, 2 when the sweep is invalid.
+    Resumable: finished runs are skipped untouched, unfinished ones continue from their newest checkpoint (or are redone when they have none). SIGTERM / Ctrl-C save the current run and stop the sweep; rerun the same command to go on. A failing run does not stop the others; the exit code is 1 when any run failed, 2 when the sweep is invalid.
 
     Runs train one after another in this process by default; --jobs N trains N at once on this machine, --backend ray runs each as a Ray task (see docs/multi-gpu.md).
     """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
@@ -153,7 +154,10 @@ def sweep_command(
     recipe_path, overrides, note = pick_recipe(recipe, overrides or [])
     if note:
         err.print(note, highlight=False, soft_wrap=True)
-    with reported_errors():
+    options = [f"{opt}={value}" for opt, value in (("--sparsity", sparsity), ("--pruners", pruners),
+                                                   ("--seeds", seeds)) if value is not None]
+    again = shlex.join(["movprune", "sweep", str(recipe_path), *overrides, *options])
+    with reported_errors(resume_command=again):
         runner = _backend(backend, jobs, ray_address, cpus_per_run, gpus_per_run)
         levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)
         plan = sweep.plan_sweep(recipe_path, remaining_pcts=levels, methods=methods, seeds=seed_list,

@@ -2,11 +2,12 @@
 
 Runs go to ``<output_dir>/<sweep name>/<method>-r<remaining %>-s<seed>/`` where the sweep name is
 the recipe's ``name`` (or, when it has none, the recipe file's stem). A sweep is resumable: a run
-whose folder already holds a finished result is skipped without being touched, an unfinished one is
-redone from scratch. Every combination is validated before the first run starts. By default runs
-execute in-process, one after another, so whatever the runs share (the tokenisation cache, a
-distillation teacher cache, loaded libraries) is built once; a backend (``experiments/backends.py``:
-worker processes, Ray tasks) runs them elsewhere under the same rules.
+whose folder already holds a finished result is skipped without being touched, an unfinished one
+continues from its newest checkpoint (``train.save_every_steps``, or the one SIGTERM saved), or is
+redone from scratch when it has none. Every combination is validated before the first run starts. By
+default runs execute in-process, one after another, so whatever the runs share (the tokenisation
+cache, a distillation teacher cache, loaded libraries) is built once; a backend
+(``experiments/backends.py``: worker processes, Ray tasks) runs them elsewhere under the same rules.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from movprune import results
-from movprune.errors import MovpruneError, RecipeError, ResultExistsError, RunLockedError
+from movprune.errors import MovpruneError, RecipeError, ResultExistsError, RunInterrupted, RunLockedError
 from movprune.io import atomic_write_text
 from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
 from movprune.results import RunResult
@@ -371,15 +372,20 @@ def run_one(sweep_run: SweepRun, force: bool = False, observer: Any = None) -> R
 
     A run another process is writing (its lock is held) comes back ``locked``; one another sweep
     finished meanwhile, ``skipped``; a run that raises, ``failed``, its traceback in ``error.txt`` in
-    its unfinished folder. The same rules hold on every backend: this is what a worker process or a
-    Ray task runs.
+    its unfinished folder. An unfinished run resumes from its newest checkpoint; SIGTERM / Ctrl-C
+    save it and stop the sweep (:class:`RunInterrupted` propagates). The same rules hold on every
+    backend: this is what a worker process or a Ray task runs.
     """
     from movprune.experiments.train import run as train_run
 
     start = time.perf_counter()
+    if not force and is_movprune_run(sweep_run.run_dir):  # a resumed run may succeed this time
+        (sweep_run.run_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
-        result = train_run(sweep_run.recipe, force=force, observer=observer)
+        result = train_run(sweep_run.recipe, force=force, resume=not force, observer=observer)
         return RunOutcome(sweep_run, "finished", result=result, seconds=time.perf_counter() - start)
+    except RunInterrupted:
+        raise
     except RunLockedError as e:  # another sweep is running it
         return RunOutcome(sweep_run, "locked", error=str(e))
     except ResultExistsError as e:  # another sweep finished it since the check above

@@ -6,7 +6,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import torch
 
 from movprune import distributed, pruners, results, run_folder, tasks
-from movprune.errors import DataError, DistributedError, RecipeError
-from movprune.experiments import distill
+from movprune.errors import DataError, DistributedError, RecipeError, RunInterrupted
+from movprune.experiments import checkpoint, distill, preemption, tracking
 from movprune.experiments.data import prepare_data
 from movprune.io import atomic_write_json, atomic_write_text
 from movprune.models import resolve_model
@@ -60,6 +60,7 @@ def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
         raise RecipeError(source, problems)
     resolve_model(recipe.model)
     distill.check_teacher(recipe)
+    tracking.check_available(recipe, source)
 
 
 def total_steps(recipe: Recipe, num_train: int) -> int:
@@ -172,13 +173,24 @@ def _check_masks_agree(model: torch.nn.Module) -> list[str]:
     return digests
 
 
-def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None) -> RunResult:
+def run(recipe: Recipe, *, force: bool = False, resume: bool = False,
+        observer: Observer | None = None) -> RunResult:
     """Fine-prune ``recipe``'s model on its task and publish the run folder; returns its result.
 
     The run folder is locked for the whole run (:mod:`movprune.run_folder`); with ``force`` a
-    finished run of the same name is replaced only once this one has finished. Under several
-    processes only the main process claims, writes and publishes the folder.
+    finished run of the same name is replaced only once this one has finished. ``resume``
+    continues an unfinished run from its newest checkpoint (starting afresh when it has none;
+    returning the result when it is finished); the recipe must be the one it started with.
+    SIGTERM and Ctrl-C save a checkpoint at the next step boundary and raise :class:`RunInterrupted`.
+    Under several processes only the main process claims, writes and publishes the folder.
     """
+    with preemption.StopSignals() as stop, ExitStack() as cleanup:
+        return _run(recipe, force=force, resume=resume and not force, observer=observer, stop=stop,
+                    cleanup=cleanup)
+
+
+def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None,
+         stop: preemption.StopSignals, cleanup: ExitStack) -> RunResult:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
@@ -188,6 +200,16 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     check_batch_split(recipe, state.num_processes)
     if not state.is_main_process:  # one process reports progress
         obs = SilentObserver()
+    run_dir = recipe.run_dir
+    if resume and results.is_finished(run_dir):
+        checkpoint.check_same_recipe(run_dir, recipe)
+        return results.load_result(run_dir)
+    resume_from = checkpoint.latest(run_dir) if resume else None
+    if resume_from is not None:
+        checkpoint.check_same_recipe(run_dir, recipe)
+    elif not results.is_finished(run_dir) and (unused := checkpoint.latest(run_dir)) is not None:
+        obs.on_phase(f"starting over: {run_dir} held an unfinished run's checkpoint ({unused.name}); "
+                     "--resume would have continued it")
     # Before this run's Accelerator: an automatic teacher is itself a run (trained once, cached).
     teacher = (distill.prepare_teacher(recipe, lambda dense: run(dense, observer=obs), obs.on_phase)
                if recipe.distill is not None else None)
@@ -198,14 +220,15 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     main = accelerator.is_main_process
     with contextlib.ExitStack() as stack:
         def claim() -> run_folder.RunFolder:
-            folder = stack.enter_context(run_folder.claim(recipe.run_dir, force))
+            folder = stack.enter_context(run_folder.claim(run_dir, force, resume=resume_from is not None))
             atomic_write_text(folder.path / results.RECIPE_FILE, recipe.to_yaml())
             return folder
 
         # On the main process; an error there (the folder is locked, the run finished) is raised
         # on every process, so none waits for a run that will not start.
-        folder = distributed.main_first(claim) or run_folder.worker_folder(recipe.run_dir)
-        result = _train(recipe, folder.path, accelerator, teacher, obs)
+        folder = distributed.main_first(claim) or run_folder.worker_folder(run_dir)
+        result = _train(recipe, folder.path, accelerator, teacher, obs,
+                        resume_from=resume_from, stop=stop, cleanup=cleanup)
         if main:
             folder.publish()
         accelerator.wait_for_everyone()
@@ -213,8 +236,10 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     return result
 
 
-def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -> RunResult:
-    """The run itself, writing into ``run_dir`` (the run folder, or its staging folder)."""
+def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *, resume_from: Path | None,
+           stop: preemption.StopSignals, cleanup: ExitStack) -> RunResult:
+    """The run itself, writing into ``run_dir`` (the run folder, or its staging folder), from
+    ``resume_from`` (a checkpoint) when given."""
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
@@ -250,29 +275,35 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
     optimizer = build_optimizer(model, pruner, recipe.train)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(recipe.train.lr_warmup_fraction * steps), steps)
+    shuffling = torch.Generator().manual_seed(recipe.seed)
     loader = torch.utils.data.DataLoader(
         data.train, batch_size=recipe.train.batch_size, shuffle=True, collate_fn=task.collate(tokenizer),
-        generator=torch.Generator().manual_seed(recipe.seed), drop_last=False)
+        generator=shuffling, drop_last=False)
     # The scheduler stays outside prepare(): accelerate would step it once per process per
-    # optimizer step, running the schedule N times too fast on N processes.
+    # optimizer step, running the schedule N times too fast on N processes. It is registered so
+    # that checkpoints (save_state / load_state) still hold it.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-
-    def batches():
-        epoch = 0
-        while True:
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            yield from loader
-            epoch += 1
+    accelerator.register_for_checkpointing(scheduler)
+    stream = checkpoint.BatchStream(loader, shuffling, accelerator)
+    loop = checkpoint.LoopState(step=0, tracking_id=tracking.new_tracking_id())
+    if resume_from is not None:
+        obs.on_phase(f"resuming from {resume_from}")
+        loop = checkpoint.load(accelerator, resume_from, pruner, stream)
+        loop.tracking_id = loop.tracking_id or tracking.new_tracking_id()
+        if main:
+            checkpoint.truncate_metrics(run_dir, loop.metrics_bytes)
+    if recipe.train.report_to:
+        tracking.start(accelerator, recipe, run_dir, resume_step=loop.step if resume_from else None,
+                       tracking_id=loop.tracking_id)
+        cleanup.callback(tracking.finish, accelerator)  # however the run ends
 
     obs.on_start(steps, recipe.run_dir)
     model.train()
-    stream = batches()
-    window: dict[str, torch.Tensor] = {}
-    window_n = window_samples = 0
+    window: dict[str, torch.Tensor] = loop.window
+    window_n, window_samples = loop.window_n, loop.window_samples
     window_start = start = time.perf_counter()
-    eval_seconds = 0.0
-    for step in range(steps):
+    eval_seconds = loop.eval_seconds
+    for step in range(loop.step, steps):
         batch = next(stream)
         parts = train_step(model, batch, step, pruner=pruner, optimizer=optimizer, scheduler=scheduler,
                            max_grad_norm=recipe.train.max_grad_norm, accelerator=accelerator,
@@ -290,6 +321,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
                       "samples_per_second": window_samples / max(now - window_start, 1e-9)}
             if main:
                 log.write(record)
+            accelerator.log(tracking.train_scalars(record), step=done)
             obs.on_step(done, record)
             window, window_n, window_samples, window_start = {}, 0, 0, time.perf_counter()
         if recipe.train.eval_every_steps and done % recipe.train.eval_every_steps == 0 and done < steps:
@@ -300,8 +332,18 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
             eval_seconds += time.perf_counter() - t0
             if main:
                 log.write({"step": done, "eval": metrics, "remaining_pct": pruner.current_remaining_pct()})
+            accelerator.log(tracking.eval_scalars(metrics, pruner.current_remaining_pct()), step=done)
             obs.on_eval(done, metrics)
-    train_seconds = time.perf_counter() - start - eval_seconds
+        if checkpoint.due(recipe.train, done) or stop.requested(accelerator):
+            elapsed = loop.train_seconds + time.perf_counter() - start - (eval_seconds - loop.eval_seconds)
+            saved = checkpoint.save(accelerator, run_dir, pruner, stream, checkpoint.LoopState(
+                done, elapsed, eval_seconds, window, window_n, window_samples,
+                log.path.stat().st_size if main and log.path.exists() else 0, loop.tracking_id),
+                recipe.train.keep_checkpoints)
+            if stop.signum is not None:
+                raise RunInterrupted(f"stopped by {stop.name} after step {done} of {steps}; checkpoint "
+                                     f"saved in {saved}", stop.exit_code, str(saved))
+    train_seconds = loop.train_seconds + time.perf_counter() - start - (eval_seconds - loop.eval_seconds)
 
     obs.on_phase("final evaluation")
     final_model = accelerator.unwrap_model(model)
@@ -313,6 +355,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
     by_module = remaining_by_module(final_model)
     mask_digests = _check_masks_agree(final_model)
     obs.on_eval(steps, metrics)
+    accelerator.log(tracking.eval_scalars(metrics, measured), step=steps)
 
     result = RunResult.checked({
         "name": recipe.run_name, "task": recipe.task, "model": recipe.model, "pruner": recipe.pruner.method,
@@ -333,4 +376,5 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
         for filename, content in artifacts.items():
             atomic_write_json(run_dir / filename, content)
         result.save(run_dir)
+        checkpoint.remove_all(run_dir)
     return result

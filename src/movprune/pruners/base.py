@@ -174,6 +174,18 @@ class Pruner:
         """Extra optimizer parameter groups (scores with their own learning rate)."""
         return []
 
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs beyond the model's parameters (the scores are parameters of the
+        parametrizations, so they travel with the model): numbers, strings, nested dicts and
+        tensors. Subclasses extend it; :meth:`load_state_dict` takes it back."""
+        return {"current_step": self.current_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` on an attached pruner. The masks are not recomputed here:
+        the next :meth:`step` computes them from the restored scores, as it would have."""
+        self.current_step = int(state["current_step"])
+
     def log_values(self) -> dict[str, float]:
         """Numbers worth logging each step (current remaining %, lambda, ...)."""
         return {"remaining_pct": self.current_remaining_pct()}

@@ -54,6 +54,15 @@ class LambdaController:
         else:
             self.scale = 1.0
 
+    def state_dict(self) -> dict[str, float | None]:
+        """The integrator ``u``, λ's unit and the smoothed motion estimates."""
+        return {"u": self.u, "scale": self.scale, "velocity": self._velocity, "speed": self._speed}
+
+    def load_state_dict(self, state: dict[str, float | None]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.u, self.scale = float(state["u"]), state["scale"]
+        self._velocity, self._speed = state["velocity"], state["speed"]
+
     def _smooth(self, old: float | None, new: float) -> float:
         return new if old is None else self.smoothing * old + (1.0 - self.smoothing) * new
 

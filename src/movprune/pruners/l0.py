@@ -90,6 +90,14 @@ class L0Pruner(RegularizedPruner):
     def make_mask(self, name: str, layer: nn.Linear) -> L0Mask:
         return L0Mask(layer.weight.detach(), self.config.scores_init)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "shifts": {name: m.shift for name, m in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for name, m in self.masks.items():
+            m.shift = float(state["shifts"][name])
+
     def make_group_mask(self, grouping: Grouping) -> L0Mask:
         return L0Mask(torch.empty(grouping.score_shape), self.config.scores_init)
 

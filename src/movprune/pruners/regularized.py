@@ -138,6 +138,32 @@ class RegularizedPruner(Pruner):
             self._task_grad_sq += float(param.grad.detach().float().pow(2).sum())
             self._task_grad_n += param.numel()
 
+    def state_dict(self) -> dict[str, Any]:
+        state = {**super().state_dict(), "controlled_step": self._controlled_step,
+                 "calibration": dict(self._calibration), "task_grad_sq": self._task_grad_sq,
+                 "task_grad_n": self._task_grad_n}
+        if self.controller is not None:
+            state["controller"] = self.controller.state_dict()
+        if self._sampled is not None:
+            state["sampled_scores"] = self._sampled.detach().cpu()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._controlled_step = int(state["controlled_step"])
+        self._calibration = dict(state["calibration"])
+        self._task_grad_sq, self._task_grad_n = float(state["task_grad_sq"]), int(state["task_grad_n"])
+        if self.controller is not None:
+            self.controller.load_state_dict(state["controller"])
+            if self.controller.scale is not None:  # the scale is measured once: stop recording
+                for handle in self._hooks:
+                    handle.remove()
+                self._hooks.clear()
+        sampled = state.get("sampled_scores")
+        if sampled is not None and self.masks:
+            sampled = sampled.to(next(iter(self.masks.values())).scores.device)
+        self._sampled = sampled
+
     def parameter_groups(self) -> list[dict]:
         return [self.scores_group([m.scores for m in self.masks.values()])]
 

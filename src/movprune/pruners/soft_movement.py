@@ -76,6 +76,13 @@ class SoftMovementPruner(RegularizedPruner):
                             "and σ(S) > 0 keeps every weight); the paper uses 0.1")
         return problems
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "calibrated_cut": self._calibrated_cut}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._calibrated_cut = state["calibrated_cut"]
+
     def sigmoid_threshold(self, step: int) -> float:
         """τ at ``step`` on the cubic schedule."""
         c = self.config

@@ -109,6 +109,15 @@ class TrackedTopK:
         self.width = 0.0
         self._skip = 0
 
+    def state_dict(self) -> dict[str, float | int | None]:
+        """The band's position: it decides which of two exact paths runs, and the two may break
+        ties at the cut differently, so a resumed run needs it to pick the same entries."""
+        return {"cut": self.cut, "width": self.width, "skip": self._skip}
+
+    def load_state_dict(self, state: dict[str, float | int | None]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.cut, self.width, self._skip = state["cut"], float(state["width"]), int(state["skip"])
+
     def mask(self, values: torch.Tensor, k: int) -> torch.Tensor:
         """0/1 mask (dtype of ``values``) keeping exactly ``k`` of the largest ``values``."""
         n = values.numel()

@@ -9,6 +9,8 @@ only multiplies ``W * M``. Evaluation reuses the cached mask of the last :meth:`
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -93,6 +95,16 @@ class TopKPruner(Pruner):
             hard = {name: self.masks[name].selector.mask(imp, counts[name]) for name, imp in imps.items()}
         for name, mask in hard.items():
             self.masks[name].set_hard(mask, counts[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "global_selector": self._global_selector.state_dict(),
+                "selectors": {name: m.selector.state_dict() for name, m in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._global_selector.load_state_dict(state["global_selector"])
+        for name, m in self.masks.items():
+            m.selector.load_state_dict(state["selectors"][name])
 
     def current_remaining_pct(self) -> float:
         # The kept counts are exact, so this needs no pass over the weights.
