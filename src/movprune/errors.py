@@ -34,3 +34,11 @@ class RunFailedError(MovpruneError):
 
 class ExportError(MovpruneError):
     """A run cannot be exported in the requested format, or an export failed its check."""
+
+
+class TrainingDivergedError(MovpruneError):
+    """The training loss or the weights became NaN or infinite; the run wrote no result."""
+
+
+class StorageError(MovpruneError):
+    """A file could not be written: the disk is full, read-only, or not writable."""

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from movprune.errors import StorageError
+
+_STORAGE_FIXES = {
+    errno.ENOSPC: "no space left on the device; free some space or set output_dir (or "
+                  "MOVPRUNE_CACHE) to another disk",
+    errno.EDQUOT: "the disk quota is exceeded; free some space or set output_dir to another disk",
+    errno.EROFS: "the file system is read-only; set output_dir to a writable folder",
+    errno.EACCES: "permission denied; set output_dir to a folder you can write",
+}
+
+
+def storage_error(e: OSError) -> StorageError | None:
+    """The :class:`StorageError` for an ``OSError`` of a full, read-only or unwritable disk
+    (None for any other error, which stays a bug to report)."""
+    fix = _STORAGE_FIXES.get(e.errno)
+    if fix is None:
+        return None
+    where = f" writing {e.filename}" if e.filename else ""
+    return StorageError(f"cannot write{where}: {fix}")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from movprune.errors import MovpruneError
+from movprune.io import storage_error
 
 out = Console()
 err = Console(stderr=True)
@@ -40,6 +41,12 @@ def reported_errors() -> Iterator[None]:
     except MovpruneError as e:
         for line in str(e).splitlines():
             err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except OSError as e:
+        typed = storage_error(e)
+        if typed is None:
+            raise
+        err.print(f"[bold red]error:[/] {typed}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: the run folder is left unfinished (no result.json)")

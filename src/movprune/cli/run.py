@@ -25,6 +25,15 @@ def result_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def print_warnings(result: dict[str, Any]) -> None:
+    """Print a result's ``warnings`` (a suspicious result is never shown as a normal one)."""
+    from movprune.experiments.guards import warning_text
+
+    for warning in result.get("warnings") or []:
+        err.print(f"[bold yellow]warning:[/] {result.get('name', '')}: {warning_text(warning)}",
+                  highlight=False, soft_wrap=True)
+
+
 def run_command(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe (see src/movprune/recipes/).")],
     overrides: Annotated[list[str] | None, typer.Argument(
@@ -48,3 +57,4 @@ def run_command(
         with ProgressObserver() as observer:
             result = run(resolved, force=force, observer=observer)
         out.print(result_table(result))
+        print_warnings(result)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from movprune.errors import ModelError, RunFailedError
 from movprune import results
-from movprune.models import ALIASES, ResolvedModel, resolve_model
+from movprune.models import ALIASES, ResolvedModel, check_no_custom_code, resolve_model
 from movprune.recipe import PrunerConfig, Recipe
 
 if TYPE_CHECKING:
@@ -201,6 +201,7 @@ def resolve_given_teacher(recipe: Recipe) -> TeacherSource:
         if is_run:
             return _from_run_folder(spec, local, recipe.task, "run")
         if (local / "config.json").is_file():
+            check_no_custom_code(local, f"distill.teacher '{spec}'")
             return TeacherSource(spec, "model", str(local.resolve()), str(local.resolve()))
         raise _problem(spec, "the folder is neither a movprune run folder (no result.json, model/) nor "
                              "a model folder (no config.json)")
@@ -399,6 +400,6 @@ def _load_config(source: TeacherSource, spec: str):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source.model_path)
+        return AutoConfig.from_pretrained(source.model_path, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise _problem(spec, f"cannot read the teacher's config from {source.model_path} ({e})") from None

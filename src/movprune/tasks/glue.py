@@ -83,21 +83,34 @@ SPECS: dict[str, GlueSpec] = {s.name: s for s in [
 def read_glue_tsv(path: Path, spec: GlueSpec) -> Dataset:
     """Read one GLUE TSV file (byte-order mark, quotes and CoLA's missing header handled)."""
     rows: list[dict[str, Any]] = []
+    lineno = 0
     # GLUE files contain bare quotes inside sentences: no quote processing.
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader) if spec.has_header else None
-        for lineno, fields in enumerate(reader, start=2 if header else 1):
-            if not fields:
-                continue
-            record = dict(zip(header, fields)) if header else fields
-            try:
-                rows.append(spec.parse_row(record))
-            except (KeyError, IndexError, ValueError) as e:
-                raise DataError(f"{path}:{lineno}: cannot read this {spec.folder} row ({e!r}); "
-                                "is this the original GLUE file?") from None
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = next(reader, None) if spec.has_header else None
+            for lineno, fields in enumerate(reader, start=2 if header else 1):
+                if not fields:
+                    continue
+                record = dict(zip(header, fields)) if header else fields
+                try:
+                    row = spec.parse_row(record)
+                except (KeyError, IndexError, ValueError) as e:
+                    raise DataError(f"{path}:{lineno}: cannot read this {spec.folder} row ({e!r}); "
+                                    "is this the original GLUE file?") from None
+                if spec.num_labels > 1 and not 0 <= row["label"] < spec.num_labels:
+                    raise DataError(f"{path}:{lineno}: label {row['label']} is out of range for "
+                                    f"{spec.name} (0 .. {spec.num_labels - 1}); fix or remove the row")
+                rows.append(row)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text near line {lineno + 1} ({e.reason}); is this the original "
+                        "GLUE file?") from None
+    except csv.Error as e:
+        raise DataError(f"{path}:{lineno + 1}: not a tab-separated file ({e}); is this the original "
+                        "GLUE file?") from None
     if not rows:
-        raise DataError(f"{path}: no rows found")
+        raise DataError(f"{path}: no rows found (the file is empty or holds only a header); point "
+                        f"data_dir at the GLUE layout <data_dir>/{spec.folder}/")
     return Dataset.from_list(rows)
 
 
@@ -256,7 +269,15 @@ class GlueTask(Task):
         outs = predict(model, evalset.features, self.collate(tokenizer), batch_size, autocast)
         logits = torch.cat([o.logits.float().cpu() for o in outs]).numpy()
         labels = np.asarray(evalset.features["labels"])
-        return EvalOutput(self.compute_metrics(logits, labels, evalset.suffix))
+        return EvalOutput(self.compute_metrics(logits, labels, evalset.suffix),
+                          prediction_counts=self.prediction_counts(logits))
+
+    def prediction_counts(self, logits: np.ndarray) -> dict[str, int] | None:
+        """How often each class was predicted (None for a regression task)."""
+        if self.is_regression:
+            return None
+        counts = np.bincount(logits.argmax(-1), minlength=self.spec.num_labels)
+        return {str(label): int(n) for label, n in enumerate(counts)}
 
 
 def glue_tasks() -> dict[str, Task]:
