@@ -26,7 +26,7 @@ def storage_error(e: OSError) -> StorageError | None:
     fix = _STORAGE_FIXES.get(e.errno)
     if fix is None:
         return None
-    where = f" writing {e.filename}" if e.filename else ""
+    where = f" {e.filename}" if e.filename else ""
     return StorageError(f"cannot write{where}: {fix}")
 
 
