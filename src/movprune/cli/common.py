@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from movprune.errors import MovpruneError
+from movprune.experiments.compare import WARNING_MARK
 from movprune.io import storage_error
 
 out = Console()
@@ -93,6 +94,14 @@ class ProgressObserver:
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:  # noqa: D102
         shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
         err.print(f"[dim]step {step}: {shown}[/]")
+
+
+def print_warnings(result: dict) -> None:
+    """Print a result's ``warnings`` (a suspicious result is never shown as a normal one)."""
+    for warning in result.get("warnings") or []:
+        text = warning if isinstance(warning, str) else warning.get("message", warning)
+        err.print(f"[bold yellow]warning {WARNING_MARK}:[/] {result.get('name', '')}: {text}",
+                  highlight=False, soft_wrap=True)
 
 
 def fail(message: str) -> None:

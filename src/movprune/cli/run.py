@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from movprune.cli.common import ProgressObserver, err, out, quiet_libraries, reported_errors
+from movprune.cli.common import ProgressObserver, err, out, print_warnings, quiet_libraries, reported_errors
 
 
 def result_table(result: dict[str, Any]) -> Table:
@@ -23,15 +23,6 @@ def result_table(result: dict[str, Any]) -> Table:
         f"{result['remaining_pct']:.2f}", *(f"{v:.2f}" for v in result["metrics"].values()),
         str(result["steps"]), f"{result['train_seconds']:.0f} s")
     return table
-
-
-def print_warnings(result: dict[str, Any]) -> None:
-    """Print a result's ``warnings`` (a suspicious result is never shown as a normal one)."""
-    from movprune.experiments.guards import warning_text
-
-    for warning in result.get("warnings") or []:
-        err.print(f"[bold yellow]warning:[/] {result.get('name', '')}: {warning_text(warning)}",
-                  highlight=False, soft_wrap=True)
 
 
 def run_command(

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from movprune.cli.common import ProgressObserver, err, out, quiet_libraries, reported_errors
+from movprune.cli.common import (WARNING_MARK, ProgressObserver, err, out, print_warnings, quiet_libraries,
+                                 reported_errors)
 from movprune.experiments.compare import level_label
 
 EXIT_RUN_FAILED = 1
@@ -66,6 +67,8 @@ def summary_table(outcomes, title: str) -> Table:
             if headline:
                 metric = f"{headline[1]:.2f}" if shared else f"{headline[0]} {headline[1]:.2f}"
             measured = f"{o.result['remaining_pct']:.2f}"
+            if o.result.get("warnings"):
+                metric += f" {WARNING_MARK}"
         table.add_row(o.run.name, f"[{styles[o.status]}]{o.status}[/]", level_label(o.run.remaining_pct, short=True),
                       measured, metric, f"{o.seconds:.0f} s" if o.status != "skipped" else "-")
     return table
@@ -125,6 +128,9 @@ def sweep_command(
         finally:
             progress.close()
     out.print(summary_table(outcomes, f"sweep {sweep_dir}"))
+    for o in outcomes:
+        if o.result is not None:
+            print_warnings(o.result)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         err.print(f"[bold red]{len(failed)} of {len(outcomes)} runs failed[/]; rerun the same command "

@@ -256,6 +256,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
         "target_remaining_pct": pruner.target_remaining_pct, "remaining_pct": measured,
         "remaining_by_module": by_module, "metrics": metrics, "metric_names": list(task.metric_names),
         "pruner_summary": pruner.summary(),
+        "prediction_counts": prediction_counts,
         "warnings": guards.result_warnings(pruner.target_remaining_pct, pruner.summary(), prediction_counts),
         "seed": recipe.seed, "steps": steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "bf16": recipe.train.bf16, "num_processes": accelerator.num_processes,
