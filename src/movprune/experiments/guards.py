@@ -72,7 +72,7 @@ def calibration_warning(target_remaining_pct: float | None, summary: dict[str, A
         "mask_from_calibration",
         f"the mask was at {before:.1f}% remaining before the final calibration step set it to the "
         f"{target_remaining_pct:g}% target: the final mask came mostly from calibration, not training "
-        "(train longer, or raise the regularisation: pruner.lambda_final)")
+        "(train longer, or start the scores nearer the cut: pruner.scores_init; see docs/methods.md)")
 
 
 def collapse_warnings(prediction_counts: dict[str, dict[str, int]]) -> list[dict[str, str]]:
