@@ -18,11 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from movprune.errors import RunFailedError
 from movprune import results
-from movprune.experiments.variants import split_by_settings
+from movprune.experiments.variants import saved_recipe, split_by_settings
 
 #: Shown beside the paper's numbers: they come from BERT-base on the paper's tasks, not our runs.
 PAPER_LABEL = "paper, BERT-base"
@@ -216,11 +215,8 @@ def run_settings(result: dict[str, Any]) -> dict[str, Any] | None:
     """The :data:`COMPARABLE_SETTINGS` of a run, or None when its ``recipe.yaml`` is unreadable.
     ``train.max_seq_length: null`` is replaced by the task's default, so that leaving it to the
     task and writing the same number out are not told apart."""
-    try:
-        recipe = yaml.safe_load((Path(result["run_dir"]) / results.RECIPE_FILE).read_text(encoding="utf-8"))
-    except (KeyError, OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    if not isinstance(recipe, dict):
+    recipe = saved_recipe(result)
+    if recipe is None:
         return None
     settings: dict[str, Any] = {key: result.get(key) for key in _FROM_RESULT}
     for key in COMPARABLE_SETTINGS:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from movprune import results
+from movprune.errors import RecipeError
+from movprune.recipe import read_recipe_data
 
 #: Recipe keys that never make two runs different experiments: where the run is written, and the
 #: seed (the axis a cell averages over). ``pruner.remaining_pct`` is the comparison's row.
@@ -32,16 +32,21 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def saved_recipe(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's ``recipe.yaml`` as a mapping (read with the recipe's size and alias bounds); None
+    when it is missing or unreadable."""
+    try:
+        return read_recipe_data(Path(result["run_dir"]) / results.RECIPE_FILE)
+    except (KeyError, OSError, RecipeError):
+        return None
+
+
 def run_settings(result: dict[str, Any]) -> dict[str, Any] | None:
     """Every setting of a run except :data:`NOT_SETTINGS`, as ``{"train.lr": 3e-05, ...}``; None when
     its ``recipe.yaml`` is missing or unreadable. A null ``train.max_seq_length`` is the task's
     default."""
-    try:
-        text = (Path(result["run_dir"]) / results.RECIPE_FILE).read_text(encoding="utf-8")
-        recipe = yaml.safe_load(text)
-    except (KeyError, OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    if not isinstance(recipe, dict):
+    recipe = saved_recipe(result)
+    if recipe is None:
         return None
     settings = {k: v for k, v in _flatten(recipe).items() if k not in NOT_SETTINGS}
     settings.update({key: result.get(key) for key in FROM_RESULT})
