@@ -179,3 +179,52 @@ def test_recipe_with_a_few_aliases_still_loads(tmp_path):
     path.write_text("task: sst2\ntrain: {max_steps: &n 5, log_every_steps: *n}\n")
     recipe = load_recipe(path)
     assert (recipe.train.max_steps, recipe.train.log_every_steps) == (5, 5)
+
+
+def test_hub_labels_outside_the_classes_are_refused(monkeypatch):
+    """GLUE's Hub test splits carry label -1; training on one failed mid-run with an IndexError."""
+    from datasets import Dataset
+
+    from movprune.errors import DataError
+    from movprune.tasks import get_task, glue
+
+    hub = Dataset.from_dict({"sentence": ["a", "b", "c"], "label": [1, -1, -1]})
+    monkeypatch.setattr(glue, "load_hub_split", lambda *args: hub)
+    with pytest.raises(DataError, match=r"split 'test': example 1 has label -1, outside sst2's classes 0 \.\. 1 "
+                                        r"\(2 such examples"):
+        get_task("sst2").load_split(None, "test")
+
+
+def test_hub_model_with_custom_code_is_refused(monkeypatch):
+    """transformers raises ValueError for a Hub repository with custom code when trust_remote_code=False."""
+    import transformers
+
+    from movprune.errors import ModelError
+    from movprune.models import resolve_model
+
+    def refuse(spec, trust_remote_code=None):
+        assert trust_remote_code is False
+        raise ValueError(f"{spec} contains custom code ... Please pass the argument `trust_remote_code=True`")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", refuse)
+    with pytest.raises(ModelError, match="'someone/custom-bert': this Hub repository needs custom code; movprune "
+                                         "loads models with trust_remote_code=False"):
+        resolve_model("someone/custom-bert")
+
+
+def test_weights_gone_non_finite_after_the_last_logged_loss_stop_the_run():
+    import torch
+
+    from movprune.errors import TrainingDivergedError
+    from movprune.experiments.guards import check_finite_loss, check_finite_weights
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    check_finite_weights(model)
+    check_finite_loss({"step": 5, "loss": 0.7, "loss_task": 0.7, "lr": 1e-3}, 1e-3)
+    with torch.no_grad():
+        model[1].weight[0, 1] = float("inf")
+    with pytest.raises(TrainingDivergedError, match=r"1 weight tensors hold NaN or infinite values after "
+                                                    r"training \(first: 1.weight\)"):
+        check_finite_weights(model)
+    with pytest.raises(TrainingDivergedError, match=r"step 5: the training loss diverged \(loss_penalty = inf\)"):
+        check_finite_loss({"step": 5, "loss_task": 0.7, "loss_penalty": float("inf")}, 1e-3)

@@ -110,6 +110,10 @@ def resolve_model(spec: str) -> ResolvedModel:
     try:
         AutoConfig.from_pretrained(spec, trust_remote_code=False)
     except (OSError, ValueError) as e:
+        if "trust_remote_code" in str(e):  # transformers' wording for a repository with custom code
+            raise ModelError(f"model '{spec}': this Hub repository needs custom code; movprune loads models "
+                             "with trust_remote_code=False and never runs a repository's code; use a model "
+                             "of a built-in transformers architecture") from None
         raise ModelError(
             f"model '{spec}': not a built-in alias ({', '.join(ALIASES)}), not a local folder, and not "
             f"loadable from the Hugging Face Hub ({type(e).__name__}); check the name, or use a "

@@ -14,7 +14,6 @@ from typing import Any
 
 from movprune import results
 from movprune.errors import RecipeError
-from movprune.recipe import read_recipe_data
 
 #: Recipe keys that never make two runs different experiments: where the run is written, and the
 #: seed (the axis a cell averages over). ``pruner.remaining_pct`` is the comparison's row.
@@ -35,6 +34,8 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def saved_recipe(result: dict[str, Any]) -> dict[str, Any] | None:
     """The run's ``recipe.yaml`` as a mapping (read with the recipe's size and alias bounds); None
     when it is missing or unreadable."""
+    from movprune.recipe import read_recipe_data  # deferred: pydantic, not needed by every command
+
     try:
         return read_recipe_data(Path(result["run_dir"]) / results.RECIPE_FILE)
     except (KeyError, OSError, RecipeError):

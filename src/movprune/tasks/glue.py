@@ -227,11 +227,25 @@ class GlueTask(Task):
         if data_dir is None:
             ds = load_hub_split(self.name, self.hub_id, self.name, split,
                                 "set data_dir to a folder in the GLUE layout")
-            return ds.select_columns([*self.spec.text_keys, "label"])
+            ds = ds.select_columns([*self.spec.text_keys, "label"])
+            self.check_labels(ds, f"{self.hub_id}/{self.name} split '{split}'")
+            return ds
         path = self._file(data_dir, split)
         if not path.is_file():
             raise DataError(self.check_data(data_dir, [split])[0])
         return slice_split(read_glue_tsv(path, self.spec), split)
+
+    def check_labels(self, examples: Dataset, where: str) -> None:
+        """Raise :class:`DataError` when a class label lies outside the task's classes (GLUE's
+        test splits carry -1: they have no labels), before it can fail mid-training."""
+        if self.is_regression or len(examples) == 0:
+            return
+        labels = np.asarray(examples["label"])
+        bad = np.flatnonzero((labels < 0) | (labels >= self.spec.num_labels))
+        if bad.size:
+            raise DataError(f"{where}: example {int(bad[0])} has label {int(labels[bad[0]])}, outside "
+                            f"{self.name}'s classes 0 .. {self.spec.num_labels - 1} ({bad.size} such examples; "
+                            "a test split has no labels: train and evaluate on labelled splits)")
 
     def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,  # noqa: D102
                  train: bool) -> Dataset:
