@@ -3,7 +3,7 @@
 To add a case, add one line to ``CASES``: an id, a function of the :class:`Sandbox` that builds the
 command line (writing whatever bad file it needs), and a fragment the error line must contain.
 Recipe cases use ``--dry-run`` unless they say otherwise: checks that can run before training run
-there too. Every case also checks that no run folder was created.
+there too. Every case also checks that no run file was written.
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ CASES = [
     ("output_dir is a file", lambda s: s.run(f"output_dir={s.file('notes.txt', 'x')}"),
      "output_dir: '{tmp}/notes.txt' is a file, not a folder"),
     ("output_dir under a file", lambda s: s.run(f"output_dir={s.file('notes.txt', 'x')}/sub"), "is a file"),
+    ("run folder is a file", lambda s: s.run(f"name={s.file('results/notes', 'x') and 'notes'}", dry_run=False),
+     "{tmp}/results/notes/result.json: a part of the path is a file, not a folder; set output_dir or name"),
     ("model folder asks for custom code", lambda s: s.run(f"model={s.model_folder(**CUSTOM_CODE)}"),
      "asks to run custom code (auto_map: AutoConfig, AutoModel); movprune loads models with trust_remote_code=False"),
     ("teacher folder asks for custom code",
@@ -137,7 +139,8 @@ def assert_one_line_error(result, fragment: str) -> None:
 def test_hostile_input_exits_2_with_one_line(sandbox, build, fragment):
     result = invoke(build(sandbox))
     assert_one_line_error(result, fragment.format(tmp=sandbox.tmp))
-    assert not sandbox.results.exists(), "nothing may be written before the input is checked"
+    written = [p for p in sandbox.results.rglob("*") if p.name in ("recipe.yaml", "metrics.jsonl", "result.json")]
+    assert not written, "nothing may be written before the input is checked"
 
 
 def test_full_disk_is_one_line(sandbox, monkeypatch):

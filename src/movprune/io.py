@@ -17,12 +17,14 @@ _STORAGE_FIXES = {
     errno.EDQUOT: "the disk quota is exceeded; free some space or set output_dir to another disk",
     errno.EROFS: "the file system is read-only; set output_dir to a writable folder",
     errno.EACCES: "permission denied; set output_dir to a folder you can write",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; set output_dir or name to a folder path",
+    errno.EEXIST: "a file is in the way of a folder; set output_dir or name to another path",
 }
 
 
 def storage_error(e: OSError) -> StorageError | None:
-    """The :class:`StorageError` for an ``OSError`` of a full, read-only or unwritable disk
-    (None for any other error, which stays a bug to report)."""
+    """The :class:`StorageError` for an ``OSError`` of a full, read-only or unwritable disk, or a
+    file in the way of a folder (None for any other error, which stays a bug to report)."""
     fix = _STORAGE_FIXES.get(e.errno)
     if fix is None:
         return None

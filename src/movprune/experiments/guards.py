@@ -24,13 +24,14 @@ COLLAPSE_REMEDIES = "docs/methods.md#remedies-for-the-collapse"
 CALIBRATION_RELATIVE_TOLERANCE = 0.5
 
 
-def check_output_dir(output_dir: str | Path, run_dir: str | Path, source: str) -> None:
-    """Refuse an ``output_dir`` (or run folder) that exists as a file, before any training."""
-    for path, key in ((Path(output_dir), "output_dir"), (Path(run_dir), "name")):
-        for candidate in (path, *path.parents):
-            if candidate.exists() and not candidate.is_dir():
-                raise RecipeError(source, [f"{key}: '{candidate}' is a file, not a folder; set "
-                                           f"{key} so that the run folder is a new or existing folder"])
+def check_output_dir(output_dir: str | Path, source: str) -> None:
+    """Refuse an ``output_dir`` that is (or lies below) a file, before any training. (A file where
+    one run's folder should be fails that run only; see :func:`movprune.io.storage_error`.)"""
+    path = Path(output_dir)
+    for candidate in (path, *path.parents):
+        if candidate.exists() and not candidate.is_dir():
+            raise RecipeError(source, [f"output_dir: '{candidate}' is a file, not a folder; set output_dir "
+                                       "to a new or existing folder"])
 
 
 def check_finite_loss(record: dict[str, Any], lr: float) -> None:

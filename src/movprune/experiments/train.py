@@ -57,7 +57,7 @@ def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
     problems = task.check_data(recipe.data_dir, splits)
     if problems:
         raise RecipeError(source, problems)
-    guards.check_output_dir(recipe.output_dir, recipe.run_dir, source)
+    guards.check_output_dir(recipe.output_dir, source)
     resolve_model(recipe.model)
     distill.check_teacher(recipe)
     check_data(task, recipe)
