@@ -80,14 +80,16 @@ CASES = [
     ("recipe not UTF-8", lambda s: s.raw(b"task: sst2\nname: caf\xe9\n"), "not UTF-8"),
     ("recipe is binary", lambda s: s.raw(BINARY), "not UTF-8"),
     ("recipe too large", lambda s: s.raw("# padding\n" * 200_000), "a recipe is at most"),
-    ("YAML alias bomb", lambda s: s.raw(ALIAS_BOMB), "anchors and aliases expand"),
+    ("YAML alias bomb", lambda s: s.raw(ALIAS_BOMB), "YAML values counting every alias use (more than 100,000"),
+    ("huge value", lambda s: s.raw("task: sst2\nname: [" + "x, " * 50_000 + "]\n"),
+     "name: Input should be a valid string (got ['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x',... (250,000 characters))"),
     ("alias bomb in an override", lambda s: s.run("name=[&a [x,x,x,x,x,x,x,x,x,x], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], "
                                                   "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,"
                                                   "*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,"
                                                   "*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,"
                                                   "*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,"
                                                   "*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,"
-                                                  "*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]]"), "anchors and aliases expand"),
+                                                  "*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]]"), "YAML values counting every alias use (more than 100,000"),
     ("seed -1", lambda s: s.run("seed=-1"), "seed: Input should be greater than or equal to 0"),
     ("seed past 2**32", lambda s: s.run(f"seed={2**32}"), "seed: Input should be less than"),
     ("empty TSV", lambda s: s.run(s.glue("")), "train.tsv: no rows found"),

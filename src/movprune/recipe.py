@@ -117,8 +117,9 @@ class BoundedSafeLoader(yaml.SafeLoader):
     def construct_document(self, node: yaml.Node):  # noqa: D102
         size = _expanded_nodes(node, {})
         if size > MAX_YAML_NODES:
-            raise _YamlTooLarge(f"its anchors and aliases expand to {size:,} values (more than "
-                                f"{MAX_YAML_NODES:,}); write the values out instead of nesting aliases")
+            raise _YamlTooLarge(f"it holds {size:,} YAML values counting every alias use (more than "
+                                f"{MAX_YAML_NODES:,}; a recipe has a few dozen): write the values out "
+                                "instead of nesting aliases, or check that this is a recipe")
         return super().construct_document(node)
 
 
@@ -152,8 +153,10 @@ def _describe(err: dict[str, Any]) -> str:
         return f"unknown key '{key}' ({hint})"
     if err["type"] == "missing":
         return f"missing required key '{key}'"
-    value = err.get("input")
-    return f"{key}: {err['msg']} (got {value!r})"
+    shown = repr(err.get("input"))
+    if len(shown) > 80:  # a whole pasted file as a value: the line stays a line
+        shown = f"{shown[:60]}... ({len(shown):,} characters)"
+    return f"{key}: {err['msg']} (got {shown})"
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
