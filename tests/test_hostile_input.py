@@ -105,7 +105,7 @@ CASES = [
      "output_dir: '{tmp}/notes.txt' is a file, not a folder"),
     ("output_dir under a file", lambda s: s.run(f"output_dir={s.file('notes.txt', 'x')}/sub"), "is a file"),
     ("run folder is a file", lambda s: s.run(f"name={s.file('results/notes', 'x') and 'notes'}", dry_run=False),
-     "{tmp}/results/notes/result.json: a part of the path is a file, not a folder; set output_dir or name"),
+     "{tmp}/results/notes exists and is not a folder; movprune never replaces it"),
     ("model folder asks for custom code", lambda s: s.run(f"model={s.model_folder(**CUSTOM_CODE)}"),
      "asks to run custom code (auto_map: AutoConfig, AutoModel); movprune loads models with trust_remote_code=False"),
     ("teacher folder asks for custom code",

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from movprune.errors import MovpruneError
 from movprune.experiments.compare import WARNING_MARK
 from movprune.io import storage_error
+
+if TYPE_CHECKING:
+    from movprune.results import RunResult
 
 out = Console()
 err = Console(stderr=True)
@@ -50,7 +54,8 @@ def reported_errors() -> Iterator[None]:
         err.print(f"[bold red]error:[/] {typed}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: the run folder is left unfinished (no result.json)")
+        err.print("[yellow]interrupted[/]: nothing was published (the run folder has no result.json; "
+                  "a finished run that --force was replacing is kept as it was)")
         raise typer.Exit(130) from None
 
 
@@ -96,11 +101,11 @@ class ProgressObserver:
         err.print(f"[dim]step {step}: {shown}[/]")
 
 
-def print_warnings(result: dict) -> None:
+def print_warnings(result: "RunResult") -> None:
     """Print a result's ``warnings`` (a suspicious result is never shown as a normal one)."""
-    for warning in result.get("warnings") or []:
+    for warning in result.warnings:
         text = warning if isinstance(warning, str) else warning.get("message", warning)
-        err.print(f"[bold yellow]warning {WARNING_MARK}:[/] {result.get('name', '')}: {text}",
+        err.print(f"[bold yellow]warning {WARNING_MARK}:[/] {result.name or ''}: {text}",
                   highlight=False, soft_wrap=True)
 
 
