@@ -11,10 +11,16 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import tiny_recipe_dict
 from movprune.cli.main import app
-from movprune.experiments.guards import (CALIBRATION_RELATIVE_TOLERANCE, COLLAPSE_REMEDIES, calibration_warning,
-                                         collapse_warnings, result_warnings)
+from movprune.experiments.guards import (
+    CALIBRATION_RELATIVE_TOLERANCE,
+    COLLAPSE_REMEDIES,
+    calibration_warning,
+    collapse_warnings,
+    result_warnings,
+)
+
+from conftest import tiny_recipe_dict
 
 
 @pytest.mark.parametrize("target, before, flagged", [
@@ -32,7 +38,8 @@ def test_calibration_warning_beyond_the_relative_tolerance(target, before, flagg
     assert (warning is not None) == flagged
     if flagged:
         assert warning["code"] == "mask_from_calibration"
-        assert f"at {before:.1f}% remaining before the final calibration step set it to the {target:g}%" in warning["message"]
+        expected = f"at {before:.1f}% remaining before the final calibration step set it to the {target:g}%"
+        assert expected in warning["message"]
 
 
 def test_no_calibration_no_warning():

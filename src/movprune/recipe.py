@@ -7,7 +7,7 @@ rename keys.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -74,7 +74,7 @@ class Recipe(StrictModel):
         return name
 
     @model_validator(mode="after")
-    def _derived_name_is_safe(self) -> "Recipe":
+    def _derived_name_is_safe(self) -> Recipe:
         problem = None if self.name is not None else check_run_name(self.run_name)
         if problem:
             raise ValueError(f"the run name derived from task, pruner and seed, {self.run_name!r}, is not "
@@ -132,7 +132,7 @@ def _expanded_nodes(node: yaml.Node, memo: dict[int, int]) -> int:
 class BoundedSafeLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses documents whose aliases expand past :data:`MAX_YAML_NODES`."""
 
-    def construct_document(self, node: yaml.Node):  # noqa: D102
+    def construct_document(self, node: yaml.Node):
         size = _expanded_nodes(node, {})
         if size > MAX_YAML_NODES:
             raise _YamlTooLarge(f"it holds {size:,} YAML values counting every alias use (more than "
@@ -143,7 +143,7 @@ class BoundedSafeLoader(yaml.SafeLoader):
 
 def safe_load_bounded(text: str) -> Any:
     """``yaml.safe_load`` with alias expansion bounded (see :class:`BoundedSafeLoader`)."""
-    return yaml.load(text, Loader=BoundedSafeLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=BoundedSafeLoader)
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:

@@ -18,9 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-
-from movprune.errors import RunFailedError
 from movprune import results
+from movprune.errors import RunFailedError
 from movprune.experiments.variants import saved_recipe, split_by_settings
 
 #: Shown beside the paper's numbers: they come from BERT-base on the paper's tasks, not our runs.
@@ -101,7 +100,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Stat":
+    def of(cls, values: Sequence[float]) -> Stat:
         """The statistic of ``values`` (at least one)."""
         return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
                    len(values))
@@ -330,7 +329,7 @@ def _cells_by_settings(task: str, runs: Sequence[dict[str, Any]]
     averages over seeds only), with a warning naming the keys."""
     by_level_pruner: dict[tuple[float, str], list[dict[str, Any]]] = {}
     for r in runs:
-        by_level_pruner.setdefault((run_level(r), r["pruner"]), []).append(r)
+        by_level_pruner.setdefault((run_level(r), results.pruner_label(r)), []).append(r)
     by_cell: dict[tuple[float, str], list[dict[str, Any]]] = {}
     warnings = []
     for (level, pruner), cell_runs in by_level_pruner.items():

@@ -9,8 +9,7 @@ from datasets import Dataset
 
 from movprune.errors import DataError
 from movprune.recipe import Recipe
-from movprune.tasks.base import (PREPROCESSING_VERSION, EvalSet, Task, TaskData, cached,
-                                 tokenizer_fingerprint)
+from movprune.tasks.base import PREPROCESSING_VERSION, EvalSet, Task, TaskData, cached, tokenizer_fingerprint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -54,7 +53,7 @@ def check_data(task: Task, recipe: Recipe) -> None:
             raise DataError(f"{name} '{split}': {e}") from None
 
 
-def prepare_data(task: Task, recipe: Recipe, tokenizer: "PreTrainedTokenizerBase") -> TaskData:
+def prepare_data(task: Task, recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> TaskData:
     """Load, slice and tokenise the recipe's training and evaluation splits (tokenisation cached)."""
     evals_wanted = eval_splits(task, recipe)
     tok_fp = tokenizer_fingerprint(tokenizer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from movprune.pruners.grouping import Grouping
 from movprune.pruners.topk import StraightThrough
 from movprune.pruners.topk_base import TopKMask, TopKPruner
 
@@ -17,10 +18,10 @@ class MovementMask(TopKMask):
         super().__init__(weight.numel())
         self.scores = nn.Parameter(torch.full_like(weight, scores_init, dtype=torch.float32))
 
-    def importance(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def importance(self, weight: torch.Tensor) -> torch.Tensor:
         return self.scores.detach()
 
-    def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
         return StraightThrough.apply(self.scores, self.hard_mask(self.scores)).to(weight.dtype)
 
 
@@ -30,8 +31,11 @@ class MovementPruner(TopKPruner):
     name = "movement"
     DEFAULTS = {"scores_lr": 1e-2, "scores_init": 0.0}
 
-    def make_mask(self, name: str, layer: nn.Linear) -> MovementMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> MovementMask:
         return MovementMask(layer.weight.detach(), self.config.scores_init)
 
-    def parameter_groups(self) -> list[dict]:  # noqa: D102
+    def make_group_mask(self, grouping: Grouping) -> MovementMask:
+        return MovementMask(torch.empty(grouping.score_shape), self.config.scores_init)
+
+    def parameter_groups(self) -> list[dict]:
         return [self.scores_group([m.scores for m in self.masks.values()])]
