@@ -90,7 +90,7 @@ CASES = [
     ("huge value", lambda s: s.raw("task: sst2\nname: [" + "x, " * 50_000 + "]\n"),
      "name: Input should be a valid string (got ['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x',... "
      "(250,000 characters))"),
-    ("alias bomb in an override", lambda s: s.run(OVERRIDE_BOMB), "YAML values counting every alias use (more than 100,000"),
+    ("alias bomb in an override", lambda s: s.run(OVERRIDE_BOMB), "YAML values counting every alias use"),
     ("seed -1", lambda s: s.run("seed=-1"), "seed: Input should be greater than or equal to 0"),
     ("seed past 2**32", lambda s: s.run(f"seed={2**32}"), "seed: Input should be less than"),
     ("empty TSV", lambda s: s.run(s.glue("")), "train.tsv: no rows found"),
