@@ -48,6 +48,10 @@ class InvalidResultError(RunFailedError):
     """A ``result.json`` exists but is not a valid result (unreadable, NaN, a wrong-typed field)."""
 
 
+class DistributedError(MovpruneError):
+    """The processes of one multi-process run disagree (batch split, masks)."""
+
+
 class TrainingDivergedError(MovpruneError):
     """The training loss or the weights became NaN or infinite; the run wrote no result."""
 
