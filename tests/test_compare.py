@@ -250,20 +250,27 @@ def test_runs_trained_or_evaluated_differently_are_flagged(handmade):
     (odd / "recipe.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"], "max_eval_samples": 300}}))
     dense = mnli / "none-r100-s1"  # a dense run has no schedule: its warm-ups do not count
     (dense / "recipe.yaml").write_text(yaml.safe_dump({**base, "pruner": {"method": "none", "initial_warmup": 0.5}}))
-    (warning,) = build_comparisons(scan_runs([mnli]).results)[0].warnings
+    *splits, warning = build_comparisons(scan_runs([mnli]).results)[0].warnings
     assert "train.max_eval_samples differs (null: 9 runs; 300: " in warning and str(odd) in warning
+    # ... and no cell averages runs that differ in more than the seed (the dense pair differs in a
+    # warm-up without effect, and is split all the same: cells group by every recipe key)
+    assert sorted(w.split(":")[0] for w in splits) == ["mnli/movement at 3% remaining (97% sparse)",
+                                                       "mnli/none at 100% (dense)"]
+    assert "the runs differ in train.max_eval_samples, so they are shown as separate columns" in "".join(splits)
 
     res = run_cli("compare", str(mnli), "--format", "markdown")
     assert res.returncode == 0 and "train.max_eval_samples differs" in res.stderr
     assert "mnli · minilm-l6 · no distillation: runs differ in settings" in res.stderr
 
+    (dense / "recipe.yaml").write_text(yaml.safe_dump(base))
     # Leaving the sequence length to the task is the same as writing the task's default out.
     (odd / "recipe.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"], "max_seq_length": 128}}))
     assert build_comparisons(scan_runs([mnli]).results)[0].warnings == []
     # A run whose settings cannot be read is named, not silently left out of the check.
     (odd / "recipe.yaml").unlink()
-    (warning,) = build_comparisons(scan_runs([mnli]).results)[0].warnings
+    *splits, warning = build_comparisons(scan_runs([mnli]).results)[0].warnings
     assert "1 of 10 runs have no readable recipe.yaml" in warning and str(odd) in warning
+    assert "differ in unknown settings" in splits[0] and "settings unknown (no readable recipe.yaml)" in splits[0]
 
 
 def test_tables_show_a_teacher_below_the_current_folder_relative_to_it(tmp_path, monkeypatch):
@@ -279,3 +286,27 @@ def test_tables_show_a_teacher_below_the_current_folder_relative_to_it(tmp_path,
     titles = sorted(c.title for c in build_comparisons(scan_runs([tmp_path / "runs"]).results))
     assert titles == ["sst2 · minilm-l6 · distilled from /elsewhere/dense",
                       "sst2 · minilm-l6 · distilled from results/dense"]
+
+
+def test_runs_differing_in_more_than_the_seed_never_share_a_cell(tmp_path):
+    """Two seed-42 runs with different learning rates were printed as one "mean ± std over seeds"
+    cell: they are separate columns, named by the differing setting, and a warning names the key."""
+    root = tmp_path / "runs"
+    for name, lr, acc in (("a", 1e-4, 80.0), ("b", 3e-5, 70.0)):
+        write_run(root, name, "sst2", "movement", 10, 42, {"accuracy": acc})
+        recipe = {"task": "sst2", "name": name, "seed": 42, "output_dir": str(root),
+                  "pruner": {"method": "movement", "remaining_pct": 10}, "train": {"lr": lr}}
+        (root / name / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    from typer.testing import CliRunner
+
+    from movprune.cli.main import app
+
+    res = CliRunner().invoke(app, ["compare", str(root), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    (table,) = json.loads(res.stdout)
+    assert table["pruners"] == ["movement [train.lr=0.0001]", "movement [train.lr=3e-05]"]
+    cells = table["rows"][0]["cells"]
+    assert cells["movement [train.lr=0.0001]"]["metrics"]["accuracy"] == {"mean": 80.0, "std": None, "n": 1}
+    assert cells["movement [train.lr=3e-05]"]["metrics"]["accuracy"] == {"mean": 70.0, "std": None, "n": 1}
+    assert ("sst2/movement at 10% remaining (90% sparse): the runs differ in train.lr, so they are shown as "
+            "separate columns, not averaged") in " ".join(res.stderr.split())

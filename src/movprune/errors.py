@@ -61,3 +61,11 @@ class RunInterrupted(MovpruneError):
         self.exit_code = exit_code
         self.checkpoint = checkpoint
         super().__init__(message)
+
+
+class TrainingDivergedError(MovpruneError):
+    """The training loss or the weights became NaN or infinite; the run wrote no result."""
+
+
+class StorageError(MovpruneError):
+    """A file could not be written: the disk is full, read-only, or not writable."""

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from movprune.errors import ResultExistsError
+from movprune.errors import ResultExistsError, StorageError
 
 
 def _unique_sibling(path: Path, kind: str) -> Path:
@@ -50,6 +50,26 @@ def fsync_tree(root: str | Path) -> None:
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(here)
+
+_STORAGE_FIXES = {
+    errno.ENOSPC: "no space left on the device; free some space or set output_dir (or "
+                  "MOVPRUNE_CACHE) to another disk",
+    errno.EDQUOT: "the disk quota is exceeded; free some space or set output_dir to another disk",
+    errno.EROFS: "the file system is read-only; set output_dir to a writable folder",
+    errno.EACCES: "permission denied; set output_dir to a folder you can write",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; set output_dir or name to a folder path",
+    errno.EEXIST: "a file is in the way of a folder; set output_dir or name to another path",
+}
+
+
+def storage_error(e: OSError) -> StorageError | None:
+    """The :class:`StorageError` for an ``OSError`` of a full, read-only or unwritable disk, or a
+    file in the way of a folder (None for any other error, which stays a bug to report)."""
+    fix = _STORAGE_FIXES.get(e.errno)
+    if fix is None:
+        return None
+    where = f" {e.filename}" if e.filename else ""
+    return StorageError(f"cannot write{where}: {fix}")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

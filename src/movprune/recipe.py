@@ -6,7 +6,6 @@ rename keys.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ from movprune.errors import RecipeError
 from movprune.pruners.config import PrunerConfig
 from movprune.run_folder import check_run_name
 from movprune.schema import StrictModel
+from movprune.suggest import did_you_mean
 
 
 class TrainConfig(StrictModel):
@@ -63,7 +63,7 @@ class Recipe(StrictModel):
     data_dir: str | None = None
     train_split: str = "train"
     eval_split: str | None = Field(default=None, description="null = the task's default")
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, lt=2**32, description="numpy and torch accept 0 .. 2**32-1")
     output_dir: str = "results"
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -108,6 +108,48 @@ class Recipe(StrictModel):
 # --------------------------------------------------------------------------------------------
 # Reading and validating
 
+#: A recipe is a few dozen lines; anything larger is not a recipe (and is not read into memory).
+MAX_RECIPE_BYTES = 1 << 20
+#: Nodes of a recipe's YAML with every alias expanded. Anchors and aliases are allowed (a shared
+#: section is legitimate), but nested aliases can expand exponentially ("billion laughs").
+MAX_YAML_NODES = 100_000
+
+
+class _YamlTooLarge(yaml.YAMLError):
+    pass
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes under ``node`` counting every alias use again (memoised: linear in the document)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once instead of looping
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_nodes(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_nodes(k, memo) + _expanded_nodes(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents whose aliases expand past :data:`MAX_YAML_NODES`."""
+
+    def construct_document(self, node: yaml.Node):
+        size = _expanded_nodes(node, {})
+        if size > MAX_YAML_NODES:
+            raise _YamlTooLarge(f"it holds {size:,} YAML values counting every alias use (more than "
+                                f"{MAX_YAML_NODES:,}; a recipe has a few dozen): write the values out "
+                                "instead of nesting aliases, or check that this is a recipe")
+        return super().construct_document(node)
+
+
+def safe_load_bounded(text: str) -> Any:
+    """``yaml.safe_load`` with alias expansion bounded (see :class:`BoundedSafeLoader`)."""
+    return yaml.load(text, Loader=BoundedSafeLoader)
+
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     """The valid keys of the schema object at ``loc`` (for 'did you mean')."""
@@ -130,13 +172,14 @@ def _describe(err: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         valid = _fields_at(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
+        hint = did_you_mean(str(loc[-1]), valid, listing="valid keys here")
         return f"unknown key '{key}' ({hint})"
     if err["type"] == "missing":
         return f"missing required key '{key}'"
-    value = err.get("input")
-    return f"{key}: {err['msg'].removeprefix('Value error, ')} (got {value!r})"
+    shown = repr(err.get("input"))
+    if len(shown) > 80:  # a whole pasted file as a value: the line stays a line
+        shown = f"{shown[:60]}... ({len(shown):,} characters)"
+    return f"{key}: {err['msg'].removeprefix('Value error, ')} (got {shown})"
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -146,7 +189,9 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise ValueError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load_bounded(raw) if raw.strip() else None
+    except _YamlTooLarge as e:
+        raise ValueError(f"override '{key.strip()}': {e}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -208,8 +253,19 @@ def read_recipe_data(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError(source, ["recipe file not found (check the path; shipped recipes are under "
                                    "src/movprune/recipes/)"])
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(source, [f"the file is {size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,} "
+                                   "(is this the right file?)"])
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(source, [f"byte {e.start}: not UTF-8 text ({e.reason}); save the recipe as "
+                                   "UTF-8"]) from None
+    try:
+        data = safe_load_bounded(text)
+    except _YamlTooLarge as e:
+        raise RecipeError(source, [str(e)]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -7,12 +7,18 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from movprune.errors import MovpruneError, RunInterrupted
+from movprune.experiments.compare import WARNING_MARK
+from movprune.io import storage_error
+
+if TYPE_CHECKING:
+    from movprune.results import RunResult
 
 out = Console()
 err = Console(stderr=True)
@@ -46,6 +52,12 @@ def reported_errors(resume_command: str | None = None) -> Iterator[None]:
     except MovpruneError as e:
         for line in str(e).splitlines():
             err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except OSError as e:
+        typed = storage_error(e)
+        if typed is None:
+            raise
+        err.print(f"[bold red]error:[/] {typed}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: nothing was published (the run folder has no result.json; "
@@ -120,6 +132,14 @@ def pick_recipe(first: str | None, overrides: list[str]) -> tuple[Path, list[str
     quickstart = shipped_quickstart()
     return quickstart, overrides, (f"recipe: the shipped quickstart, {quickstart} (no recipe named and no "
                                    f"./{LOCAL_RECIPE} here)")
+
+
+def print_warnings(result: RunResult) -> None:
+    """Print a result's ``warnings`` (a suspicious result is never shown as a normal one)."""
+    for warning in result.warnings:
+        text = warning if isinstance(warning, str) else warning.get("message", warning)
+        err.print(f"[bold yellow]warning {WARNING_MARK}:[/] {result.name or ''}: {text}",
+                  highlight=False, soft_wrap=True)
 
 
 def fail(message: str) -> None:

@@ -29,6 +29,8 @@ def rich_table(comparison, paper: bool) -> Table:
     from movprune.experiments import compare
 
     caption = compare.metrics_caption(comparison)
+    if comparison.footnotes:
+        caption += f"; {compare.WARNING_MARK}: a run of the cell has warnings (listed below)"
     if paper and comparison.paper_pruners():
         caption += "; cyan: the paper's BERT-base numbers (Sanh et al. 2020)"
     table = Table(title=comparison.title, title_justify="left", caption=caption, caption_justify="left")
@@ -94,6 +96,8 @@ def compare_command(
         if fmt is Format.table:
             for comp in comparisons:
                 out.print(rich_table(comp, paper))
+                for note in comp.footnotes:
+                    out.print(note, highlight=False, markup=False, soft_wrap=True)
         else:
             render = {Format.markdown: compare.to_markdown, Format.csv: compare.to_csv,
                       Format.json: compare.to_json, Format.latex: compare.to_latex}[fmt]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from movprune.cli.common import ProgressObserver, err, fail, out, quiet_libraries, reported_errors
+from movprune.cli.common import ProgressObserver, err, fail, out, print_warnings, quiet_libraries, reported_errors
 
 if TYPE_CHECKING:
     from movprune.results import RunResult
@@ -62,8 +62,9 @@ def run_command(
             err.print(f"[green]ok[/]: {recipe} is valid; results would go to {resolved.run_dir}/")
             return
         if not launched_as_main():  # one of several processes of a launch: rank 0 reports
-            run(resolved, force=force, observer=SilentObserver())
+            run(resolved, force=force, resume=resume, observer=SilentObserver())
             return
         with ProgressObserver() as observer:
             result = run(resolved, force=force, resume=resume, observer=observer)
         out.print(result_table(result))
+        print_warnings(result)

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from movprune.cli.common import ProgressObserver, err, fail, out, pick_recipe, quiet_libraries, reported_errors
+from movprune.cli.common import (
+    WARNING_MARK,
+    ProgressObserver,
+    err,
+    fail,
+    out,
+    pick_recipe,
+    print_warnings,
+    quiet_libraries,
+    reported_errors,
+)
 from movprune.experiments.compare import level_label
 
 EXIT_RUN_FAILED = 1
@@ -75,6 +85,8 @@ def summary_table(outcomes, title: str) -> Table:
             if headline:
                 metric = f"{headline[1]:.2f}" if shared else f"{headline[0]} {headline[1]:.2f}"
             measured = f"{o.result.remaining_pct:.2f}"
+            if o.result.warnings:
+                metric += f" {WARNING_MARK}"
         table.add_row(o.run.name, f"[{styles[o.status]}]{o.status}[/]", level_label(o.run.remaining_pct, short=True),
                       measured, metric, f"{o.seconds:.0f} s" if o.status in ("finished", "failed") else "-")
     return table
@@ -186,6 +198,9 @@ def sweep_command(
         finally:
             progress.close()
     out.print(summary_table(outcomes, f"sweep {sweep_dir}"))
+    for o in outcomes:
+        if o.result is not None:
+            print_warnings(o.result)
     locked = [o for o in outcomes if o.status == "locked"]
     if locked:
         err.print(f"[yellow]{len(locked)} of {len(outcomes)} runs were skipped because another process is "

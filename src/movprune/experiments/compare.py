@@ -18,14 +18,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from movprune import results
 from movprune.errors import RunFailedError
+from movprune.experiments.variants import saved_recipe, split_by_settings
 
 #: Shown beside the paper's numbers: they come from BERT-base on the paper's tasks, not our runs.
 PAPER_LABEL = "paper, BERT-base"
 _DENSE_PCT = 100.0
+#: Marks a cell averaging a run whose result.json has warnings (a footnote says which).
+WARNING_MARK = "⚠"
 
 
 def level_label(remaining_pct: float | None, short: bool = False) -> str:
@@ -120,6 +121,12 @@ class Cell:
         """Seeds of the runs, in order."""
         return sorted(r["seed"] for r in self.runs)
 
+    @property
+    def warnings(self) -> list[str]:
+        """``"<run folder>: <message>"`` for every warning in the runs' ``result.json``."""
+        return [f"{r['run_dir']}: {w if isinstance(w, str) else w.get('message', w)}"
+                for r in self.runs for w in (r.get("warnings") or [])]
+
 
 @dataclass
 class Row:
@@ -163,6 +170,12 @@ class Comparison:
         """Pruners with at least one of the paper's numbers in this table."""
         return [p for p in self.pruners if any(p in row.paper for row in self.rows)]
 
+    @property
+    def footnotes(self) -> list[str]:
+        """What the :data:`WARNING_MARK` of a cell refers to: its runs' warnings, one per line."""
+        return [f"{WARNING_MARK} {p} at {row.label}: {w}" for row in self.rows
+                for p, cell in row.cells.items() for w in cell.warnings]
+
 
 def _shown_path(text: str) -> str:
     """A teacher's path as tables group and show it: normalised, and relative to the current folder
@@ -204,11 +217,8 @@ def run_settings(result: dict[str, Any]) -> dict[str, Any] | None:
     """The :data:`COMPARABLE_SETTINGS` of a run, or None when its ``recipe.yaml`` is unreadable.
     ``train.max_seq_length: null`` is replaced by the task's default, so that leaving it to the
     task and writing the same number out are not told apart."""
-    try:
-        recipe = yaml.safe_load((Path(result["run_dir"]) / results.RECIPE_FILE).read_text(encoding="utf-8"))
-    except (KeyError, OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    if not isinstance(recipe, dict):
+    recipe = saved_recipe(result)
+    if recipe is None:
         return None
     settings: dict[str, Any] = {key: result.get(key) for key in _FROM_RESULT}
     for key in COMPARABLE_SETTINGS:
@@ -264,7 +274,8 @@ def _pruner_order(names: Iterable[str]) -> list[str]:
     from movprune import pruners
 
     order = {m: i for i, m in enumerate(pruners.method_names())}
-    return sorted(set(names), key=lambda m: (order.get(m, len(order)), m))
+    # A column split by settings ("movement [train.lr=0.001]") sorts with its method.
+    return sorted(set(names), key=lambda m: (order.get(m.split(" [", 1)[0], len(order)), m))
 
 
 def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> list[Comparison]:
@@ -282,10 +293,7 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
             for m in r.get("metric_names") or list(r["metrics"]):
                 if m not in metric_names:
                     metric_names.append(m)
-        by_cell: dict[tuple[float, str], list[dict[str, Any]]] = {}
-        for r in runs:
-            by_cell.setdefault((run_level(r), results.pruner_label(r)), []).append(r)
-        warnings = []
+        by_cell, warnings = _cells_by_settings(task, runs)
         rows: dict[float, Row] = {}
         for (level, pruner), cell_runs in by_cell.items():
             seeds = [r["seed"] for r in cell_runs]
@@ -312,6 +320,28 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
                 row.paper = _paper_at(reference, task, teacher is not None, row.remaining_pct, metric_names)
         comparisons.append(comparison)
     return comparisons
+
+
+def _cells_by_settings(task: str, runs: Sequence[dict[str, Any]]
+                       ) -> tuple[dict[tuple[float, str], list[dict[str, Any]]], list[str]]:
+    """Runs by (level, column). A column is a pruner; runs of one pruner and level whose settings
+    differ in more than the seed go to separate columns named by the differing values (a cell
+    averages over seeds only), with a warning naming the keys."""
+    by_level_pruner: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        by_level_pruner.setdefault((run_level(r), results.pruner_label(r)), []).append(r)
+    by_cell: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    warnings = []
+    for (level, pruner), cell_runs in by_level_pruner.items():
+        differing, groups = split_by_settings(cell_runs)
+        if differing or len(groups) > 1:
+            warnings.append(
+                f"{task}/{pruner} at {level_label(level)}: the runs differ in "
+                f"{', '.join(differing) or 'unknown settings'}, so they are shown as separate columns, "
+                f"not averaged ({'; '.join(label for label, _ in groups)})")
+        for label, members in groups:
+            by_cell[(level, f"{pruner} [{label}]" if label else pruner)] = members
+    return by_cell, warnings
 
 
 def _mark_best(row: Row, metric: str) -> None:
@@ -369,8 +399,10 @@ def paper_tasks() -> list[str]:
 # Text renderings
 
 
-def cell_text(cell: Cell | None, metric_names: Sequence[str], digits: int = 1, pm: str = "±") -> str:
-    """``"82.1±0.4 / 88.0±0.3"`` (metrics in the task's order; no ± for a single seed)."""
+def cell_text(cell: Cell | None, metric_names: Sequence[str], digits: int = 1, pm: str = "±",
+              mark: str = WARNING_MARK) -> str:
+    """``"82.1±0.4 / 88.0±0.3"`` (metrics in the task's order; no ± for a single seed), followed by
+    ``mark`` when a run of the cell has warnings."""
     if cell is None:
         return "–"
     parts = []
@@ -382,7 +414,7 @@ def cell_text(cell: Cell | None, metric_names: Sequence[str], digits: int = 1, p
             parts.append(f"{stat.mean:.{digits}f}")
         else:
             parts.append(f"{stat.mean:.{digits}f}{pm}{stat.std:.{digits}f}")
-    return " / ".join(parts)
+    return " / ".join(parts) + (f" {mark}" if cell.warnings else "")
 
 
 def paper_text(values: dict[str, float] | None, metric_names: Sequence[str], digits: int = 1) -> str:
@@ -447,6 +479,8 @@ def to_markdown(comparisons: Sequence[Comparison], paper: bool = False) -> str:
                     text = cell_text(cell, comp.metric_names)
                     cells.append(f"**{text}**" if cell is not None and cell.best else text)
             lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+        if comp.footnotes:
+            lines += ["", *(f"- {note}" for note in comp.footnotes)]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -473,16 +507,17 @@ def to_latex(comparisons: Sequence[Comparison], paper: bool = False) -> str:
                     cells.append(paper_text(row.paper.get(p), comp.metric_names).replace("–", "--"))
                 else:
                     cell = row.cells.get(p)
-                    text = cell_text(cell, comp.metric_names, pm=r"$\pm$").replace("–", "--")
+                    text = cell_text(cell, comp.metric_names, pm=r"$\pm$", mark=r"$^\dagger$").replace("–", "--")
                     cells.append(rf"\textbf{{{text}}}" if cell is not None and cell.best else text)
             lines.append(_latex_escape(row.label) + " & " + " & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
+        lines += [f"% $^\\dagger$ {note.removeprefix(WARNING_MARK).strip()}" for note in comp.footnotes]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 
 CSV_FIELDS = ("task", "model", "distill_teacher", "remaining_pct", "sparsity_pct", "pruner", "source",
-              "metric", "mean", "std", "n", "seeds", "measured_remaining_pct", "best")
+              "metric", "mean", "std", "n", "seeds", "measured_remaining_pct", "best", "warnings")
 
 
 def to_records(comparisons: Sequence[Comparison], paper: bool = False) -> list[dict[str, Any]]:
@@ -500,12 +535,12 @@ def to_records(comparisons: Sequence[Comparison], paper: bool = False) -> list[d
                                         "mean": stat.mean, "std": stat.std, "n": stat.n,
                                         "seeds": cell.seeds,
                                         "measured_remaining_pct": cell.measured_remaining_pct.mean,
-                                        "best": cell.best})
+                                        "best": cell.best, "warnings": cell.warnings})
                 if paper and p in row.paper:
                     for m, value in row.paper[p].items():
                         records.append({**common, "pruner": p, "source": PAPER_LABEL, "metric": m,
                                         "mean": value, "std": None, "n": None, "seeds": [],
-                                        "measured_remaining_pct": None, "best": False})
+                                        "measured_remaining_pct": None, "best": False, "warnings": []})
     return records
 
 
@@ -518,7 +553,7 @@ def to_csv(comparisons: Sequence[Comparison], paper: bool = False) -> str:
         writer.writerow({**rec, "distill_teacher": rec["distill_teacher"] or "",
                          "std": "" if rec["std"] is None else rec["std"],
                          "n": "" if rec["n"] is None else rec["n"],
-                         "seeds": " ".join(map(str, rec["seeds"])),
+                         "seeds": " ".join(map(str, rec["seeds"])), "warnings": " | ".join(rec["warnings"]),
                          "measured_remaining_pct": "" if rec["measured_remaining_pct"] is None
                          else rec["measured_remaining_pct"]})
     return buf.getvalue()
@@ -533,7 +568,7 @@ def to_json(comparisons: Sequence[Comparison], paper: bool = False) -> str:
         for row in comp.rows:
             cells = {p: {"metrics": {m: {"mean": s.mean, "std": s.std, "n": s.n} for m, s in c.metrics.items()},
                          "seeds": c.seeds, "measured_remaining_pct": c.measured_remaining_pct.mean,
-                         "best": c.best, "run_dirs": [r["run_dir"] for r in c.runs]}
+                         "best": c.best, "run_dirs": [r["run_dir"] for r in c.runs], "warnings": c.warnings}
                      for p, c in row.cells.items()}
             entry = {"remaining_pct": row.remaining_pct, "sparsity_pct": round(100 - row.remaining_pct, 4),
                      "label": row.label, "cells": cells}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from datasets import Dataset
 
+from movprune.errors import DataError
 from movprune.recipe import Recipe
 from movprune.tasks.base import PREPROCESSING_VERSION, EvalSet, Task, TaskData, cached, tokenizer_fingerprint
 
@@ -13,13 +15,51 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
+#: Splits read recently, so that checking a recipe's data before training and preparing it
+#: afterwards (or the runs of a sweep) read each file once. Keyed by the data's fingerprint.
+_RECENT: OrderedDict[tuple[str, str | None, str, str], Dataset] = OrderedDict()
+_RECENT_SIZE = 4
+
+
+def load_examples(task: Task, data_dir: str | None, split: str) -> Dataset:
+    """``task.load_split``, remembered for the last few splits; an empty split is a :class:`DataError`."""
+    key = (task.name, data_dir, split, task.data_fingerprint(data_dir, split))
+    if key in _RECENT:
+        _RECENT.move_to_end(key)
+        return _RECENT[key]
+    examples = task.load_split(data_dir, split)
+    if len(examples) == 0:
+        raise DataError(f"task {task.name}: split '{split}' has no examples (an empty file or slice); "
+                        "widen the slice, e.g. 'train[:1000]' or 'validation[:50%]'")
+    _RECENT[key] = examples
+    while len(_RECENT) > _RECENT_SIZE:
+        _RECENT.popitem(last=False)
+    return examples
+
+
+def eval_splits(task: Task, recipe: Recipe) -> list[tuple[str, str]]:
+    """(split spec, metric suffix) of every evaluation set of the recipe."""
+    return [(recipe.eval_split, "")] if recipe.eval_split else task.default_eval_splits()
+
+
+def check_data(task: Task, recipe: Recipe) -> None:
+    """Read every split the recipe needs and check it (decodable, labels in range, not empty)
+    before any training; raises :class:`DataError`."""
+    key = "eval_split" if recipe.eval_split else "the task's evaluation split"
+    for name, split in [("train_split", recipe.train_split), *((key, s) for s, _ in eval_splits(task, recipe))]:
+        try:
+            load_examples(task, recipe.data_dir, split)
+        except DataError as e:
+            raise DataError(f"{name} '{split}': {e}") from None
+
+
 def prepare_data(task: Task, recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> TaskData:
     """Load, slice and tokenise the recipe's training and evaluation splits (tokenisation cached)."""
-    evals_wanted = ([(recipe.eval_split, "")] if recipe.eval_split else task.default_eval_splits())
+    evals_wanted = eval_splits(task, recipe)
     tok_fp = tokenizer_fingerprint(tokenizer)
 
     def features(split: str, train: bool, limit: int | None) -> tuple[Dataset, Dataset]:
-        examples = task.load_split(recipe.data_dir, split)
+        examples = load_examples(task, recipe.data_dir, split)
         if limit is not None and limit < len(examples):
             examples = examples.select(range(limit))
         key = {

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from movprune import results
 from movprune.errors import RunFailedError
+from movprune.models import corrupt_model_message
 
 #: Matrix-type columns in display order; anything unrecognised goes to ``OTHER``.
 MATRIX_TYPES = ("Q", "K", "V", "attention output", "FFN in", "FFN out")
@@ -117,13 +120,16 @@ def matrix_sizes(model_dir: Path, modules: list[str]) -> dict[str, int]:
 
     shapes: dict[str, int] = {}
     for path in _safetensors_files(model_dir):
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
-                if key.endswith(".weight"):
-                    numel = 1
-                    for d in f.get_slice(key).get_shape():
-                        numel *= d
-                    shapes[key[: -len(".weight")]] = numel
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    if key.endswith(".weight"):
+                        numel = 1
+                        for d in f.get_slice(key).get_shape():
+                            numel *= d
+                        shapes[key[: -len(".weight")]] = numel
+        except (OSError, SafetensorError) as e:
+            raise RunFailedError(corrupt_model_message(path, e)) from None
     found = {}
     for module in modules:
         if module in shapes:
@@ -142,9 +148,9 @@ def remaining_from_model(model_dir: Path) -> dict[str, float]:
     from movprune.pruners.counting import remaining_by_module
 
     try:
-        model = AutoModel.from_pretrained(str(model_dir))
-    except (OSError, ValueError) as e:
-        raise RunFailedError(f"{model_dir}: cannot load the saved model ({e})") from None
+        model = AutoModel.from_pretrained(str(model_dir), trust_remote_code=False)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise RunFailedError(corrupt_model_message(model_dir, e)) from None
     return remaining_by_module(model)
 
 

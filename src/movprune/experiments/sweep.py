@@ -13,7 +13,6 @@ cache, a distillation teacher cache, loaded libraries) is built once; a backend
 from __future__ import annotations
 
 import copy
-import difflib
 import gc
 import json
 import time
@@ -29,6 +28,7 @@ from movprune.io import atomic_write_text
 from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
 from movprune.results import RunResult
 from movprune.run_folder import check_run_name, is_movprune_run
+from movprune.suggest import did_you_mean
 
 #: Written into an unfinished run folder when its run raised (the folder stays unfinished).
 ERROR_FILE = "error.txt"
@@ -222,8 +222,7 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
     registered = _registered_methods()
     for method in methods:
         if method not in registered:
-            close = difflib.get_close_matches(method, registered, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"choose from: {', '.join(registered)}"
+            hint = did_you_mean(method, registered, listing="choose from")
             problems.append(f"--pruners: unknown pruning method '{method}' ({hint})")
     if remaining_pcts is None and file_pruner.get("remaining_pct") is not None:
         remaining_pcts = [file_pruner["remaining_pct"]]

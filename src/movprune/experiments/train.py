@@ -15,8 +15,8 @@ import torch
 
 from movprune import distributed, pruners, results, run_folder, tasks
 from movprune.errors import DataError, DistributedError, RecipeError, RunInterrupted
-from movprune.experiments import checkpoint, distill, preemption, tracking
-from movprune.experiments.data import prepare_data
+from movprune.experiments import checkpoint, distill, guards, preemption, tracking
+from movprune.experiments.data import check_data, prepare_data
 from movprune.io import atomic_write_json, atomic_write_text
 from movprune.models import resolve_model
 from movprune.pruners.counting import prunable_linears, remaining_by_module, remaining_pct
@@ -58,8 +58,10 @@ def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
     problems = task.check_data(recipe.data_dir, splits)
     if problems:
         raise RecipeError(source, problems)
+    guards.check_output_dir(recipe.output_dir, source)
     resolve_model(recipe.model)
     distill.check_teacher(recipe)
+    check_data(task, recipe)
     tracking.check_available(recipe, source)
 
 
@@ -128,14 +130,18 @@ def train_step(model: torch.nn.Module, batch: dict[str, Any], step: int, *, prun
     return parts
 
 
-def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Recipe, autocast):
-    """Evaluate on every evaluation set; returns (metrics, artifacts)."""
+def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Recipe, autocast,
+                 prediction_counts: dict[str, dict[str, int]] | None = None):
+    """Evaluate on every evaluation set; returns (metrics, artifacts). ``prediction_counts``, when
+    given, receives each set's predicted-class histogram (classification tasks)."""
     metrics: dict[str, float] = {}
     artifacts: dict[str, Any] = {}
     for evalset in data.evals:
         out = task.evaluate(model, evalset, tokenizer, recipe.train.eval_batch_size, autocast)
         metrics.update(out.metrics)
         artifacts.update(out.artifacts)
+        if prediction_counts is not None and out.prediction_counts is not None:
+            prediction_counts[evalset.split] = out.prediction_counts
     return metrics, artifacts
 
 
@@ -321,6 +327,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
                       "samples_per_second": window_samples / max(now - window_start, 1e-9)}
             if main:
                 log.write(record)
+            guards.check_finite_loss(record, recipe.train.lr)
             accelerator.log(tracking.train_scalars(record), step=done)
             obs.on_step(done, record)
             window, window_n, window_samples, window_start = {}, 0, 0, time.perf_counter()
@@ -347,9 +354,12 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
 
     obs.on_phase("final evaluation")
     final_model = accelerator.unwrap_model(model)
+    guards.check_finite_weights(final_model)
     pruner.bake(final_model)
     t0 = time.perf_counter()
-    metrics, artifacts = evaluate_all(task, final_model, data, tokenizer, recipe, accelerator.autocast)
+    prediction_counts: dict[str, dict[str, int]] = {}
+    metrics, artifacts = evaluate_all(task, final_model, data, tokenizer, recipe, accelerator.autocast,
+                                      prediction_counts)
     eval_seconds += time.perf_counter() - t0
     measured = remaining_pct(final_model)
     by_module = remaining_by_module(final_model)
@@ -363,6 +373,8 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
         "target_remaining_pct": pruner.target_remaining_pct, "remaining_pct": measured,
         "remaining_by_module": by_module, "metrics": metrics, "metric_names": list(task.metric_names),
         "pruner_summary": pruner.summary(),
+        "prediction_counts": prediction_counts,
+        "warnings": guards.result_warnings(pruner.target_remaining_pct, pruner.summary(), prediction_counts),
         "seed": recipe.seed, "steps": steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "bf16": recipe.train.bf16, "num_processes": accelerator.num_processes,
         "mask_sha256_by_process": mask_digests,

@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from torch import nn
 
 from movprune import results
-from movprune.errors import ExportError, ModelError
+from movprune.errors import ExportError, ModelError, RunFailedError
 from movprune.export import bench, compact, sparse
 from movprune.export.folders import (
     EXPORT_INFO,
@@ -24,6 +25,7 @@ from movprune.export.folders import (
     tensor_bytes,
 )
 from movprune.io import atomic_write_json
+from movprune.models import check_no_custom_code, corrupt_model_message
 from movprune.pruners.counting import prunable_linears
 
 FORMATS = ("dense", "compact", "sparse", "onnx")
@@ -75,13 +77,18 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, Any, Path]:
     model_dir = run_dir / results.MODEL_DIR
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{run_dir}: the run has no saved model ({model_dir}/config.json missing)")
-    config = AutoConfig.from_pretrained(model_dir)
-    arch = (config.architectures or [None])[0]
-    cls = getattr(transformers, arch or "", None)
-    if cls is None:
-        raise ModelError(f"{model_dir}: unknown model class {arch!r} in config.json")
-    model = cls.from_pretrained(model_dir).eval()
-    return model, AutoTokenizer.from_pretrained(model_dir), model_dir
+    check_no_custom_code(model_dir, f"run '{run_dir}'")
+    try:
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+        arch = (config.architectures or [None])[0]
+        cls = getattr(transformers, arch or "", None)
+        if cls is None:
+            raise ModelError(f"{model_dir}: unknown model class {arch!r} in config.json")
+        model = cls.from_pretrained(model_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise RunFailedError(corrupt_model_message(model_dir, e)) from None
+    return model, tokenizer, model_dir
 
 
 def encoder_prefix(model: nn.Module) -> str:

@@ -4,11 +4,11 @@ name."""
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import TYPE_CHECKING
 
 from movprune.pruners.config import PrunerConfig
+from movprune.suggest import did_you_mean
 
 if TYPE_CHECKING:  # the pruners import torch; the recipe's validation need not
     from movprune.pruners.base import Pruner
@@ -41,9 +41,7 @@ def pruner_class(method: str) -> type[Pruner]:
 def check_name(method: str) -> list[str]:
     """A one-line problem when ``method`` is not a registered pruning method (with a "did you mean")."""
     if method not in _METHODS:
-        close = difflib.get_close_matches(method, list(_METHODS), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(_METHODS)}"
-        return [f"pruner.method: unknown pruning method '{method}' ({hint})"]
+        return [f"pruner.method: unknown pruning method '{method}' ({did_you_mean(method, _METHODS)})"]
     return []
 
 

@@ -3,9 +3,9 @@ this package branches on a task's name."""
 
 from __future__ import annotations
 
-import difflib
 from functools import cache
 
+from movprune.suggest import did_you_mean
 from movprune.tasks.base import Task
 
 
@@ -27,7 +27,5 @@ def check_name(task: str) -> list[str]:
     """A one-line problem when ``task`` is not a registered task (with a "did you mean")."""
     tasks = all_tasks()
     if task not in tasks:
-        close = difflib.get_close_matches(task, list(tasks), n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"choose one of: {', '.join(tasks)}"
-        return [f"task: unknown task '{task}' ({hint})"]
+        return [f"task: unknown task '{task}' ({did_you_mean(task, tasks)})"]
     return []

@@ -44,10 +44,15 @@ class EvalSet:
 
 @dataclass
 class EvalOutput:
-    """Metrics (in %) and files a task writes into the run folder (name -> JSON-able object)."""
+    """Metrics (in %) and files a task writes into the run folder (name -> JSON-able object).
+
+    ``prediction_counts`` (classification tasks) is the histogram of predicted classes, every
+    class listed, so that a model predicting one class for everything can be flagged.
+    """
 
     metrics: dict[str, float]
     artifacts: dict[str, Any] = field(default_factory=dict)
+    prediction_counts: dict[str, int] | None = None
 
 
 @dataclass

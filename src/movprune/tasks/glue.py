@@ -92,21 +92,34 @@ SPECS: dict[str, GlueSpec] = {s.name: s for s in [
 def read_glue_tsv(path: Path, spec: GlueSpec) -> Dataset:
     """Read one GLUE TSV file (byte-order mark, quotes and CoLA's missing header handled)."""
     rows: list[dict[str, Any]] = []
+    lineno = 0
     # GLUE files contain bare quotes inside sentences: no quote processing.
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader) if spec.has_header else None
-        for lineno, fields in enumerate(reader, start=2 if header else 1):
-            if not fields:
-                continue
-            record = dict(zip(header, fields)) if header else fields
-            try:
-                rows.append(spec.parse_row(record))
-            except (KeyError, IndexError, ValueError) as e:
-                raise DataError(f"{path}:{lineno}: cannot read this {spec.folder} row ({e!r}); "
-                                "is this the original GLUE file?") from None
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = next(reader, None) if spec.has_header else None
+            for lineno, fields in enumerate(reader, start=2 if header else 1):
+                if not fields:
+                    continue
+                record = dict(zip(header, fields)) if header else fields
+                try:
+                    row = spec.parse_row(record)
+                except (KeyError, IndexError, ValueError) as e:
+                    raise DataError(f"{path}:{lineno}: cannot read this {spec.folder} row ({e!r}); "
+                                    "is this the original GLUE file?") from None
+                if spec.num_labels > 1 and not 0 <= row["label"] < spec.num_labels:
+                    raise DataError(f"{path}:{lineno}: label {row['label']} is out of range for "
+                                    f"{spec.name} (0 .. {spec.num_labels - 1}); fix or remove the row")
+                rows.append(row)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text near line {lineno + 1} ({e.reason}); is this the original "
+                        "GLUE file?") from None
+    except csv.Error as e:
+        raise DataError(f"{path}:{lineno + 1}: not a tab-separated file ({e}); is this the original "
+                        "GLUE file?") from None
     if not rows:
-        raise DataError(f"{path}: no rows found")
+        raise DataError(f"{path}: no rows found (the file is empty or holds only a header); point "
+                        f"data_dir at the GLUE layout <data_dir>/{spec.folder}/")
     return Dataset.from_list(rows)
 
 
@@ -223,11 +236,25 @@ class GlueTask(Task):
         if data_dir is None:
             ds = load_hub_split(self.name, self.hub_id, self.name, split,
                                 "set data_dir to a folder in the GLUE layout")
-            return ds.select_columns([*self.spec.text_keys, "label"])
+            ds = ds.select_columns([*self.spec.text_keys, "label"])
+            self.check_labels(ds, f"{self.hub_id}/{self.name} split '{split}'")
+            return ds
         path = self._file(data_dir, split)
         if not path.is_file():
             raise DataError(self.check_data(data_dir, [split])[0])
         return slice_split(read_glue_tsv(path, self.spec), split)
+
+    def check_labels(self, examples: Dataset, where: str) -> None:
+        """Raise :class:`DataError` when a class label lies outside the task's classes (GLUE's
+        test splits carry -1: they have no labels), before it can fail mid-training."""
+        if self.is_regression or len(examples) == 0:
+            return
+        labels = np.asarray(examples["label"])
+        bad = np.flatnonzero((labels < 0) | (labels >= self.spec.num_labels))
+        if bad.size:
+            raise DataError(f"{where}: example {int(bad[0])} has label {int(labels[bad[0]])}, outside "
+                            f"{self.name}'s classes 0 .. {self.spec.num_labels - 1} ({bad.size} such examples; "
+                            "a test split has no labels: train and evaluate on labelled splits)")
 
     def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,
                  train: bool) -> Dataset:
@@ -265,7 +292,15 @@ class GlueTask(Task):
         outs = predict(model, evalset.features, self.collate(tokenizer), batch_size, autocast)
         logits = torch.cat([o.logits.float().cpu() for o in outs]).numpy()
         labels = np.asarray(evalset.features["labels"])
-        return EvalOutput(self.compute_metrics(logits, labels, evalset.suffix))
+        return EvalOutput(self.compute_metrics(logits, labels, evalset.suffix),
+                          prediction_counts=self.prediction_counts(logits))
+
+    def prediction_counts(self, logits: np.ndarray) -> dict[str, int] | None:
+        """How often each class was predicted (None for a regression task)."""
+        if self.is_regression:
+            return None
+        counts = np.bincount(logits.argmax(-1), minlength=self.spec.num_labels)
+        return {str(label): int(n) for label, n in enumerate(counts)}
 
 
 def glue_tasks() -> dict[str, Task]:

@@ -56,6 +56,6 @@ def _load_config(source: TeacherSource, spec: str):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source.model_path)
+        return AutoConfig.from_pretrained(source.model_path, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise problem(spec, f"cannot read the teacher's config from {source.model_path} ({e})") from None

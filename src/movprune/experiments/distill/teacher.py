@@ -8,7 +8,7 @@ from typing import Literal
 
 from movprune import results
 from movprune.errors import ModelError, RunFailedError
-from movprune.models import ALIASES, resolve_model
+from movprune.models import ALIASES, check_no_custom_code, resolve_model
 from movprune.recipe import Recipe
 
 #: The ``distill.teacher`` value that trains (or reuses) the dense teacher automatically.
@@ -85,6 +85,7 @@ def resolve_given_teacher(recipe: Recipe) -> TeacherSource:
         if is_run:
             return from_run_folder(spec, local, recipe.task, "run")
         if (local / "config.json").is_file():
+            check_no_custom_code(local, f"distill.teacher '{spec}'")
             return TeacherSource(spec, "model", str(local.resolve()), str(local.resolve()))
         raise problem(spec, "the folder is neither a movprune run folder (no result.json, model/) nor "
                              "a model folder (no config.json)")
