@@ -20,11 +20,12 @@ _METHODS = {
     "movement": "movprune.pruners.movement:MovementPruner",
     "soft_movement": "movprune.pruners.soft_movement:SoftMovementPruner",
     "l0": "movprune.pruners.l0:L0Pruner",
+    "sensitivity": "movprune.pruners.sensitivity:SensitivityPruner",
 }
 
 # Keys of PrunerConfig that some method, not all, uses.
 _METHOD_KEYS = ("scores_lr", "scores_init", "lambda_final", "sigmoid_threshold_initial",
-                "sigmoid_threshold_final")
+                "sigmoid_threshold_final", "scores_init_from", "sensitivity_beta1", "sensitivity_beta2")
 
 
 def method_names() -> list[str]:

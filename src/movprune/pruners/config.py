@@ -30,6 +30,16 @@ class PrunerConfig(StrictModel):
     lambda_final: float | None = Field(default=None, ge=0)
     sigmoid_threshold_initial: float | None = Field(default=None, ge=0, le=1)
     sigmoid_threshold_final: float | None = Field(default=None, ge=0, le=1)
+    # Remedies for hard movement's collapse at short budgets (docs/methods.md#remedies-for-the-collapse).
+    bias_correction: bool = Field(
+        default=False,
+        description="fold the removed weights' contribution at each layer's running input mean into its bias",
+    )
+    scores_init_from: Literal["constant", "magnitude"] | None = Field(
+        default=None, description="movement: scores start at scores_init (constant) or at |W| / mean |W| per matrix",
+    )
+    sensitivity_beta1: float | None = Field(default=None, ge=0, lt=1, description="sensitivity: EMA of |W g|")
+    sensitivity_beta2: float | None = Field(default=None, ge=0, lt=1, description="sensitivity: EMA of its uncertainty")
 
     @model_validator(mode="after")
     def _warmups_leave_a_ramp(self) -> "PrunerConfig":
