@@ -261,12 +261,15 @@ def _pruner_order(names: Iterable[str]) -> list[str]:
     from movprune import pruners
 
     order = {m: i for i, m in enumerate(pruners.method_names())}
-    return sorted(set(names), key=lambda m: (order.get(m, len(order)), m))
+    return sorted(set(names), key=lambda m: (order.get(pruners.base_method(m), len(order)), m))
 
 
 def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> list[Comparison]:
     """Group results by (task, model, distillation teacher) into tables; with ``paper``, attach the
-    paper's numbers where task and remaining-weights level match."""
+    paper's numbers where task and remaining-weights level match. Runs with a remedy on get their
+    own column (``pruners.variant_label``)."""
+    from movprune import pruners
+
     groups: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     for r in found:
         teacher = _teacher(r)
@@ -281,7 +284,8 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
                     metric_names.append(m)
         by_cell: dict[tuple[float, str], list[dict[str, Any]]] = {}
         for r in runs:
-            by_cell.setdefault((run_level(r), r["pruner"]), []).append(r)
+            label = pruners.variant_label(r["pruner"], r.get("pruner_config"))
+            by_cell.setdefault((run_level(r), label), []).append(r)
         warnings = []
         rows: dict[float, Row] = {}
         for (level, pruner), cell_runs in by_cell.items():
