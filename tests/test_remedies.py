@@ -227,3 +227,34 @@ def test_variant_labels_keep_remedies_apart():
     assert variant_label("movement", {"scores_init_from": "magnitude", "bias_correction": True}) == \
         "movement+magnitude_init+bias_correction"
     assert variant_label("magnitude", {"bias_correction": True}) == "magnitude+bias_correction"
+
+
+def test_compare_gives_each_remedy_its_own_column(tmp_path):
+    import json
+
+    from movprune.experiments.compare import build_comparisons, scan_runs, to_markdown
+
+    def write(folder: str, pruner: str, accuracy: float, **config) -> None:
+        run = tmp_path / folder / f"{pruner}-r10-s42"
+        run.mkdir(parents=True)
+        run.joinpath("result.json").write_text(json.dumps({
+            "name": run.name, "task": "sst2", "model": "minilm-l6", "pruner": pruner,
+            "pruner_config": {"method": pruner, "remaining_pct": 10, **config}, "target_remaining_pct": 10,
+            "remaining_pct": 10, "metrics": {"accuracy": accuracy}, "metric_names": ["accuracy"],
+            "seed": 42, "steps": 10, "train_seconds": 1.0, "versions": {}, "distill": None}))
+
+    write("plain", "movement", 50.9, scores_init_from="constant", bias_correction=False)
+    write("bias", "movement", 54.6, scores_init_from="constant", bias_correction=True)
+    write("maginit", "movement", 78.0, scores_init_from="magnitude")
+    write("sens", "sensitivity", 77.8)
+    write("mag", "magnitude", 76.8)
+    scan = scan_runs([tmp_path])
+    (comparison,) = build_comparisons(scan.results)
+    assert comparison.pruners == ["magnitude", "movement", "movement+bias_correction",
+                                  "movement+magnitude_init", "sensitivity"]
+    cells = comparison.rows[0].cells
+    assert {p: c.metrics["accuracy"].mean for p, c in cells.items()} == {
+        "magnitude": 76.8, "movement": 50.9, "movement+bias_correction": 54.6,
+        "movement+magnitude_init": 78.0, "sensitivity": 77.8}
+    assert comparison.warnings == []  # no "several runs with seed 42" averaging
+    assert "| 10% remaining (90% sparse) | 76.8 | 50.9 | 54.6 | **78.0** | 77.8 |" in to_markdown([comparison])
