@@ -11,8 +11,8 @@ from movprune import pruners
 from movprune.pruners import build_pruner, check_config, variant_label
 from movprune.pruners.bias_correction import INPUT_MEAN_DECAY
 from movprune.pruners.counting import prunable_linears
-from movprune.recipe import PrunerConfig
 from movprune.pruners.topk import kept_count, topk_mask
+from movprune.recipe import PrunerConfig
 
 
 class Toy(nn.Module):
@@ -22,7 +22,7 @@ class Toy(nn.Module):
         super().__init__()
         self.lin = nn.Linear(in_features, out_features)
 
-    def forward(self, x, attention_mask=None):  # noqa: D102
+    def forward(self, x, attention_mask=None):
         return self.lin(x)
 
 
@@ -136,7 +136,7 @@ def test_baked_model_equals_corrected_masked_model(method):
         uncorrected_bias = {n: lin.parametrizations.bias.original.clone() for n, lin in pruner.layers.items()}
     layers = dict(pruner.layers)
     pruner.bake(model)
-    for name, lin in layers.items():
+    for lin in layers.values():
         assert not hasattr(lin, "parametrizations")  # an ordinary Linear again
         assert type(lin.bias) is nn.Parameter
     assert any(not torch.equal(layers[n].bias, b) for n, b in uncorrected_bias.items())

@@ -73,7 +73,7 @@ class RunResult(BaseModel):
         atomic_write_json(Path(run_dir) / RESULT_FILE, self.model_dump(mode="json"))
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "RunResult":
+    def load(cls, run_dir: str | Path) -> RunResult:
         """The run's result. Raises :class:`RunFailedError` when ``result.json`` is missing (the
         run is unfinished) and :class:`InvalidResultError` when it is unreadable or invalid."""
         path = Path(run_dir) / RESULT_FILE
@@ -91,7 +91,7 @@ class RunResult(BaseModel):
         return result
 
     @classmethod
-    def checked(cls, data: dict[str, Any], source: str) -> "RunResult":
+    def checked(cls, data: dict[str, Any], source: str) -> RunResult:
         """Validate ``data``; raises :class:`InvalidResultError` naming ``source`` and every bad field."""
         try:
             return cls.model_validate(data)
@@ -99,6 +99,21 @@ class RunResult(BaseModel):
             problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']} "
                                  f"(got {err.get('input')!r:.60})" for err in e.errors())
             raise InvalidResultError(f"{source}: invalid result ({problems})") from None
+
+
+def pruner_label(result: RunResult | dict[str, Any]) -> str:
+    """The method of a run, with its pruning pattern when it is not unstructured: ``movement``,
+    ``movement-hybrid``, ``magnitude-block32x32`` (runs of different patterns never share a cell)."""
+    if isinstance(result, RunResult):
+        result = result.as_dict()
+    config = result.get("pruner_config") or {}
+    pattern = config.get("pattern") or "unstructured"
+    if pattern == "unstructured":
+        return result["pruner"]
+    if pattern == "block" and config.get("block_shape"):
+        rows, cols = config["block_shape"]
+        return f"{result['pruner']}-block{rows}x{cols}"
+    return f"{result['pruner']}-{pattern}"
 
 
 def is_finished(run_dir: str | Path) -> bool:

@@ -51,7 +51,7 @@ def method_names() -> list[str]:
     return list(_METHODS)
 
 
-def pruner_class(method: str) -> "type[Pruner]":
+def pruner_class(method: str) -> type[Pruner]:
     """The Pruner subclass for ``method`` (KeyError when unknown)."""
     module, cls = _METHODS[method].split(":")
     return getattr(importlib.import_module(module), cls)
@@ -68,7 +68,12 @@ def check_name(method: str) -> list[str]:
 
 def check_config(config: PrunerConfig) -> list[str]:
     """Problems with a recipe's ``pruner:`` section, one line each."""
-    return check_name(config.method) or pruner_class(config.method).check(config)
+    problems = check_name(config.method) or pruner_class(config.method).check(config)
+    if not problems and config.pattern != "unstructured" and not pruner_class(config.method).supports_patterns():
+        able = [m for m in _METHODS if pruner_class(m).supports_patterns()]
+        problems.append(f"pruner.pattern: method '{config.method}' has no masks to shape; pattern "
+                        f"'{config.pattern}' applies to {', '.join(able)}")
+    return problems
 
 
 def resolve_defaults(config: PrunerConfig) -> PrunerConfig:
@@ -85,6 +90,6 @@ def resolve_defaults(config: PrunerConfig) -> PrunerConfig:
     return config.model_copy(update=update)
 
 
-def build_pruner(config: PrunerConfig, total_steps: int) -> "Pruner":
+def build_pruner(config: PrunerConfig, total_steps: int) -> Pruner:
     """An un-attached pruner for ``config`` over ``total_steps`` training steps."""
     return pruner_class(config.method)(config, total_steps)

@@ -17,7 +17,8 @@ model computing what the corrected masked model computed.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,7 +46,7 @@ class BiasCorrection(nn.Module):
         with torch.autocast(self.input_mean.device.type, enabled=False):
             return self.removed_weight().float() @ self.input_mean
 
-    def forward(self, bias: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, bias: torch.Tensor) -> torch.Tensor:
         if self.batches == 0:
             return bias
         return bias + self.offset().to(bias.dtype)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from movprune.pruners.config import PrunerConfig
+from movprune.pruners.grouping import Grouping
 from movprune.pruners.topk import StraightThrough
 from movprune.pruners.topk_base import TopKMask, TopKPruner
 
@@ -27,10 +29,10 @@ class MovementMask(TopKMask):
                 magnitude = weight.detach().float().abs()
                 self.scores.add_(magnitude / magnitude.mean().clamp_min(torch.finfo(torch.float32).tiny))
 
-    def importance(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def importance(self, weight: torch.Tensor) -> torch.Tensor:
         return self.scores.detach()
 
-    def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
         return StraightThrough.apply(self.scores, self.hard_mask(self.scores)).to(weight.dtype)
 
 
@@ -40,9 +42,21 @@ class MovementPruner(TopKPruner):
     name = "movement"
     DEFAULTS = {"scores_lr": 1e-2, "scores_init": 0.0, "scores_init_from": "constant"}
 
-    def make_mask(self, name: str, layer: nn.Linear) -> MovementMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> MovementMask:
         return MovementMask(layer.weight.detach(), self.config.scores_init,
                             from_magnitude=self.config.scores_init_from == "magnitude")
 
-    def parameter_groups(self) -> list[dict]:  # noqa: D102
+    @classmethod
+    def check(cls, config: PrunerConfig) -> list[str]:
+        problems = super().check(config)
+        if config.scores_init_from == "magnitude" and config.pattern != "unstructured":
+            problems.append(f"pruner.scores_init_from: 'magnitude' starts one score per weight from its |W|; "
+                            f"with pattern '{config.pattern}' one score decides many weights, so use "
+                            "scores_init_from: constant there")
+        return problems
+
+    def make_group_mask(self, grouping: Grouping) -> MovementMask:
+        return MovementMask(torch.empty(grouping.score_shape), self.config.scores_init)
+
+    def parameter_groups(self) -> list[dict]:
         return [self.scores_group([m.scores for m in self.masks.values()])]

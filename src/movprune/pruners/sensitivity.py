@@ -34,7 +34,7 @@ class SensitivityMask(MagnitudeMask):
         self.register_buffer("sensitivity", torch.zeros_like(weight, dtype=torch.float32), persistent=False)
         self.register_buffer("uncertainty", torch.zeros_like(weight, dtype=torch.float32), persistent=False)
 
-    def importance(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def importance(self, weight: torch.Tensor) -> torch.Tensor:
         return self.sensitivity * self.uncertainty
 
     @torch.no_grad()
@@ -58,18 +58,18 @@ class SensitivityPruner(TopKPruner):
         super().__init__(config, total_steps)
         self._hooks: list[Any] = []
 
-    def make_mask(self, name: str, layer: nn.Linear) -> SensitivityMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> SensitivityMask:
         c = self.config
         beta1 = c.sensitivity_beta1 if c.sensitivity_beta1 is not None else self.DEFAULTS["sensitivity_beta1"]
         beta2 = c.sensitivity_beta2 if c.sensitivity_beta2 is not None else self.DEFAULTS["sensitivity_beta2"]
         return SensitivityMask(layer.weight.detach(), beta1, beta2)
 
-    def attach(self, model: nn.Module) -> None:  # noqa: D102
+    def attach(self, model: nn.Module) -> None:
         super().attach(model)
         for name, mask in self.masks.items():
             self._hooks.append(self.original_weight(name).register_post_accumulate_grad_hook(mask.observe))
 
-    def bake(self, model: nn.Module) -> None:  # noqa: D102
+    def bake(self, model: nn.Module) -> None:
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()

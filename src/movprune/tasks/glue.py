@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
 
 from movprune.errors import DataError
-from movprune.tasks.base import (EvalOutput, EvalSet, Task, file_fingerprint, load_hub_split,
-                                  predict, slice_split, split_name)
+from movprune.tasks.base import (
+    EvalOutput,
+    EvalSet,
+    Task,
+    file_fingerprint,
+    load_hub_split,
+    predict,
+    slice_split,
+    split_name,
+)
 
 
 @dataclass(frozen=True)
@@ -174,7 +183,7 @@ class GlueTask(Task):
     def is_regression(self) -> bool:  # type: ignore[override]
         return self.spec.num_labels == 1
 
-    def default_eval_splits(self) -> list[tuple[str, str]]:  # noqa: D102
+    def default_eval_splits(self) -> list[tuple[str, str]]:
         return list(self.spec.eval_splits)
 
     def _file(self, data_dir: str, split: str) -> Path:
@@ -184,7 +193,7 @@ class GlueTask(Task):
                             f"(available: {', '.join(self.spec.files)})")
         return Path(data_dir) / self.spec.folder / self.spec.files[name]
 
-    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:  # noqa: D102
+    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:
         if data_dir is None:
             return []
         problems, missing = [], []
@@ -205,12 +214,12 @@ class GlueTask(Task):
                             "use the Hugging Face Hub)")
         return problems
 
-    def data_fingerprint(self, data_dir: str | None, split: str) -> str:  # noqa: D102
+    def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         if data_dir is None:
             return f"hub:{self.hub_id}/{self.name}:{split}"
         return file_fingerprint(self._file(data_dir, split), split)
 
-    def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
+    def load_split(self, data_dir: str | None, split: str) -> Dataset:
         if data_dir is None:
             ds = load_hub_split(self.name, self.hub_id, self.name, split,
                                 "set data_dir to a folder in the GLUE layout")
@@ -220,7 +229,7 @@ class GlueTask(Task):
             raise DataError(self.check_data(data_dir, [split])[0])
         return slice_split(read_glue_tsv(path, self.spec), split)
 
-    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,  # noqa: D102
+    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,
                  train: bool) -> Dataset:
         max_len = max_seq_length
         keys = self.spec.text_keys
@@ -239,7 +248,7 @@ class GlueTask(Task):
             feats = feats.cast_column("labels", Value("float32"))
         return feats
 
-    def build_model(self, model):  # noqa: D102
+    def build_model(self, model):
         from transformers import AutoModelForSequenceClassification
 
         kwargs: dict[str, Any] = {"num_labels": self.spec.num_labels}
@@ -252,7 +261,7 @@ class GlueTask(Task):
         preds = logits.reshape(-1) if self.is_regression else logits.argmax(-1)
         return {m + suffix: _METRICS[m](preds, labels) for m in self.spec.metrics}
 
-    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:  # noqa: D102
+    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:
         outs = predict(model, evalset.features, self.collate(tokenizer), batch_size, autocast)
         logits = torch.cat([o.logits.float().cpu() for o in outs]).numpy()
         labels = np.asarray(evalset.features["labels"])

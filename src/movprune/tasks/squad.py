@@ -18,15 +18,25 @@ import json
 import re
 import string
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from datasets import Dataset, Features, Sequence as HFSequence, Value
+from datasets import Dataset, Features, Value
+from datasets import Sequence as HFSequence
 
 from movprune.errors import DataError
-from movprune.tasks.base import (EvalOutput, EvalSet, Task, file_fingerprint, load_hub_split,
-                                  predict, slice_split, split_name)
+from movprune.tasks.base import (
+    EvalOutput,
+    EvalSet,
+    Task,
+    file_fingerprint,
+    load_hub_split,
+    predict,
+    slice_split,
+    split_name,
+)
 
 #: Split name -> file of the official distribution.
 FILES = {"train": "train-v1.1.json", "validation": "dev-v1.1.json"}
@@ -251,7 +261,7 @@ class SquadTask(Task):
                             f"(available: {', '.join(FILES)})")
         return Path(data_dir) / FILES[name]
 
-    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:  # noqa: D102
+    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:
         if data_dir is None:
             return []
         problems = []
@@ -267,12 +277,12 @@ class SquadTask(Task):
                                 "Face Hub)")
         return problems
 
-    def data_fingerprint(self, data_dir: str | None, split: str) -> str:  # noqa: D102
+    def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         if data_dir is None:
             return f"hub:{self.hub_id}:{split}"
         return file_fingerprint(self._file(data_dir, split), split)
 
-    def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
+    def load_split(self, data_dir: str | None, split: str) -> Dataset:
         if data_dir is None:
             ds = load_hub_split(self.name, self.hub_id, None, split,
                                 "set data_dir to a folder holding dev-v1.1.json / train-v1.1.json")
@@ -282,7 +292,7 @@ class SquadTask(Task):
             raise DataError(self.check_data(data_dir, [split])[0])
         return slice_split(read_squad_json(path), split)
 
-    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,  # noqa: D102
+    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,
                  train: bool) -> Dataset:
         max_len = max_seq_length
         fn = train_features if train else eval_features
@@ -291,15 +301,15 @@ class SquadTask(Task):
                                        "doc_stride": doc_stride},
                             desc=f"tokenizing squad ({'train' if train else 'eval'})")
 
-    def build_model(self, model):  # noqa: D102
+    def build_model(self, model):
         from transformers import AutoModelForQuestionAnswering
 
         return model.instantiate(AutoModelForQuestionAnswering)
 
-    def outputs_for_distillation(self, outputs: Any):  # noqa: D102
+    def outputs_for_distillation(self, outputs: Any):
         return (outputs.start_logits, outputs.end_logits)
 
-    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:  # noqa: D102
+    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:
         outs = predict(model, evalset.features, self.collate(tokenizer), batch_size, autocast)
         # Batches are padded to their longest window: cut each row back to its own length.
         lengths = [len(ids) for ids in evalset.features["input_ids"]]
