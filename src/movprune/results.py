@@ -51,6 +51,8 @@ class RunResult(BaseModel):
     eval_seconds: FiniteFloat | None = None
     bf16: bool = False
     num_processes: int = 1
+    #: A SHA-256 of the baked masks on each process of the run, all equal (docs/multi-gpu.md).
+    mask_sha256_by_process: list[str] = Field(default_factory=list)
     distill: dict[str, Any] | None = None
     versions: dict[str, str]
     finished_at: str | None = None

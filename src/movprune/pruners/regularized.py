@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from movprune import distributed
 from movprune.pruners.base import MaskedWeight, Pruner
 from movprune.pruners.config import PrunerConfig
 from movprune.pruners.controller import LambdaController
@@ -157,7 +158,10 @@ class RegularizedPruner(Pruner):
                 self.controller.update(quantile - self.score_cut(step), velocity, speed)
 
     def _set_controller_scale(self) -> None:
-        task_rms = math.sqrt(self._task_grad_sq / self._task_grad_n) if self._task_grad_n else 0.0
+        # Pooled over the processes of a multi-process run (each measured its share of the batch),
+        # so every process gets the same scale, hence the same λ.
+        grad_sq, grad_n = distributed.sum_across([self._task_grad_sq, self._task_grad_n])
+        task_rms = math.sqrt(grad_sq / grad_n) if grad_n else 0.0
         n_matrices = len(self.masks)
         sq = sum(float((self.penalty_slope(m.scores) / (m.numel * n_matrices)).pow(2).sum())
                  for m in self.masks.values())
