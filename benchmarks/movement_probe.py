@@ -20,9 +20,15 @@ Criteria (each removes the same count per matrix):
   sgd_lowest        the lowest gradient-descent movement scores (the paper's equation)
   random            uniformly random entries
   magnitude         the smallest |W| (what magnitude pruning prunes first)
+  sensitivity_lowest    the lowest PLATON-style sensitivity (``method: sensitivity``): EMAs of
+                        |W * dL/dW'| (beta1 0.85) and of its deviation (beta2 0.95), multiplied
+  magnitude_init_lowest the lowest movement scores started from |W| / mean |W| of each matrix
+                        (``scores_init_from: magnitude``: AdamW's update does not depend on the
+                        score's value, so these are the trained scores plus that start)
 
-Then: the same movement_lowest removal with the removed entries' contribution at the dense
-model's input means folded into each bias (does the damage come from shifted output means?), the
+Then: the movement_lowest and magnitude_init_lowest removals with the removed entries'
+contribution at the dense model's input means folded into each bias (``bias_correction: true``;
+does the damage come from shifted output means?), the
 removal done in one matrix type at a time, and how concentrated the removed entries are in rows.
 
 Prints JSON (and writes it to --out).
@@ -87,6 +93,15 @@ def main() -> None:
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32)  # noqa: E731
 
     sgd_scores = {name: torch.zeros_like(m.scores) for name, m in pruner.masks.items()}
+    # PLATON-style sensitivity: in the dense phase scores.grad = dL/dW' * W exactly, so |scores.grad|
+    # is the per-step sensitivity |W * dL/dW'| (before clipping, as the pruner takes it).
+    beta1, beta2 = 0.85, 0.95
+    sens = {name: torch.zeros_like(m.scores) for name, m in pruner.masks.items()}
+    unc = {name: torch.zeros_like(m.scores) for name, m in pruner.masks.items()}
+    start_magnitude = {}
+    for name in pruner.masks:
+        w0 = pruner.original_weight(name).detach().float().abs()
+        start_magnitude[name] = w0 / w0.mean()
     start = time.perf_counter()
     model.train()
     for _ in range(args.dense_steps):
@@ -97,6 +112,9 @@ def main() -> None:
         lr = scheduler.get_last_lr()[0]
         for name, m in pruner.masks.items():
             sgd_scores[name] -= lr * m.scores.grad  # scores.grad = dL/dW' * W (straight-through)
+            current = m.scores.grad.abs()
+            sens[name].mul_(beta1).add_(current, alpha=1 - beta1)
+            unc[name].mul_(beta2).add_((current - sens[name]).abs(), alpha=1 - beta2)
         torch.nn.utils.clip_grad_norm_(trainable, recipe.train.max_grad_norm)
         optimizer.step(), scheduler.step(), optimizer.zero_grad(set_to_none=True)
     train_seconds = time.perf_counter() - start
@@ -129,6 +147,8 @@ def main() -> None:
         "sgd_lowest": lambda name, m: sgd_scores[name],
         "random": lambda name, m: torch.rand_like(m.scores),
         "magnitude": lambda name, m: pruner.original_weight(name).detach().abs(),
+        "sensitivity_lowest": lambda name, m: sens[name] * unc[name],
+        "magnitude_init_lowest": lambda name, m: m.scores.detach() + start_magnitude[name],
     }
     fractions = [float(f) for f in args.fractions.split(",")]
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -162,17 +182,21 @@ def main() -> None:
         h.remove()
     mu = {name: sums[name] / tokens[name] for name in sums}
     biases = {name: lin.bias.detach().clone() for name, lin in pruner.layers.items()}
-    mean_corrected: dict[str, dict[str, float]] = {}
-    for fraction in fractions:
-        set_masks(lambda name, m, fraction=fraction: topk_mask(m.scores.detach(), kept_count(1 - fraction, m.numel)))
-        for name, m in pruner.masks.items():
-            removed = (1 - m.hard) * pruner.original_weight(name).detach()
-            pruner.layers[name].bias.data = biases[name] + removed @ mu[name]
-        loss, spread = measure()
-        mean_corrected[f"{fraction:g}"] = {"loss": round(loss, 4),
-                                           "token_spread_vs_dense": round(float(spread / dense_spread), 4)}
-        for name, lin in pruner.layers.items():
-            lin.bias.data = biases[name].clone()
+    corrected: dict[str, dict[str, dict[str, float]]] = {}
+    for label in ("movement_lowest", "magnitude_init_lowest"):
+        corrected[label] = {}
+        for fraction in fractions:
+            set_masks(lambda name, m, label=label, fraction=fraction:
+                      topk_mask(criteria[label](name, m), kept_count(1 - fraction, m.numel)))
+            for name, m in pruner.masks.items():
+                removed = (1 - m.hard) * pruner.original_weight(name).detach()
+                pruner.layers[name].bias.data = biases[name] + removed @ mu[name]
+            loss, spread = measure()
+            corrected[label][f"{fraction:g}"] = {"loss": round(loss, 4),
+                                                 "token_spread_vs_dense": round(float(spread / dense_spread), 4)}
+            for name, lin in pruner.layers.items():
+                lin.bias.data = biases[name].clone()
+    mean_corrected = corrected["movement_lowest"]
     set_masks(None)
 
     # Which matrices does it take? The lowest-score entries of one matrix type at a time (in every
@@ -200,6 +224,15 @@ def main() -> None:
         "dense_loss": round(dense_loss, 4), "removed_fraction_per_matrix": fractions,
         "loss_after_removal": results,
         "movement_lowest_with_mean_correction": mean_corrected,
+        # What each remedy's first removals cost (docs/methods.md#remedies-for-the-collapse).
+        "remedies": {
+            "movement (none)": results["movement_lowest"],
+            "bias_correction": mean_corrected,
+            "sensitivity": results["sensitivity_lowest"],
+            "scores_init_from: magnitude": results["magnitude_init_lowest"],
+            "scores_init_from: magnitude + bias_correction": corrected["magnitude_init_lowest"],
+            "magnitude (reference)": results["magnitude"],
+        },
         f"movement_lowest_{fraction:g}_one_matrix_type_at_a_time": by_type,
         f"movement_lowest_{fraction:g}_rows": rows,
         "threads": args.threads, "python": platform.python_version(), "torch": torch.__version__,

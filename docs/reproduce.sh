@@ -7,6 +7,8 @@
 #   bash docs/reproduce.sh report     # tables and plots from whatever runs have finished
 #   bash docs/reproduce.sh budget     # movement at 10% with 3000 steps (the budget check, ~25 min)
 #   bash docs/reproduce.sh bf16       # dense and magnitude-10% SST-2 runs in fp32 (does bf16 hold?)
+#   bash docs/reproduce.sh remedies   # the collapse remedies on SST-2 at 10% and 3%, then their table
+#                                     # (REMEDY_SEEDS, default 42; REMEDY_OUT, default results)
 #
 # TASKS (default "sst2 mrpc squad") picks the tasks; SEEDS the seeds of the plain sweeps (default:
 # 42,43 for SST-2 and MRPC, 42 for SQuAD, as in docs/REPRODUCTION.md), e.g.
@@ -89,17 +91,32 @@ bf16() {  # the sweep trains under bf16 autocast: the same dense and 10% magnitu
         train.bf16=false output_dir=results/repro-fp32 name=sst2-magnitude-r10-fp32
 }
 
+remedies() {  # hard movement's collapse: each remedy (docs/methods.md#remedies-for-the-collapse)
+    local out=${REMEDY_OUT:-results} seeds=${REMEDY_SEEDS:-42}
+    local common=(--remaining 10,3 --seeds "$seeds" "output_dir=$out")
+    sweep_r() { "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml "$@"; }
+    sweep_r --pruners movement "${common[@]}" name=remedy-bias pruner.bias_correction=true
+    sweep_r --pruners sensitivity "${common[@]}" name=remedy-sensitivity
+    sweep_r --pruners movement "${common[@]}" name=remedy-maginit pruner.scores_init_from=magnitude
+    "$MOVPRUNE" compare "$out"/remedy-* --format markdown --plot docs/repro/sst2-remedies.png \
+        > docs/repro/sst2-remedies.md
+    "$MOVPRUNE" compare "$out"/remedy-* --format csv > docs/repro/sst2-remedies.csv
+    .venv/bin/python benchmarks/movement_probe.py --dense-steps 40 --fractions 0.02,0.2 \
+        --out docs/repro/movement_probe_remedies.json
+}
+
 case "${1:-all}" in
     a) lane_a ;;
     b) lane_b ;;
     report) report ;;
     budget) budget ;;
     bf16) bf16 ;;
+    remedies) OMP_NUM_THREADS=1 remedies ;;
     all)
         mkdir -p results
         OMP_NUM_THREADS=1 lane_a > results/reproduce-lane-a.log 2>&1 &
         OMP_NUM_THREADS=1 lane_b > results/reproduce-lane-b.log 2>&1 &
         wait
         report ;;
-    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|bf16|all]" >&2; exit 2 ;;
+    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|bf16|remedies|all]" >&2; exit 2 ;;
 esac

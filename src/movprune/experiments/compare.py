@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from movprune import results
+from movprune import pruners, results
 from movprune.errors import RunFailedError
 from movprune.experiments.variants import saved_recipe, split_by_settings
 
@@ -271,16 +271,15 @@ def _teacher(result: dict[str, Any]) -> str | None:
 
 def _pruner_order(names: Iterable[str]) -> list[str]:
     """Registry order (none first, then the methods as registered), unknown names last."""
-    from movprune import pruners
-
     order = {m: i for i, m in enumerate(pruners.method_names())}
     # A column split by settings ("movement [train.lr=0.001]") sorts with its method.
-    return sorted(set(names), key=lambda m: (order.get(m.split(" [", 1)[0], len(order)), m))
+    return sorted(set(names), key=lambda m: (order.get(pruners.base_method(m.split(" [", 1)[0]), len(order)), m))
 
 
 def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> list[Comparison]:
     """Group results by (task, model, distillation teacher) into tables; with ``paper``, attach the
-    paper's numbers where task and remaining-weights level match."""
+    paper's numbers where task and remaining-weights level match. Runs with a remedy on get their
+    own column (``pruners.variant_label``)."""
     groups: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     for r in found:
         teacher = _teacher(r)
@@ -329,7 +328,8 @@ def _cells_by_settings(task: str, runs: Sequence[dict[str, Any]]
     averages over seeds only), with a warning naming the keys."""
     by_level_pruner: dict[tuple[float, str], list[dict[str, Any]]] = {}
     for r in runs:
-        by_level_pruner.setdefault((run_level(r), results.pruner_label(r)), []).append(r)
+        label = pruners.variant_label(results.pruner_label(r), r.get("pruner_config"))
+        by_level_pruner.setdefault((run_level(r), label), []).append(r)
     by_cell: dict[tuple[float, str], list[dict[str, Any]]] = {}
     warnings = []
     for (level, pruner), cell_runs in by_level_pruner.items():

@@ -20,11 +20,30 @@ _METHODS = {
     "movement": "movprune.pruners.movement:MovementPruner",
     "soft_movement": "movprune.pruners.soft_movement:SoftMovementPruner",
     "l0": "movprune.pruners.l0:L0Pruner",
+    "sensitivity": "movprune.pruners.sensitivity:SensitivityPruner",
 }
 
 # Keys of PrunerConfig that some method, not all, uses.
 _METHOD_KEYS = ("scores_lr", "scores_init", "lambda_final", "sigmoid_threshold_initial",
-                "sigmoid_threshold_final")
+                "sigmoid_threshold_final", "scores_init_from", "sensitivity_beta1", "sensitivity_beta2")
+
+
+def variant_label(method: str, config: dict | None) -> str:
+    """A run's method with the remedies it had on (``movement+magnitude_init+bias_correction``), so
+    that tables keep runs with and without a remedy apart. ``config`` is ``result.json``'s
+    ``pruner_config``; older runs without the keys are the plain method."""
+    config = config or {}
+    parts = [method]
+    if config.get("scores_init_from") not in (None, "constant"):
+        parts.append(f"{config['scores_init_from']}_init")
+    if config.get("bias_correction"):
+        parts.append("bias_correction")
+    return "+".join(parts)
+
+
+def base_method(label: str) -> str:
+    """The method of a :func:`variant_label`."""
+    return label.split("+")[0]
 
 
 def method_names() -> list[str]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from movprune.pruners.bias_correction import BiasCorrector
 from movprune.pruners.config import PrunerConfig
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.grouping import Grouping, build_groupings
@@ -67,6 +68,8 @@ class Pruner:
     DEFAULTS: ClassVar[dict[str, Any]] = {}
     #: Whether ``remaining_pct`` is required (else it may be null, e.g. a fixed-lambda run).
     NEEDS_TARGET: ClassVar[bool] = True
+    #: Whether the method masks weights at all (dense fine-tuning does not).
+    MASKS_WEIGHTS: ClassVar[bool] = True
 
     def __init__(self, config: PrunerConfig, total_steps: int):
         self.config = config
@@ -76,15 +79,20 @@ class Pruner:
         #: mask name -> its grouping (``pruner.pattern``); unstructured masks are named by their layer.
         self.groupings: dict[str, Grouping] = {}
         self.current_step = 0
+        self.bias_corrector = BiasCorrector() if config.bias_correction else None
 
     # -- configuration -------------------------------------------------------------------
     @classmethod
     def check(cls, config: PrunerConfig) -> list[str]:
         """Problems with ``config`` for this method, one line each (empty when valid)."""
+        problems = []
         if cls.NEEDS_TARGET and config.remaining_pct is None:
-            return [f"pruner.remaining_pct: method '{cls.name}' needs a target "
-                    "(e.g. pruner.remaining_pct=10 to keep 10% of encoder weights)"]
-        return []
+            problems.append(f"pruner.remaining_pct: method '{cls.name}' needs a target "
+                            "(e.g. pruner.remaining_pct=10 to keep 10% of encoder weights)")
+        if config.bias_correction and not cls.MASKS_WEIGHTS:
+            problems.append(f"pruner.bias_correction: method '{cls.name}' removes no weights, so there is "
+                            "nothing to correct; drop the key or pick a pruning method")
+        return problems
 
     @classmethod
     def defaults_for(cls, config: PrunerConfig) -> dict[str, Any]:
@@ -135,6 +143,8 @@ class Pruner:
                     self.layers[member.name] = layer
                 self.masks[grouping.name] = mask
                 self.groupings[grouping.name] = grouping
+        if self.bias_corrector is not None:
+            self.bias_corrector.attach(model, self.layers, self.removed_weight)
         self.step(0)
 
     @property
@@ -211,6 +221,8 @@ class Pruner:
         was_training = model.training
         model.eval()
         self.finalize()
+        if self.bias_corrector is not None:  # b + c needs the final masks: before they go
+            self.bias_corrector.bake(self.layers)
         for layer in self.layers.values():
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
         self.layers.clear()
@@ -232,6 +244,19 @@ class Pruner:
     def original_weight(self, name: str) -> torch.Tensor:
         """The unmasked weight of layer ``name``."""
         return self.layers[name].parametrizations.weight.original
+
+    @torch.no_grad()
+    def removed_weight(self, name: str) -> torch.Tensor:
+        """``W - W ⊙ M`` of layer ``name`` under its evaluation-state mask (for L0, the deterministic
+        gate, which also scales the weights it keeps), i.e. the part of ``W`` the layer leaves out."""
+        # The layer's own parametrization: the mask itself, or its share of a grouped (pattern) mask.
+        mask, weight = self.layers[name].parametrizations.weight[0], self.original_weight(name)
+        was_training = mask.training
+        mask.train(False)
+        try:
+            return weight - mask(weight)
+        finally:
+            mask.train(was_training)
 
     def scheduled_fraction(self, step: int) -> float:
         """Kept fraction at ``step`` on the cubic schedule, from 1.0 to ``remaining_pct / 100``."""

@@ -36,6 +36,16 @@ class PrunerConfig(StrictModel):
                     "attention head / FFN neuron; see movprune.pruners.grouping")
     block_shape: tuple[int, int] | None = Field(
         default=None, description="[rows, cols] of a block, for pattern: block (e.g. [32, 32])")
+    # Remedies for hard movement's collapse at short budgets (docs/methods.md#remedies-for-the-collapse).
+    bias_correction: bool = Field(
+        default=False,
+        description="fold the removed weights' contribution at each layer's running input mean into its bias",
+    )
+    scores_init_from: Literal["constant", "magnitude"] | None = Field(
+        default=None, description="movement: scores start at scores_init (constant) or at |W| / mean |W| per matrix",
+    )
+    sensitivity_beta1: float | None = Field(default=None, ge=0, lt=1, description="sensitivity: EMA of |W g|")
+    sensitivity_beta2: float | None = Field(default=None, ge=0, lt=1, description="sensitivity: EMA of its uncertainty")
 
     @model_validator(mode="after")
     def _warmups_leave_a_ramp(self) -> PrunerConfig:

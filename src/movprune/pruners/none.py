@@ -13,13 +13,15 @@ class NoPruner(Pruner):
 
     name = "none"
     NEEDS_TARGET = False
+    MASKS_WEIGHTS = False
 
     @classmethod
     def check(cls, config: PrunerConfig) -> list[str]:
+        problems = super().check(config)
         if config.remaining_pct not in (None, 100):
-            return [f"pruner.remaining_pct: method 'none' keeps every weight, so remaining_pct "
-                    f"{config.remaining_pct:g} cannot be met (set pruner.method to magnitude or movement)"]
-        return []
+            problems.append(f"pruner.remaining_pct: method 'none' keeps every weight, so remaining_pct "
+                            f"{config.remaining_pct:g} cannot be met (set pruner.method to magnitude or movement)")
+        return problems
 
     @property
     def target_remaining_pct(self) -> float:
