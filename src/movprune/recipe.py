@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from movprune.errors import RecipeError
 from movprune.pruners.config import PrunerConfig
 from movprune.schema import StrictModel
+from movprune.tasks.config import DatasetConfig
 
 
 class TrainConfig(StrictModel):
@@ -53,6 +54,9 @@ class Recipe(StrictModel):
 
     name: str | None = Field(default=None, description="results go to <output_dir>/<name>/")
     task: str
+    dataset: DatasetConfig | None = Field(
+        default=None, description="your own data: required by the families text_classification, "
+        "regression, extractive_qa; not allowed with a built-in task")
     model: str = "minilm-l6"
     data_dir: str | None = None
     train_split: str = "train"
@@ -172,7 +176,7 @@ def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
         if isinstance(method, str):
             problems += pruners.check_name(method)
         raise RecipeError(source, problems) from None
-    problems = tasks.check_name(recipe.task) + pruners.check_config(recipe.pruner)
+    problems = tasks.check_task(recipe.task, recipe.dataset) + pruners.check_config(recipe.pruner)
     if problems:
         raise RecipeError(source, problems)
     return recipe.model_copy(update={"pruner": pruners.resolve_defaults(recipe.pruner)})

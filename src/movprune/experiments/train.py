@@ -50,7 +50,7 @@ class SilentObserver:
 
 def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
     """Fail early, before any training, on missing data files or an unresolvable model."""
-    task = tasks.get_task(recipe.task)
+    task = tasks.get_task(recipe.task, recipe.dataset)
     splits = [recipe.train_split] + ([recipe.eval_split] if recipe.eval_split
                                      else [s for s, _ in task.default_eval_splits()])
     problems = task.check_data(recipe.data_dir, splits)
@@ -153,7 +153,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     log = results.MetricsLog(run_dir)
 
     set_seed(recipe.seed)
-    task = tasks.get_task(recipe.task)
+    task = tasks.get_task(recipe.task, recipe.dataset)
     resolved = resolve_model(recipe.model)
     tokenizer = resolved.tokenizer()
     obs.on_phase("preparing data")

@@ -60,6 +60,8 @@ class Task:
     """Base class of a task family; one instance per task name."""
 
     name: ClassVar[str]
+    #: The family this task belongs to (``text_classification``, ``regression``, ``extractive_qa``).
+    family: ClassVar[str] = ""
     #: Metric names in report order; the first is the headline metric.
     metric_names: ClassVar[tuple[str, ...]]
     default_max_seq_length: ClassVar[int] = 128

@@ -1,0 +1,92 @@
+"""The sequence families, as Hugging Face's ``run_glue.py``: one or two texts -> a class
+(``text_classification``) or a score (``regression``).
+
+:class:`SequenceTask` holds everything but the data source: tokenisation, the model head (with the
+label names in its config), evaluation and metrics. The GLUE presets (``glue.py``) and the
+configurable families (``families.py``) differ only in where their rows come from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from movprune.tasks.base import EvalOutput, EvalSet, Task, predict
+from movprune.tasks.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+
+class SequenceTask(Task):
+    """Sentence or sentence-pair classification (``label_names``) or regression (``None``).
+
+    Rows given to :meth:`tokenize` hold the ``text_keys`` columns and ``label`` (class id, or score).
+    """
+
+    def __init__(self, name: str, text_keys: tuple[str, ...], metrics: tuple[str, ...],
+                 eval_splits: tuple[tuple[str, str], ...] = (("validation", ""),)):
+        self.name = name
+        self.text_keys = text_keys
+        self.metrics = metrics
+        self.eval_splits = eval_splits
+        self.metric_names = tuple(m + s for _, s in eval_splits for m in metrics)
+
+    def label_names(self) -> list[str] | None:
+        """Class names in id order; None for a regression."""
+        raise NotImplementedError
+
+    @property
+    def is_regression(self) -> bool:  # type: ignore[override]
+        return self.label_names() is None
+
+    @property
+    def family(self) -> str:  # type: ignore[override]
+        return "regression" if self.is_regression else "text_classification"
+
+    def default_eval_splits(self) -> list[tuple[str, str]]:  # noqa: D102
+        return list(self.eval_splits)
+
+    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,  # noqa: D102
+                 train: bool) -> Dataset:
+        keys = self.text_keys
+
+        def encode(batch):
+            texts = [batch[k] for k in keys]
+            enc = tokenizer(*texts, truncation=True, max_length=max_seq_length)
+            enc["labels"] = batch["label"]
+            return enc
+
+        feats = examples.map(encode, batched=True, remove_columns=examples.column_names,
+                             desc=f"tokenizing {self.name}")
+        if self.is_regression:
+            from datasets import Value
+
+            feats = feats.cast_column("labels", Value("float32"))
+        return feats
+
+    def build_model(self, model):  # noqa: D102
+        from transformers import AutoModelForSequenceClassification
+
+        names = self.label_names()
+        kwargs: dict[str, Any]
+        if names is None:
+            kwargs = {"num_labels": 1, "problem_type": "regression"}
+        else:
+            # In the config, so that every saved and exported model answers with names.
+            kwargs = {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                      "label2id": {n: i for i, n in enumerate(names)}}
+        return model.instantiate(AutoModelForSequenceClassification, **kwargs)
+
+    def compute_metrics(self, logits: np.ndarray, labels: np.ndarray, suffix: str = "") -> dict[str, float]:
+        """The task's metrics (in %) from model outputs and gold labels."""
+        if self.is_regression:
+            return {m + suffix: REGRESSION_METRICS[m](logits.reshape(-1), labels) for m in self.metrics}
+        preds = logits.argmax(-1)
+        return {m + suffix: CLASSIFICATION_METRICS[m](preds, labels) for m in self.metrics}
+
+    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:  # noqa: D102
+        outs = predict(model, evalset.features, self.collate(tokenizer), batch_size, autocast)
+        logits = torch.cat([o.logits.float().cpu() for o in outs]).numpy()
+        labels = np.asarray(evalset.features["labels"])
+        return EvalOutput(self.compute_metrics(logits, labels, evalset.suffix))
