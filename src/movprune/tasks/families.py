@@ -197,7 +197,8 @@ class TextClassificationTask(SequenceTask):
             names = self.label_names() or []
             bad = [m for m in self.metrics if m in BINARY_METRICS]
             if bad and len(names) != 2:
-                return [f"dataset.metrics: {', '.join(bad)} need two classes; the data has {len(names)} "
+                return [f"dataset.metrics: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} defined for two "
+                        f"classes only; the data has {len(names)} "
                         f"({', '.join(names[:10])}); use accuracy or f1_macro"]
             for split in splits:
                 self.load_split(data_dir, split)
