@@ -15,7 +15,7 @@ from movprune import pruners, tasks
 from movprune.errors import DataError, RecipeError
 from movprune import results
 from movprune.experiments import distill
-from movprune.models import resolve_model
+from movprune.models import check_encoder, resolve_model
 from movprune.recipe import Recipe, TrainConfig
 from movprune.io import atomic_write_json, atomic_write_text
 from movprune.pruners.counting import remaining_by_module, remaining_pct
@@ -56,7 +56,7 @@ def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
     problems = task.check_data(recipe.data_dir, splits)
     if problems:
         raise RecipeError(source, problems)
-    resolve_model(recipe.model)
+    check_encoder(resolve_model(recipe.model))
     distill.check_teacher(recipe)
 
 
