@@ -50,6 +50,7 @@ def test_encoder_is_pruned_inspected_and_exported(tmp_path, kind):
     for fmt in ("dense", "sparse"):
         export_run(result["run_dir"], tmp_path / fmt, fmt, measure_kernels=False)
         assert load_export(tmp_path / fmt).config.model_type == kind
+        assert "movement-pruning" in (tmp_path / fmt / "README.md").read_text()
     try:
         out = export_run(result["run_dir"], tmp_path / "compact", "compact")
     except ExportError as e:

@@ -138,6 +138,15 @@ def resolve_model(spec: str) -> ResolvedModel:
     return ResolvedModel(spec, spec, spec, model_type=config.model_type)
 
 
+def hub_id(spec: str) -> str | None:
+    """The Hugging Face Hub id of a recipe's ``model`` (None for random and local models)."""
+    if spec == "minilm-l6":
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    if spec in TINY_MODELS or Path(spec).expanduser().exists():
+        return None
+    return spec
+
+
 def check_encoder(model: ResolvedModel) -> None:
     """Refuse (:class:`ModelError`) an architecture movprune does not know how to prune."""
     if model.model_type not in ENCODERS:

@@ -75,6 +75,11 @@ class Task:
         """Problems (one line each) with the local files the splits need; none for the Hub."""
         return []
 
+    def hub_dataset(self) -> tuple[str, str | None] | None:
+        """(Hub id, configuration) of the dataset this task is about, when it has one (model cards)."""
+        hub_id = getattr(self, "hub_id", None)
+        return (hub_id, None) if hub_id else None
+
     def load_split(self, data_dir: str | None, split: str) -> Dataset:
         """Raw examples of ``split`` (Hugging Face slicing syntax, e.g. ``validation[:80%]``)."""
         raise NotImplementedError

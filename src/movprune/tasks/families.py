@@ -88,6 +88,10 @@ class DatasetSource:
             raise DataError(f"dataset.files.{split}: {path} has no rows")
         return ds
 
+    def hub_dataset(self) -> tuple[str, str | None] | None:
+        """(Hub id, configuration) when the data comes from the Hub."""
+        return None if self.dataset.name is None else (self.dataset.name, self.dataset.config)
+
     def fingerprint(self, data_dir: str | None, splits: list[str]) -> str:
         """Changes whenever the config or the source data of ``splits`` changes."""
         parts: list[str] = [json.dumps(self.dataset.model_dump(mode="json"), sort_keys=True)]
@@ -180,6 +184,9 @@ class TextClassificationTask(SequenceTask):
         return [table[v] for v in labels] if table is not None else [int(v) for v in labels]
 
     # -- data ---------------------------------------------------------------------------------
+    def hub_dataset(self) -> tuple[str, str | None] | None:  # noqa: D102
+        return self.source.hub_dataset()
+
     def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:  # noqa: D102
         self._data_dir, self._names = data_dir, None
         columns = {f"text_columns[{i}]": c for i, c in enumerate(self.text_keys)}
@@ -233,6 +240,9 @@ class ExtractiveQATask(QATask):
         super().__init__("extractive_qa", dataset.metric_names("extractive_qa"))
         self.dataset = dataset
         self.source = DatasetSource("extractive_qa", dataset)
+
+    def hub_dataset(self) -> tuple[str, str | None] | None:  # noqa: D102
+        return self.source.hub_dataset()
 
     def _columns(self) -> dict[str, str]:
         d = self.dataset

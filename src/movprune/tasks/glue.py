@@ -124,6 +124,9 @@ class GlueTask(SequenceTask):
     def label_names(self) -> list[str] | None:  # noqa: D102
         return None if self.spec.label_names is None else list(self.spec.label_names)
 
+    def hub_dataset(self) -> tuple[str, str | None]:  # noqa: D102
+        return self.hub_id, self.name
+
     def _file(self, data_dir: str, split: str) -> Path:
         name = split_name(split)
         if name not in self.spec.files:
