@@ -1,0 +1,71 @@
+"""The package's layers: every import of a movprune module points to the same layer or below.
+
+Layers, top to bottom (docs/development.md): cli; experiments and export; recipe; pruners and tasks
+(which never import each other); results and models; the bottom (errors, io, schema, ...). A new
+module gets its layer here, so that an upward import fails this test instead of growing a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "movprune"
+
+LAYER = {
+    "cli": 5, "__main__": 5,
+    "experiments": 4, "export": 4,
+    "recipe": 3,
+    "pruners": 2, "tasks": 2,
+    "results": 1, "models": 1,
+    "errors": 0, "io": 0, "schema": 0, "data": 0, "__init__": 0,
+}
+#: Same-layer pairs that must stay apart.
+SEPARATE = {("pruners", "tasks"), ("tasks", "pruners")}
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = module.split(".")[: -node.level] if not path.name == "__init__.py" else \
+                    module.split(".")[: len(module.split(".")) - node.level + 1]
+                base = ".".join([*pkg, base]) if base else ".".join(pkg)
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m == "movprune" or m.startswith("movprune.")}
+
+
+def _modules():
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield path, ".".join(parts)
+
+
+@pytest.mark.parametrize("path, module", list(_modules()), ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_imports_point_down(path: Path, module: str):
+    unit = _unit(module)
+    assert unit in LAYER, f"{module}: give its top-level unit '{unit}' a layer in tests/test_layers.py"
+    upward = []
+    for target in _imports(path, module):
+        t_unit = _unit(target)
+        if t_unit == unit or target == "movprune":
+            continue
+        assert t_unit in LAYER, f"{module} imports {target}: give '{t_unit}' a layer in tests/test_layers.py"
+        if LAYER[t_unit] > LAYER[unit] or (unit, t_unit) in SEPARATE:
+            upward.append(target)
+    assert not upward, f"{module} (layer {LAYER[unit]}) imports upward: {sorted(upward)}"
