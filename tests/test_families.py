@@ -174,3 +174,25 @@ def test_unsupported_file_type_and_misplaced_blocks(tmp_path, sst2_csv):
     three = {**sst2_csv, "label_names": ["positive", "negative", "neutral"], "metrics": ["accuracy", "f1"]}
     with pytest.raises(RecipeError, match="dataset.metrics: f1 is defined for two classes only; the data has 3"):
         check_inputs(validate_recipe(tiny_recipe_dict(tmp_path, "text_classification", dataset=three), "r"))
+
+
+def test_sweep_distill_and_compare_work_on_a_family(tmp_path, sst2_csv):
+    """A sweep of two pruners with an automatic teacher on CSV files, then compare over it."""
+    recipe = tiny_recipe_dict(tmp_path / "results", "text_classification", name=None, dataset=sst2_csv,
+                              train={"max_steps": 4, "max_eval_samples": None}, distill={"teacher": "auto"})
+    recipe["dataset"]["files"]["validation"] = recipe["dataset"]["files"]["train"]
+    recipe["eval_split"] = "validation[30:]"
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    runner = CliRunner()
+    swept = runner.invoke(app, ["sweep", str(path), "--sparsity", "10", "--pruners", "magnitude,movement",
+                                "--seeds", "0"])
+    assert swept.exit_code == 0, swept.output
+    compared = runner.invoke(app, ["compare", str(tmp_path / "results"), "--format", "json"])
+    assert compared.exit_code == 0, compared.output
+    (table,) = json.loads(compared.output[compared.output.index("["):])
+    assert table["task"] == "text_classification" and table["headline_metric"] == "accuracy"
+    assert table["pruners"] == ["magnitude", "movement"]
+    assert set(table["rows"][0]["cells"]) == {"magnitude", "movement"}
+    for result in map(json.loads, (tmp_path / "results").glob("*/result.json")):
+        assert result["distill"]["teacher_kind"] == "auto" and "accuracy" in result["metrics"]
