@@ -62,6 +62,13 @@ def card_metadata(result: dict[str, Any], recipe: dict[str, Any], fmt: str) -> d
     return data.to_dict()
 
 
+def _model_text(spec: str) -> str:
+    base = hub_id(spec)
+    if base is None:
+        return f"`{spec}`"
+    return f"[{base}](https://huggingface.co/{base})" + (f" (movprune's `{spec}`)" if base != spec else "")
+
+
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{float(value):.2f}%"
 
@@ -80,7 +87,7 @@ def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: floa
     lines = [
         "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
         f"# {result.get('name')}", "",
-        f"`{result.get('model')}` fine-pruned on the task `{result.get('task')}` with "
+        f"{_model_text(str(result.get('model')))} fine-pruned on the task `{result.get('task')}` with "
         f"movprune ({method} pruning; Sanh, Wolf & Rush 2020, *Movement "
         f"Pruning: Adaptive Sparsity by Fine-Tuning*). This folder is the **{fmt}** export: "
         f"{_FORMAT_TEXT[fmt]}.", "",
