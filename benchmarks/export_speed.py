@@ -105,8 +105,8 @@ def main() -> None:  # noqa: D103
             "details": e.details,
         }
     report = {
-        "run_dir": str(args.run_dir), "model": result["model"], "task": result["task"],
-        "pruner": result["pruner"], "remaining_pct": result["remaining_pct"],
+        "run_dir": str(args.run_dir), "model": result.model, "task": result.task,
+        "pruner": result.pruner, "remaining_pct": result.remaining_pct,
         "inputs": {"texts": str(args.texts), "max_length": max_length, "sentences_batch_1": len(batch1),
                    "batches_of_32": len(batch32), **tokens},
         "timing": {"repeats": args.repeats, "statistic": "median ms per batch (min/max also given)",

@@ -21,7 +21,7 @@ def finished_run(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("card")
     recipe = validate_recipe(tiny_recipe_dict(tmp / "results", "mrpc", name="card-run", train={
         "max_steps": 6, "max_train_samples": 64, "max_eval_samples": 32}), "card")
-    return run(recipe)
+    return run(recipe).as_dict()
 
 
 def test_export_writes_a_model_card_from_the_run(finished_run, tmp_path):

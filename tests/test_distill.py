@@ -164,8 +164,10 @@ def _fake_finished_run(folder: Path, task: str, with_model: bool = True) -> Path
     folder.mkdir(parents=True)
     if with_model:
         _tiny().save_pretrained(folder / "model")
-    result = {k: None for k in results.REQUIRED_KEYS} | {"task": task, "metrics": {"accuracy": 77.0}}
-    (folder / "result.json").write_text(json.dumps(result))
+    results.RunResult(task=task, model="tiny-random-bert", pruner="none", target_remaining_pct=None,
+                      remaining_pct=100.0, metrics={"accuracy": 77.0}, seed=0, steps=1, train_seconds=0.0,
+                      versions={}).save(folder)
+    (folder / ".movprune-run").write_text("")
     return folder
 
 
@@ -331,12 +333,12 @@ def test_auto_teacher_is_trained_once_then_reused_by_other_pruners(tmp_path, mon
     obs = _Phases()
     r1 = run(first, observer=obs)
     assert _teacher_phases(obs) == 1
-    cache_dir = Path(r1["distill"]["teacher"])
-    assert cache_dir.parent == distill.teachers_dir() and r1["distill"]["teacher_kind"] == "auto"
+    cache_dir = Path(r1.distill["teacher"])
+    assert cache_dir.parent == distill.teachers_dir() and r1.distill["teacher_kind"] == "auto"
     teacher_result = results.load_result(cache_dir)
-    assert teacher_result["pruner"] == "none" and teacher_result["remaining_pct"] == 100.0
-    assert teacher_result["steps"] == r1["steps"]
-    assert r1["distill"]["teacher_metrics"] == teacher_result["metrics"]
+    assert teacher_result.pruner == "none" and teacher_result.remaining_pct == 100.0
+    assert teacher_result.steps == r1.steps
+    assert r1.distill["teacher_metrics"] == teacher_result.metrics
     stamp = (cache_dir / "result.json").stat()
 
     from movprune import pruners
@@ -348,7 +350,7 @@ def test_auto_teacher_is_trained_once_then_reused_by_other_pruners(tmp_path, mon
     obs2 = _Phases()
     r2 = run(second, observer=obs2)
     assert _teacher_phases(obs2) == 0
-    assert r2["distill"]["teacher"] == str(cache_dir)
+    assert r2.distill["teacher"] == str(cache_dir)
     again = (cache_dir / "result.json").stat()
     assert (stamp.st_ino, stamp.st_mtime_ns) == (again.st_ino, again.st_mtime_ns)
     assert [p.name for p in distill.teachers_dir().iterdir() if p.is_dir()] == [cache_dir.name]
@@ -358,9 +360,9 @@ def test_auto_teacher_is_trained_once_then_reused_by_other_pruners(tmp_path, mon
     third = first.model_copy(update={
         "name": "third", "distill": first.distill.model_copy(update={"teacher": str(cache_dir / "model")})})
     r3 = run(third)
-    assert r3["distill"]["teacher_kind"] == "model"
-    for name, value in teacher_result["metrics"].items():
-        assert r3["distill"]["teacher_metrics"][name] == pytest.approx(value, abs=1e-9)
+    assert r3.distill["teacher_kind"] == "model"
+    for name, value in teacher_result.metrics.items():
+        assert r3.distill["teacher_metrics"][name] == pytest.approx(value, abs=1e-9)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,8 +380,8 @@ def test_cli_distilled_run_on_sst2_records_its_teacher(write_recipe):
     d = result["distill"]
     assert (d["alpha_ce"], d["alpha_distil"], d["temperature"]) == (0.25, 0.75, 3.0)
     teacher = results.load_result(d["teacher"])
-    assert teacher["task"] == "sst2" and teacher["pruner"] == "none"
-    assert d["teacher_metrics"] == teacher["metrics"] and "accuracy" in d["teacher_metrics"]
+    assert teacher.task == "sst2" and teacher.pruner == "none"
+    assert d["teacher_metrics"] == teacher.metrics and "accuracy" in d["teacher_metrics"]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == [4, 8, 12]
@@ -397,11 +399,11 @@ def test_distilled_squad_run_compares_start_and_end_logits(tmp_path, monkeypatch
     data.update(data_dir=str(squad_dir), train_split="validation[:96]", eval_split="validation[96:128]")
     data["train"].update(max_steps=6, batch_size=8, max_seq_length=64, doc_stride=32, log_every_steps=3)
     result = run(validate_recipe(data, "test"))
-    d = result["distill"]
+    d = result.distill
     teacher = results.load_result(d["teacher"])
-    assert teacher["task"] == "squad" and teacher["pruner"] == "none"
-    assert d["teacher_metrics"] == teacher["metrics"] and set(d["teacher_metrics"]) == {"exact_match", "f1"}
-    rows = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert teacher.task == "squad" and teacher.pruner == "none"
+    assert d["teacher_metrics"] == teacher.metrics and set(d["teacher_metrics"]) == {"exact_match", "f1"}
+    rows = [json.loads(line) for line in (Path(result.run_dir) / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == [3, 6]
     for r in train_rows:

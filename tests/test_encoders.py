@@ -35,7 +35,7 @@ def test_every_encoder_has_a_tiny_alias():
 def test_encoder_is_pruned_inspected_and_exported(tmp_path, kind):
     recipe = validate_recipe(tiny_recipe_dict(tmp_path / "results", "sst2", name=kind,
                                               model=f"tiny-random-{kind}", train=TRAIN), kind)
-    result = run(recipe)
+    result = run(recipe).as_dict()
     assert result["remaining_pct"] == pytest.approx(10, abs=0.5)
     config = json.loads((Path(result["run_dir"]) / "model" / "config.json").read_text())
     assert config["model_type"] == kind and config["id2label"] == {"0": "negative", "1": "positive"}
@@ -66,7 +66,7 @@ def test_distillation_on_another_encoder(tmp_path):
     recipe = validate_recipe(tiny_recipe_dict(tmp_path / "results", "sst2", name="distil",
                                               model="tiny-random-distilbert", train=TRAIN,
                                               distill={"teacher": "auto"}), "distil")
-    result = run(recipe)
+    result = run(recipe).as_dict()
     assert result["distill"]["teacher_metrics"]["accuracy"] >= 0
     assert result["remaining_pct"] == pytest.approx(10, abs=0.5)
 

@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from conftest import GLUE_DIR, run_cli, tiny_recipe_dict
-from movprune.errors import ExportError, ResultExistsError
+from movprune.errors import ExportError, ForeignFolderError, ResultExistsError
 from movprune.export import export_run, folder_stats, load_sparse
 from movprune.export.folders import staged_folder
 from movprune.export.sparse import SparseLinear, choose_sparse_max_rows, quantize_int8
@@ -278,8 +278,8 @@ def test_failed_export_leaves_neither_folder_nor_partial_files(tmp_path):
     assert list(tmp_path.iterdir()) == []
     to.mkdir()
     (to / "keep.txt").write_text("x")
-    with pytest.raises(ResultExistsError):
-        with staged_folder(to, force=False):
+    with pytest.raises(ForeignFolderError):  # not an export movprune made: never replaced
+        with staged_folder(to, force=True):
             pass
     assert (to / "keep.txt").read_text() == "x"
 

@@ -32,7 +32,7 @@ def _glue_rows(task: str, split: str, n: int):
 
 def _run(tmp_path: Path, name: str, task: str, **sections) -> dict:
     data = tiny_recipe_dict(tmp_path / "results", task, name=name, **sections)
-    return run(validate_recipe(data, name))
+    return run(validate_recipe(data, name)).as_dict()
 
 
 def _losses(result: dict) -> list[float]:

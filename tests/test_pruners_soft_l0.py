@@ -207,13 +207,13 @@ def tiny_run(tmp_path, name: str, steps: int, **pruner):
 @pytest.mark.parametrize("method", ["soft_movement", "l0"])
 def test_a_requested_remaining_pct_is_reached(tmp_path, glue_dir, one_thread, method):
     result = tiny_run(tmp_path, method, 200, method=method, remaining_pct=10, scores_lr=0.1)
-    assert result["target_remaining_pct"] == 10
-    assert abs(result["remaining_pct"] - 10) <= 1
-    summary = result["pruner_summary"]
+    assert result.target_remaining_pct == 10
+    assert abs(result.remaining_pct - 10) <= 1
+    summary = result.pruner_summary
     assert summary["lambda_mode"] == "target"
     # The controller does the work: the mask was already near the target before calibration.
     assert abs(summary["remaining_pct_before_calibration"] - 10) <= 2.5
-    assert sum(result["remaining_by_module"].values()) > 0
+    assert sum(result.remaining_by_module.values()) > 0
 
 
 @pytest.mark.parametrize("method", ["soft_movement", "l0"])
@@ -222,9 +222,9 @@ def test_fixed_lambda_prunes_more_as_lambda_grows(tmp_path, glue_dir, one_thread
     for lam in (0.1, 1.0):
         result = tiny_run(tmp_path, f"{method}-{lam}", 100, method=method, remaining_pct=None,
                           lambda_final=lam, scores_lr=0.1)
-        assert result["target_remaining_pct"] is None
-        assert result["pruner_summary"] == {"lambda_mode": "fixed"}
-        remaining.append(result["remaining_pct"])
+        assert result.target_remaining_pct is None
+        assert result.pruner_summary == {"lambda_mode": "fixed"}
+        remaining.append(result.remaining_pct)
     assert remaining[0] > 2 * remaining[1] and remaining[0] < 100
 
 

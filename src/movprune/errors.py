@@ -34,3 +34,15 @@ class RunFailedError(MovpruneError):
 
 class ExportError(MovpruneError):
     """A run cannot be exported in the requested format, or an export failed its check."""
+
+
+class RunLockedError(MovpruneError):
+    """Another process is writing the same run folder (it holds the folder's lock)."""
+
+
+class ForeignFolderError(MovpruneError):
+    """A path movprune would write or replace holds something movprune did not create."""
+
+
+class InvalidResultError(RunFailedError):
+    """A ``result.json`` exists but is not a valid result (unreadable, NaN, a wrong-typed field)."""

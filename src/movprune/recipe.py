@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from movprune.errors import RecipeError
 from movprune.pruners.config import PrunerConfig
+from movprune.run_folder import check_run_name
 from movprune.schema import StrictModel
 from movprune.tasks.config import DatasetConfig
 
@@ -67,6 +68,23 @@ class Recipe(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, name: str | None) -> str | None:
+        # The name becomes a folder under output_dir: it must not reach outside it ('..', '/').
+        problem = None if name is None else check_run_name(name)
+        if problem:
+            raise ValueError(problem)
+        return name
+
+    @model_validator(mode="after")
+    def _derived_name_is_safe(self) -> "Recipe":
+        problem = None if self.name is not None else check_run_name(self.run_name)
+        if problem:
+            raise ValueError(f"the run name derived from task, pruner and seed, {self.run_name!r}, is not "
+                             f"usable ({problem}); set name=<run name>")
+        return self
+
     @property
     def run_name(self) -> str:
         """The run folder's name: ``name`` if given, else derived from task, pruner and seed."""
@@ -117,7 +135,7 @@ def _describe(err: dict[str, Any]) -> str:
     if err["type"] == "missing":
         return f"missing required key '{key}'"
     value = err.get("input")
-    return f"{key}: {err['msg']} (got {value!r})"
+    return f"{key}: {err['msg'].removeprefix('Value error, ')} (got {value!r})"
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

@@ -1,74 +1,118 @@
-"""Run folders: what a run writes, and how a finished run is told from an interrupted one.
+"""Run folders' format: what a run writes, the typed ``result.json`` (:class:`RunResult`), and how a
+finished run is told from an interrupted one.
 
 A run folder is finished exactly when ``result.json`` exists; it is written atomically and last,
-after the model, so an interrupted run never looks finished.
+after the model is flushed to disk, so an interrupted run never looks finished. How folders are
+created, locked and replaced is :mod:`movprune.run_folder`'s concern.
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import shutil
 from pathlib import Path
 from typing import Any
 
-from movprune.errors import ResultExistsError, RunFailedError
-from movprune.io import atomic_write_json
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+
+from movprune.errors import InvalidResultError, RunFailedError
+from movprune.io import atomic_write_json, staged_dir
 
 RESULT_FILE = "result.json"
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
 MODEL_DIR = "model"
 
-#: Keys every result.json has.
-REQUIRED_KEYS = ("task", "model", "pruner", "target_remaining_pct", "remaining_pct", "metrics", "seed",
-                 "steps", "train_seconds", "versions")
+
+class RunResult(BaseModel):
+    """``result.json``: what a finished run measured. Read and written only through this class.
+
+    Numbers must be finite and fields of their type (strict: ``"42"`` is not a seed). Keys unknown
+    to this version are kept (``extra="allow"``), so newer and older runs' files load alike; keys
+    added since the first format have defaults.
+    """
+
+    model_config = ConfigDict(strict=True, extra="allow", validate_assignment=True)
+
+    name: str | None = None
+    task: str
+    model: str
+    pruner: str
+    pruner_config: dict[str, Any] = Field(default_factory=dict)
+    target_remaining_pct: FiniteFloat | None
+    remaining_pct: FiniteFloat
+    remaining_by_module: dict[str, FiniteFloat] = Field(default_factory=dict)
+    metrics: dict[str, FiniteFloat]
+    metric_names: list[str] = Field(default_factory=list)
+    pruner_summary: dict[str, Any] = Field(default_factory=dict)
+    seed: int
+    steps: int
+    train_seconds: FiniteFloat
+    eval_seconds: FiniteFloat | None = None
+    bf16: bool = False
+    num_processes: int = 1
+    distill: dict[str, Any] | None = None
+    versions: dict[str, str]
+    finished_at: str | None = None
+    #: What makes the result suspect although the run finished (one string or {code, message} each).
+    warnings: list[str | dict[str, Any]] = Field(default_factory=list)
+    #: Where the result was read from (or where the run was published); not written to the file.
+    run_dir: str | None = Field(default=None, exclude=True)
+
+    @property
+    def headline_metrics(self) -> list[str]:
+        """The task's metric names in order (the first is the headline), else the stored ones."""
+        return self.metric_names or list(self.metrics)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON mapping, with ``run_dir`` (for code that still reads results by key)."""
+        return {**self.model_dump(mode="json"), "run_dir": self.run_dir}
+
+    def save(self, run_dir: str | Path) -> None:
+        """Write ``<run_dir>/result.json`` atomically (the last file of a run)."""
+        atomic_write_json(Path(run_dir) / RESULT_FILE, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "RunResult":
+        """The run's result. Raises :class:`RunFailedError` when ``result.json`` is missing (the
+        run is unfinished) and :class:`InvalidResultError` when it is unreadable or invalid."""
+        path = Path(run_dir) / RESULT_FILE
+        if not path.is_file():
+            raise RunFailedError(f"{run_dir}: no {RESULT_FILE} (the run is unfinished or was interrupted)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InvalidResultError(f"{path}: unreadable ({e})") from None
+        if not isinstance(data, dict):
+            raise InvalidResultError(f"{path}: not a JSON object")
+        data.pop("run_dir", None)
+        result = cls.checked(data, str(path))
+        result.run_dir = str(run_dir)
+        return result
+
+    @classmethod
+    def checked(cls, data: dict[str, Any], source: str) -> "RunResult":
+        """Validate ``data``; raises :class:`InvalidResultError` naming ``source`` and every bad field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']} "
+                                 f"(got {err.get('input')!r:.60})" for err in e.errors())
+            raise InvalidResultError(f"{source}: invalid result ({problems})") from None
 
 
 def is_finished(run_dir: str | Path) -> bool:
-    """True when ``run_dir`` holds a complete, readable result."""
+    """True when ``run_dir`` holds a complete, valid result."""
     try:
-        load_result(run_dir)
+        RunResult.load(run_dir)
     except RunFailedError:
         return False
     return True
 
 
-def load_result(run_dir: str | Path) -> dict[str, Any]:
-    """The run's ``result.json``; raises :class:`RunFailedError` when missing or corrupt."""
-    path = Path(run_dir) / RESULT_FILE
-    if not path.is_file():
-        raise RunFailedError(f"{run_dir}: no {RESULT_FILE} (the run is unfinished or was interrupted)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunFailedError(f"{path}: unreadable ({e})") from None
-    missing = [k for k in REQUIRED_KEYS if k not in data] if isinstance(data, dict) else list(REQUIRED_KEYS)
-    if missing:
-        raise RunFailedError(f"{path}: missing keys {', '.join(missing)}")
-    data["run_dir"] = str(run_dir)
-    return data
-
-
-def prepare_run_dir(run_dir: str | Path, force: bool) -> Path:
-    """Create an empty run folder. A finished run is only replaced with ``force``; leftovers of an
-    unfinished run are always cleared, since they are not results."""
-    run_dir = Path(run_dir)
-    if is_finished(run_dir) and not force:
-        raise ResultExistsError(
-            f"{run_dir} already holds a finished run ({RESULT_FILE}); pass --force to overwrite it, or "
-            "set name=<other> to keep both")
-    if run_dir.exists():
-        # Remove the result first: if the deletion is interrupted, the folder is not "finished".
-        (run_dir / RESULT_FILE).unlink(missing_ok=True)
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
-def write_result(run_dir: str | Path, result: dict[str, Any]) -> None:
-    """Write ``result.json`` atomically (the last file of a run)."""
-    atomic_write_json(Path(run_dir) / RESULT_FILE, result)
+def load_result(run_dir: str | Path) -> RunResult:
+    """:meth:`RunResult.load`."""
+    return RunResult.load(run_dir)
 
 
 class MetricsLog:
@@ -98,13 +142,10 @@ def versions() -> dict[str, str]:
 
 
 def save_model_atomically(model, tokenizer, run_dir: str | Path) -> Path:
-    """``save_pretrained`` model and tokenizer into ``<run_dir>/model`` via a temporary folder."""
+    """``save_pretrained`` model and tokenizer into ``<run_dir>/model``: written into a staging
+    folder, flushed to disk, then renamed into place (an older ``model/`` stays until then)."""
     final = Path(run_dir) / MODEL_DIR
-    tmp = Path(run_dir) / f".{MODEL_DIR}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with staged_dir(final, replace=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return final

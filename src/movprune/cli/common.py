@@ -42,7 +42,8 @@ def reported_errors() -> Iterator[None]:
             err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: the run folder is left unfinished (no result.json)")
+        err.print("[yellow]interrupted[/]: nothing was published (the run folder has no result.json; "
+                  "a finished run that --force was replacing is kept as it was)")
         raise typer.Exit(130) from None
 
 

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from movprune.cli.common import ProgressObserver, err, out, quiet_libraries, reported_errors
 
+if TYPE_CHECKING:
+    from movprune.results import RunResult
 
-def result_table(result: dict[str, Any]) -> Table:
+
+def result_table(result: RunResult) -> Table:
     """A one-run summary: metrics, target and measured remaining weights, time."""
-    table = Table(title=f"{result['name']}  ({result['run_dir']})", title_justify="left")
-    for col in ("task", "pruner", "target remaining %", "remaining %", *result["metrics"], "steps",
+    table = Table(title=f"{result.name}  ({result.run_dir})", title_justify="left")
+    for col in ("task", "pruner", "target remaining %", "remaining %", *result.metrics, "steps",
                 "train time"):
         table.add_column(col, justify="right" if col not in ("task", "pruner") else "left")
-    target = result["target_remaining_pct"]
+    target = result.target_remaining_pct
     table.add_row(
-        result["task"], result["pruner"], "-" if target is None else f"{target:g}",
-        f"{result['remaining_pct']:.2f}", *(f"{v:.2f}" for v in result["metrics"].values()),
-        str(result["steps"]), f"{result['train_seconds']:.0f} s")
+        result.task, result.pruner, "-" if target is None else f"{target:g}",
+        f"{result.remaining_pct:.2f}", *(f"{v:.2f}" for v in result.metrics.values()),
+        str(result.steps), f"{result.train_seconds:.0f} s")
     return table
 
 
@@ -29,7 +32,7 @@ def run_command(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe (see src/movprune/recipes/).")],
     overrides: Annotated[list[str] | None, typer.Argument(
         help="key=value overrides, e.g. train.max_steps=20 pruner.remaining_pct=3")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a finished run of the same name.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a finished run of the same name (the old one stays until the new one has finished).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
 ) -> None:
     """Fine-prune a model as the recipe says and write <output_dir>/<name>/."""

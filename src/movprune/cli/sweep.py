@@ -37,14 +37,17 @@ class _SweepProgress:
         if outcome.status == "skipped":
             err.print(f"[dim][{index + 1}/{total}] {outcome.run.name}: finished earlier, skipped[/]",
                       highlight=False)
+        elif outcome.status == "locked":
+            err.print(f"[yellow][{index + 1}/{total}] {outcome.run.name}: skipped, another process is "
+                      f"running it[/] ({outcome.error})", highlight=False, soft_wrap=True)
         elif outcome.status == "failed":
             err.print(f"[bold red][{index + 1}/{total}] {outcome.run.name} failed:[/] {outcome.error}",
                       highlight=False, soft_wrap=True)
 
 
-def _headline(result: dict) -> tuple[str, float] | None:
-    names = result.get("metric_names") or list(result["metrics"])
-    return (names[0], result["metrics"][names[0]]) if names and names[0] in result["metrics"] else None
+def _headline(result) -> tuple[str, float] | None:
+    names = result.headline_metrics
+    return (names[0], result.metrics[names[0]]) if names and names[0] in result.metrics else None
 
 
 def summary_table(outcomes, title: str) -> Table:
@@ -58,16 +61,16 @@ def summary_table(outcomes, title: str) -> Table:
     table.add_column("measured remaining %", justify="right", min_width=9)
     table.add_column(shared or "headline metric", justify="right")
     table.add_column("time", justify="right", no_wrap=True, min_width=5)
-    styles = {"finished": "green", "skipped": "dim", "failed": "bold red"}
+    styles = {"finished": "green", "skipped": "dim", "failed": "bold red", "locked": "yellow"}
     for o in outcomes:
         metric = measured = "-"
         if o.result is not None:
             headline = _headline(o.result)
             if headline:
                 metric = f"{headline[1]:.2f}" if shared else f"{headline[0]} {headline[1]:.2f}"
-            measured = f"{o.result['remaining_pct']:.2f}"
+            measured = f"{o.result.remaining_pct:.2f}"
         table.add_row(o.run.name, f"[{styles[o.status]}]{o.status}[/]", level_label(o.run.remaining_pct, short=True),
-                      measured, metric, f"{o.seconds:.0f} s" if o.status != "skipped" else "-")
+                      measured, metric, f"{o.seconds:.0f} s" if o.status in ("finished", "failed") else "-")
     return table
 
 
@@ -86,7 +89,7 @@ def sweep_command(
     seeds: Annotated[str | None, typer.Option(
         "--seeds", metavar="SEEDS", help="Comma-separated seeds, e.g. 1,2,3. Default: the recipe's seed.")] = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="Re-run finished runs too (they are overwritten).")] = False,
+        "--force", help="Re-run finished runs too (each old run stays until its new run has finished).")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Validate every combination and list the runs; train nothing.")] = False,
 ) -> None:
@@ -103,6 +106,8 @@ def sweep_command(
         levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)
         plan = sweep.plan_sweep(recipe, remaining_pcts=levels, methods=methods, seeds=seed_list,
                                 overrides=overrides or [])
+        if not force:
+            sweep.check_finished_recipes(plan, str(recipe))
         todo = sweep.pending(plan, force)
         sweep_dir = plan[0].run_dir.parent
         done = len(plan) - len(todo) if not force else sum(results.is_finished(r.run_dir) for r in plan)
@@ -125,6 +130,11 @@ def sweep_command(
         finally:
             progress.close()
     out.print(summary_table(outcomes, f"sweep {sweep_dir}"))
+    locked = [o for o in outcomes if o.status == "locked"]
+    if locked:
+        err.print(f"[yellow]{len(locked)} of {len(outcomes)} runs were skipped because another process is "
+                  f"running them[/] ({', '.join(o.run.name for o in locked)}); rerun this command when it "
+                  "has finished to collect them", highlight=False, soft_wrap=True)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         err.print(f"[bold red]{len(failed)} of {len(outcomes)} runs failed[/]; rerun the same command "

@@ -75,11 +75,14 @@ def scan_runs(dirs: Iterable[str | Path]) -> Scan:
                     continue
                 seen.add(real)
                 try:
-                    scan.results.append(results.load_result(here))
+                    # Typed and validated here (NaN, wrong types: skipped with a warning); the
+                    # table code below reads the mapping.
+                    scan.results.append(results.RunResult.load(here).as_dict())
                 except RunFailedError as e:
                     scan.warnings.append(f"skipped {e}")
             else:
-                subdirs.sort()
+                # Hidden folders are movprune's staging folders (a run not yet published) or others'.
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
     return scan
 
 

@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 from movprune.errors import ModelError, RunFailedError
 from movprune import results
+from movprune.io import publish_dir
+from movprune.run_folder import is_movprune_run
 from movprune.models import ALIASES, ResolvedModel, resolve_model
 from movprune.recipe import PrunerConfig, Recipe
 
@@ -166,14 +168,14 @@ def _from_run_folder(spec: str, run_dir: Path, task_name: str, kind: TeacherKind
         result = results.load_result(run_dir)
     except RunFailedError as e:
         raise _problem(spec, f"not a usable finished run ({e})") from None
-    if result["task"] != task_name:
-        raise _problem(spec, f"the teacher was trained on task '{result['task']}', the recipe's task "
+    if result.task != task_name:
+        raise _problem(spec, f"the teacher was trained on task '{result.task}', the recipe's task "
                              f"is '{task_name}'; use a teacher fine-tuned on {task_name}")
     model_dir = run_dir / results.MODEL_DIR
     if not (model_dir / "config.json").is_file():
         raise _problem(spec, f"the run folder has no {results.MODEL_DIR}/config.json (its model was "
                              "not saved); rerun the teacher or point at another run")
-    return TeacherSource(spec, kind, str(run_dir.resolve()), str(model_dir.resolve()), dict(result["metrics"]))
+    return TeacherSource(spec, kind, str(run_dir.resolve()), str(model_dir.resolve()), dict(result.metrics))
 
 
 def check_teacher(recipe: Recipe) -> None:
@@ -341,14 +343,11 @@ def auto_teacher(recipe: Recipe, train: Callable[[Recipe], Any],
 
 
 def _publish(trained: Path, final: Path) -> None:
-    """Rename a finished teacher run into the cache; if another process got there first, keep theirs."""
-    try:
-        os.rename(trained, final)
-    except OSError:
-        if results.is_finished(final):
-            return
-        shutil.rmtree(final, ignore_errors=True)  # an unfinished leftover is not a teacher
-        os.rename(trained, final)
+    """Publish a finished teacher run into the cache (flushed, then one rename); when another
+    process got there first, keep theirs. Only an unfinished run movprune left there is replaced."""
+    if results.is_finished(final):
+        return
+    publish_dir(trained, final, replace=is_movprune_run(final))
 
 
 def prepare_teacher(recipe: Recipe, train: Callable[[Recipe], Any],

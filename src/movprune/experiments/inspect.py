@@ -8,7 +8,6 @@ the model folder the totals are plain means of the matrices' percentages, and sa
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,14 +165,8 @@ def inspect_run(run_dir: str | Path) -> Breakdown:
     if not run_dir.is_dir():
         raise RunFailedError(f"{run_dir}: no such run folder")
     model_dir = run_dir / results.MODEL_DIR
-    result: dict[str, Any] = {}
-    result_path = run_dir / results.RESULT_FILE
-    if result_path.is_file():
-        try:
-            result = json.loads(result_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise RunFailedError(f"{result_path}: unreadable ({e})") from None
-    by_module = result.get("remaining_by_module")
+    result = results.RunResult.load(run_dir) if (run_dir / results.RESULT_FILE).is_file() else None
+    by_module = result.remaining_by_module if result is not None else None
     source = f"{results.RESULT_FILE}"
     if not by_module:
         if not _safetensors_files(model_dir):
@@ -182,7 +175,9 @@ def inspect_run(run_dir: str | Path) -> Breakdown:
         by_module = remaining_from_model(model_dir)
         source = f"{results.MODEL_DIR}/"
     sizes = matrix_sizes(model_dir, list(by_module)) if _safetensors_files(model_dir) else {}
-    run = {k: result.get(k) for k in ("name", "task", "model", "pruner", "target_remaining_pct",
-                                      "remaining_pct") if k in result}
-    run.setdefault("name", run_dir.name)
+    run: dict[str, Any] = {"name": run_dir.name}
+    if result is not None:
+        run.update({k: getattr(result, k) for k in ("name", "task", "model", "pruner", "target_remaining_pct",
+                                                     "remaining_pct")})
+        run["name"] = result.name or run_dir.name
     return breakdown(by_module, sizes, source=source, run=run)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import gc
+import json
 import time
 import traceback
 from collections.abc import Sequence
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from movprune.errors import MovpruneError, RecipeError
+from movprune.errors import MovpruneError, RecipeError, ResultExistsError, RunLockedError
 from movprune import results
+from movprune.results import RunResult
+from movprune.run_folder import check_run_name, is_movprune_run
 from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
 from movprune.io import atomic_write_text
 
@@ -58,8 +61,8 @@ class RunOutcome:
     """What happened to one run of a sweep."""
 
     run: SweepRun
-    status: Literal["finished", "skipped", "failed"]
-    result: dict[str, Any] | None = None
+    status: Literal["finished", "skipped", "failed", "locked"]
+    result: RunResult | None = None
     error: str | None = None
     seconds: float = 0.0
 
@@ -71,7 +74,7 @@ class SweepObserver(Protocol):
         """Called before a run trains; may return a training-loop observer for that run."""
 
     def on_run_end(self, index: int, total: int, outcome: RunOutcome) -> None:  # noqa: D102
-        """Called after a run finished, failed or was skipped."""
+        """Called after a run finished, failed, was skipped, or was locked by another process."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +226,13 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
     if remaining_pcts is None and file_pruner.get("remaining_pct") is not None:
         remaining_pcts = [file_pruner["remaining_pct"]]
     seeds = list(seeds) if seeds else [probe.get("seed", 42)]
-    sweep_dir = Path(probe.get("output_dir") or "results") / (probe.get("name") or Path(source).stem)
+    sweep_name = probe.get("name") or Path(source).stem
+    name_problem = check_run_name(str(sweep_name))
+    if name_problem:
+        origin = "name" if probe.get("name") else f"the recipe file's name '{Path(source).stem}'"
+        problems.append(f"{origin}: names the sweep's folder, and {name_problem}; set name=<sweep name>")
+        sweep_name = "sweep"
+    sweep_dir = Path(probe.get("output_dir") or "results") / str(sweep_name)
     method_specific = _method_specific_keys()
 
     combos: list[tuple[int, float | None, str]] = []
@@ -312,16 +321,66 @@ def pending(plan: list[SweepRun], force: bool = False) -> list[SweepRun]:
     return [r for r in plan if force or not results.is_finished(r.run_dir)]
 
 
+#: Recipe keys that differ between runs of one sweep by construction.
+_OWN_KEYS = ("name", "output_dir")
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def recipe_differences(run: SweepRun) -> list[str] | None:
+    """How the recipe a finished run was trained with differs from the one the sweep asks for
+    (``name``/``output_dir`` aside): one ``key: was -> asked`` per key; None when the run is not
+    finished. A ``recipe.yaml`` that cannot be read counts as a difference."""
+    if not results.is_finished(run.run_dir):
+        return None
+    path = run.run_dir / results.RECIPE_FILE
+    try:
+        saved = validate_recipe(read_recipe_data(path), str(path)).model_dump(mode="json")
+    except MovpruneError:
+        return [f"{results.RECIPE_FILE}: missing or not a valid recipe"]
+    asked = _flat(run.recipe.model_dump(mode="json"))
+    saved = _flat(saved)
+    return [f"{key}: {json.dumps(saved.get(key))} -> {json.dumps(asked.get(key))}"
+            for key in sorted(set(asked) | set(saved))
+            if key.split(".")[0] not in _OWN_KEYS and saved.get(key) != asked.get(key)]
+
+
+def check_finished_recipes(plan: list[SweepRun], source: str) -> None:
+    """Refuse to skip a finished run trained with another recipe than the one asked: it would be
+    reported as this sweep's result. Raises :class:`RecipeError` naming the runs and keys."""
+    problems = []
+    for run in plan:
+        differences = recipe_differences(run)
+        if differences:
+            problems.append(f"{run.run_dir} finished with another recipe ({'; '.join(differences)}); "
+                            "pass --force to re-run it with this one, or set name=<other sweep name> to "
+                            "sweep into another folder")
+    if problems:
+        raise RecipeError(source, problems)
+
+
 def run_sweep(plan: list[SweepRun], *, force: bool = False,
               observer: SweepObserver | None = None) -> list[RunOutcome]:
     """Run every combination of ``plan`` in order; returns one outcome per run.
 
-    Finished runs are skipped untouched (unless ``force``); a run that raises is recorded as failed
-    (its traceback goes to ``error.txt`` in its unfinished folder) and the sweep goes on.
-    Ctrl-C stops the sweep, leaving the current run unfinished.
+    Finished runs are skipped untouched (unless ``force``), after checking they were trained with
+    the recipe asked (:func:`check_finished_recipes`); a run another process is writing (its lock
+    is held) is skipped as ``locked``; a run that raises is recorded as failed (its traceback goes
+    to ``error.txt`` in its unfinished folder) and the sweep goes on. With ``force`` a finished run
+    is replaced only once its new run has finished. Ctrl-C stops the sweep, leaving the current run
+    unfinished (a forced one leaves the old result in place).
     """
     from movprune.experiments.train import run as train_run
 
+    if not force and plan:
+        check_finished_recipes(plan, "sweep")
     outcomes = []
     total = len(plan)
     for index, sweep_run in enumerate(plan):
@@ -334,10 +393,17 @@ def run_sweep(plan: list[SweepRun], *, force: bool = False,
                 result = train_run(sweep_run.recipe, force=force, observer=run_observer)
                 outcome = RunOutcome(sweep_run, "finished", result=result,
                                      seconds=time.perf_counter() - start)
+            except RunLockedError as e:  # another sweep is running it
+                outcome = RunOutcome(sweep_run, "locked", error=str(e))
+            except ResultExistsError as e:  # another sweep finished it since the check above
+                finished = results.is_finished(sweep_run.run_dir)
+                outcome = (RunOutcome(sweep_run, "skipped", result=results.load_result(sweep_run.run_dir))
+                           if finished else RunOutcome(sweep_run, "failed", error=str(e)))
             except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
                 message = str(e) if isinstance(e, MovpruneError) else f"{type(e).__name__}: {e}"
                 outcome = RunOutcome(sweep_run, "failed", error=message, seconds=time.perf_counter() - start)
-                if sweep_run.run_dir.is_dir() and not results.is_finished(sweep_run.run_dir):
+                if (sweep_run.run_dir.is_dir() and not results.is_finished(sweep_run.run_dir)
+                        and is_movprune_run(sweep_run.run_dir)):
                     atomic_write_text(sweep_run.run_dir / ERROR_FILE, traceback.format_exc())
             finally:
                 gc.collect()  # the finished model is garbage; free it before the next one loads

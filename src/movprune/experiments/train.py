@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from datetime import datetime, timezone
@@ -13,7 +14,8 @@ import torch
 
 from movprune import pruners, tasks
 from movprune.errors import DataError, RecipeError
-from movprune import results
+from movprune import results, run_folder
+from movprune.results import RunResult
 from movprune.experiments import distill
 from movprune.models import check_encoder, resolve_model
 from movprune.recipe import Recipe, TrainConfig
@@ -132,11 +134,13 @@ def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Rec
     return metrics, artifacts
 
 
-def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None) -> dict[str, Any]:
-    """Fine-prune ``recipe``'s model on its task and write the run folder; returns ``result.json``."""
+def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None) -> RunResult:
+    """Fine-prune ``recipe``'s model on its task and publish the run folder; returns its result.
+
+    The run folder is locked for the whole run (:mod:`movprune.run_folder`); with ``force`` a
+    finished run of the same name is replaced only once this one has finished.
+    """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
 
     obs = observer or SilentObserver()
     check_inputs(recipe)
@@ -145,11 +149,25 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
                if recipe.distill is not None else None)
     accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no")
     main = accelerator.is_main_process
-    run_dir = recipe.run_dir
-    if main:
-        results.prepare_run_dir(run_dir, force)
-        atomic_write_text(run_dir / results.RECIPE_FILE, recipe.to_yaml())
-    accelerator.wait_for_everyone()
+    with run_folder.claim(recipe.run_dir, force) if main else contextlib.nullcontext() as folder:
+        if main:
+            atomic_write_text(folder.path / results.RECIPE_FILE, recipe.to_yaml())
+        accelerator.wait_for_everyone()
+        folder = folder or run_folder.worker_folder(recipe.run_dir)
+        result = _train(recipe, folder.path, accelerator, teacher, obs)
+        if main:
+            folder.publish()
+        accelerator.wait_for_everyone()
+    result.run_dir = str(recipe.run_dir)
+    return result
+
+
+def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -> RunResult:
+    """The run itself, writing into ``run_dir`` (the run folder, or its staging folder)."""
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    main = accelerator.is_main_process
     log = results.MetricsLog(run_dir)
 
     set_seed(recipe.seed)
@@ -192,7 +210,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
             yield from loader
             epoch += 1
 
-    obs.on_start(steps, run_dir)
+    obs.on_start(steps, recipe.run_dir)
     model.train()
     stream = batches()
     window: dict[str, torch.Tensor] = {}
@@ -239,7 +257,7 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
     by_module = remaining_by_module(final_model)
     obs.on_eval(steps, metrics)
 
-    result = {
+    result = RunResult.checked({
         "name": recipe.run_name, "task": recipe.task, "model": recipe.model, "pruner": recipe.pruner.method,
         "pruner_config": recipe.pruner.model_dump(mode="json"),
         "target_remaining_pct": pruner.target_remaining_pct, "remaining_pct": measured,
@@ -249,14 +267,12 @@ def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None
         "bf16": recipe.train.bf16, "num_processes": accelerator.num_processes,
         "distill": distiller.result_entry() if distiller else None, "versions": results.versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    }, f"run {recipe.run_name}")
     if main:
         obs.on_phase("saving model")
         log.write({"step": steps, "eval": metrics, "remaining_pct": measured, "final": True})
         results.save_model_atomically(final_model, tokenizer, run_dir)
         for filename, content in artifacts.items():
             atomic_write_json(run_dir / filename, content)
-        results.write_result(run_dir, result)
-    accelerator.wait_for_everyone()
-    result["run_dir"] = str(run_dir)
+        result.save(run_dir)
     return result

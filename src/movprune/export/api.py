@@ -14,14 +14,12 @@ from torch import nn
 from movprune.errors import ExportError, ModelError
 from movprune import results
 from movprune.export import bench, card, compact, sparse
-from movprune.export.folders import (check_destination, element_count, folder_bytes, safetensors_header,
-                                     staged_folder, tensor_bytes)
+from movprune.export.folders import (EXPORT_INFO, check_destination, element_count, folder_bytes,
+                                     safetensors_header, staged_folder, tensor_bytes)
 from movprune.io import atomic_write_json
 from movprune.pruners.counting import prunable_linears
 
 FORMATS = ("dense", "compact", "sparse")
-#: Written into every export: its format, source run and check against the dense model.
-EXPORT_INFO = "movprune_export.json"
 #: Largest |output difference| to the dense model accepted for exact (fp32) exports.
 EXACT_TOLERANCE = 1e-4
 

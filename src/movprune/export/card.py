@@ -76,7 +76,7 @@ def _pct(value: Any) -> str:
 def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: float | None) -> str:
     """The model card of an export of the run in ``run_dir`` in format ``fmt``."""
     run_dir = Path(run_dir)
-    result = results.load_result(run_dir)
+    result = results.load_result(run_dir).as_dict()
     recipe_text = (run_dir / results.RECIPE_FILE).read_text(encoding="utf-8")
     recipe = yaml.safe_load(recipe_text) or {}
     meta = card_metadata(result, recipe, fmt)

@@ -1,58 +1,74 @@
-"""Export folders: written in a temporary folder and renamed into place; sizes read from the files."""
+"""Export folders: written in a staging folder and published by a rename; sizes read from the files.
+
+``movprune export`` writes only into a new or empty folder, or over an export it made itself
+(one holding :data:`EXPORT_INFO`, with ``--force``): never into or over a run folder, nor any
+other folder it did not create.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from movprune.errors import ExportError, ResultExistsError
+from movprune.errors import ExportError, ForeignFolderError, ResultExistsError
+from movprune.io import staged_dir
+from movprune.results import METRICS_FILE, RECIPE_FILE, RESULT_FILE
+from movprune.run_folder import MARKER_FILE
 
+#: Written into every export: its format, source run and check against the dense model. Its
+#: presence is what marks a folder as an export movprune made (and may replace with ``--force``).
+EXPORT_INFO = "movprune_export.json"
+
+
+def is_run_folder(folder: Path) -> bool:
+    """True when ``folder`` is (or looks like) a movprune run folder, finished or not."""
+    return ((folder / MARKER_FILE).is_file() or (folder / RESULT_FILE).is_file()
+            or ((folder / RECIPE_FILE).is_file() and (folder / METRICS_FILE).is_file()))
+
+
+def is_export_folder(folder: Path) -> bool:
+    """True when ``folder`` is an export movprune wrote (it holds :data:`EXPORT_INFO`)."""
+    return (folder / EXPORT_INFO).is_file() and not is_run_folder(folder)
+
+
+def _check_replaceable(to: Path, force: bool) -> None:
+    if to.is_symlink() or (to.exists() and not to.is_dir()):
+        raise ExportError(f"--to {to}: exists and is not a folder")
+    if to.is_dir() and any(to.iterdir()):
+        if not is_export_folder(to):
+            raise ForeignFolderError(
+                f"--to {to}: a non-empty folder that is not an export movprune made (no {EXPORT_INFO}); "
+                "export never writes into or replaces it, --force or not: choose a new or empty folder")
+        if not force:
+            raise ResultExistsError(f"{to} holds an earlier export; pass --force to replace it")
 
 
 def check_destination(to: Path, run_dir: Path, force: bool) -> None:
-    """Refuse a destination that would destroy the run, or a non-empty folder without ``force``."""
-    to, run = to.resolve(), run_dir.resolve()
-    if to == run or to in run.parents or run / "model" in (to, *to.parents):
-        raise ExportError(f"--to {to}: choose a folder outside the run's own files (not the run folder, "
-                          "one above it, or its model/)")
-    if to.exists() and not to.is_dir():
-        raise ExportError(f"--to {to}: exists and is not a folder")
-    if to.is_dir() and any(to.iterdir()) and not force:
-        raise ResultExistsError(f"{to} exists and is not empty; pass --force to replace it")
+    """Refuse a destination inside or above a run folder, or one export may not replace."""
+    to_abs, run = Path(to).resolve(), Path(run_dir).resolve()
+    if to_abs == run or to_abs in run.parents:
+        raise ExportError(f"--to {to}: choose a folder outside the run's own files (not the run folder "
+                          "or one above it)")
+    inside = next((p for p in (to_abs, *to_abs.parents) if is_run_folder(p)), None)
+    if inside is not None:
+        raise ForeignFolderError(f"--to {to}: {'is' if inside == to_abs else 'is inside'} the run folder "
+                                 f"{inside}; export never writes into or over a run: choose a folder "
+                                 "outside it")
+    _check_replaceable(Path(to), force)
 
 
 @contextlib.contextmanager
 def staged_folder(to: Path, force: bool) -> Iterator[Path]:
-    """Yield a temporary folder beside ``to``; on success it replaces ``to`` by a rename.
-
-    An interrupted export leaves at most a hidden ``.<name>.partial-<pid>`` folder, never a
-    half-written ``to``. An existing non-empty ``to`` is only replaced with ``force``.
-    """
+    """Yield a hidden staging folder beside ``to``; on success it is published as ``to``
+    (:func:`movprune.io.staged_dir`), replacing an earlier export only with ``force``. An interrupted
+    or failed export leaves ``to`` as it was and no staging folder."""
     to = Path(to)
-    if to.is_dir() and any(to.iterdir()) and not force:
-        raise ResultExistsError(f"{to} exists and is not empty; pass --force to replace it")
-    to.parent.mkdir(parents=True, exist_ok=True)
-    tmp = to.parent / f".{to.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    _check_replaceable(to, force)
+    with staged_dir(to, replace=force) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if to.exists():
-        old = to.parent / f".{to.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        to.rename(old)
-    tmp.rename(to)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def folder_bytes(folder: Path) -> int:

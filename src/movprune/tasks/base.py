@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from datasets import Dataset, ReadInstruction, load_from_disk
 
-from movprune.errors import DataError
+from movprune.errors import DataError, ResultExistsError
+from movprune.io import staged_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -124,10 +125,14 @@ class Task:
 
 
 def file_fingerprint(path: Path, split: str) -> str:
-    """Identity of a local data file for the tokenisation cache: path, size, mtime and split."""
-    path = path.resolve()
-    st = path.stat()
-    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{split}"
+    """Identity of a local data file for the tokenisation cache: a hash of its content, and the
+    split. Size and modification time are not enough: a file rewritten within the same second (or
+    copied with its times kept) would reuse another file's tokens."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}:{split}"
 
 
 def load_hub_split(task: str, hub_id: str, config: str | None, split: str, offline_fix: str) -> Dataset:
@@ -212,12 +217,10 @@ def cached(key_parts: dict[str, Any], build) -> Dataset:
         except Exception:  # a corrupt cache entry is rebuilt, never trusted
             pass
     dataset = build()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    dataset.save_to_disk(str(tmp))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    try:
+        # The cache is movprune's own folder: a corrupt entry (it exists, but did not load) is replaced.
+        with staged_dir(path, replace=path.exists()) as tmp:
+            dataset.save_to_disk(str(tmp))
+    except ResultExistsError:
+        pass  # another process published the same entry meanwhile: use theirs
     return load_from_disk(str(path))
