@@ -23,7 +23,9 @@ install: $(BIN)/movprune
 quickstart: install
 	$(BIN)/movprune run src/movprune/recipes/quickstart.yaml --force
 
+# Lint first (seconds), then the whole suite, the full-data checks included.
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:

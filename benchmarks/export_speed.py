@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEXTS = REPO / ".." / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
@@ -46,8 +46,7 @@ def main() -> None:  # noqa: D103
     import yaml
 
     from movprune import results
-    from movprune.export import export_run, folder_stats, load_export
-    from movprune.export import bench
+    from movprune.export import bench, export_run, folder_stats, load_export
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

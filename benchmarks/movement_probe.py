@@ -54,11 +54,11 @@ def main() -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from movprune import pruners, tasks
-    from movprune.models import resolve_model
-    from movprune.recipe import Recipe
-    from movprune.experiments.train import build_optimizer
-    from movprune.pruners.topk import kept_count, topk_mask
     from movprune.experiments.data import prepare_data
+    from movprune.experiments.train import build_optimizer
+    from movprune.models import resolve_model
+    from movprune.pruners.topk import kept_count, topk_mask
+    from movprune.recipe import Recipe
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -76,8 +76,8 @@ def main() -> None:
     pruner = pruners.build_pruner(recipe.pruner, recipe.train.max_steps)
     pruner.attach(model)
     optimizer = build_optimizer(model, pruner, recipe.train)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(recipe.train.lr_warmup_fraction * recipe.train.max_steps),
-                                                recipe.train.max_steps)
+    warmup_steps = round(recipe.train.lr_warmup_fraction * recipe.train.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, recipe.train.max_steps)
     trainable = [p for g in optimizer.param_groups for p in g["params"]]
     loader = torch.utils.data.DataLoader(data.train, batch_size=32, shuffle=True,
                                          collate_fn=task.collate(tokenizer),
@@ -89,7 +89,7 @@ def main() -> None:
     sgd_scores = {name: torch.zeros_like(m.scores) for name, m in pruner.masks.items()}
     start = time.perf_counter()
     model.train()
-    for step in range(args.dense_steps):
+    for _ in range(args.dense_steps):
         pruner.step(0)  # every weight kept, however many dense steps are asked for
         with autocast():
             loss = model(**next(stream)).loss
@@ -135,7 +135,8 @@ def main() -> None:
     for label, importance in criteria.items():
         results[label] = {}
         for fraction in fractions:
-            set_masks(lambda name, m: topk_mask(importance(name, m), kept_count(1 - fraction, m.numel)))
+            set_masks(lambda name, m, importance=importance, fraction=fraction:
+                      topk_mask(importance(name, m), kept_count(1 - fraction, m.numel)))
             loss, spread = measure()
             results[label][f"{fraction:g}"] = {"loss": round(loss, 4),
                                                "token_spread_vs_dense": round(float(spread / dense_spread), 4)}
@@ -163,7 +164,7 @@ def main() -> None:
     biases = {name: lin.bias.detach().clone() for name, lin in pruner.layers.items()}
     mean_corrected: dict[str, dict[str, float]] = {}
     for fraction in fractions:
-        set_masks(lambda name, m: topk_mask(m.scores.detach(), kept_count(1 - fraction, m.numel)))
+        set_masks(lambda name, m, fraction=fraction: topk_mask(m.scores.detach(), kept_count(1 - fraction, m.numel)))
         for name, m in pruner.masks.items():
             removed = (1 - m.hard) * pruner.original_weight(name).detach()
             pruner.layers[name].bias.data = biases[name] + removed @ mu[name]
@@ -181,7 +182,7 @@ def main() -> None:
     fraction = fractions[0]
     by_type: dict[str, dict[str, float]] = {}
     for kind in MATRIX_TYPES:
-        set_masks(lambda name, m: topk_mask(m.scores.detach(), kept_count(1 - fraction, m.numel))
+        set_masks(lambda name, m, kind=kind: topk_mask(m.scores.detach(), kept_count(1 - fraction, m.numel))
                   if matrix_type(name) == kind else torch.ones_like(m.scores))
         loss, spread = measure()
         by_type[kind] = {"loss": round(loss, 4), "token_spread_vs_dense": round(float(spread / dense_spread), 4)}

@@ -8,8 +8,12 @@ forward, penalty, backward, gradient clipping, AdamW step, ``after_optimizer_ste
 batch of 32 random token sequences of length 64, in fp32 and under bf16 autocast. Methods are
 interleaved: every round runs each method for ``--steps`` steps, the order rotating between rounds,
 so load on a shared machine hits all methods alike; medians over all timed steps are reported, with
-each method's ratio to dense in the same precision. The pruners run mid-ramp (the schedule at 50%),
-soft movement and L0 with a target (controller on). Prints JSON (and writes it to --out).
+each method's ratio to dense in the same precision. ``--threads 1,2`` repeats the whole measurement
+for each torch thread count (results keyed by thread count, then precision). The pruners run
+mid-ramp (the schedule at 50%), soft movement and L0 with a target (controller on). Prints JSON
+(and writes it to --out).
+
+    .venv/bin/python benchmarks/train_overhead.py --threads 1,2 --out train_overhead.json
 """
 
 from __future__ import annotations
@@ -72,7 +76,23 @@ def timed_step(run: dict, batch: dict, bf16: bool) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:  # noqa: D103
+def measure(runs: list[dict], batch: dict, precisions: list[str], args) -> dict[str, dict[str, list[float]]]:
+    """Step times per precision and method: warm-up steps, then interleaved rounds."""
+    times: dict[str, dict[str, list[float]]] = {p: {r["label"]: [] for r in runs} for p in precisions}
+    for precision in precisions:
+        bf16 = precision == "bf16"
+        for run in runs:
+            for _ in range(args.warmup):
+                timed_step(run, batch, bf16)
+        for round_ in range(args.repeats):
+            shift = round_ % len(runs)
+            for run in runs[shift:] + runs[:shift]:
+                for _ in range(args.steps):
+                    times[precision][run["label"]].append(timed_step(run, batch, bf16))
+    return times
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -82,7 +102,7 @@ def main() -> None:  # noqa: D103
     parser.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per method and precision")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", default="1", help="comma-separated torch thread counts, e.g. 1,2")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
 
@@ -92,7 +112,7 @@ def main() -> None:  # noqa: D103
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in args.threads.split(",") if t]
     labels = [m for m in args.methods.split(",") if m]
     unknown = [m for m in labels if m not in METHODS]
     if unknown or "dense" not in labels:
@@ -106,32 +126,31 @@ def main() -> None:  # noqa: D103
              "attention_mask": torch.ones(args.batch_size, args.seq_length, dtype=torch.long),
              "labels": torch.randint(0, 2, (args.batch_size,), generator=gen)}
     runs = [build(label, METHODS[label], args.model, seed=0) for label in labels]
-    times: dict[str, dict[str, list[float]]] = {p: {r["label"]: [] for r in runs} for p in precisions}
-    for precision in precisions:
-        bf16 = precision == "bf16"
-        for run in runs:
-            for _ in range(args.warmup):
-                timed_step(run, batch, bf16)
-        for round_ in range(args.repeats):
-            shift = round_ % len(runs)
-            for run in runs[shift:] + runs[:shift]:
-                for _ in range(args.steps):
-                    times[precision][run["label"]].append(timed_step(run, batch, bf16))
-
-    results = {}
-    for precision, by_label in times.items():
-        dense = statistics.median(by_label["dense"])
-        results[precision] = {
-            label: {"median_step_seconds": round(statistics.median(ts), 4),
-                    "ratio_to_dense": round(statistics.median(ts) / dense, 3),
-                    "min_step_seconds": round(min(ts), 4), "timed_steps": len(ts)}
-            for label, ts in by_label.items()}
+    results: dict[str, dict[str, dict]] = {}
+    loads: dict[str, list[float]] = {}
+    for threads in thread_counts:
+        if args.out and results:  # a long sweep leaves what it has measured so far
+            args.out.write_text(json.dumps({"partial": True, "results": results, "load_averages": loads},
+                                           indent=2) + "\n", encoding="utf-8")
+        torch.set_num_threads(threads)
+        times = measure(runs, batch, precisions, args)
+        loads[str(threads)] = [round(x, 2) for x in os.getloadavg()]
+        results[str(threads)] = {}
+        for precision, by_label in times.items():
+            dense = statistics.median(by_label["dense"])
+            results[str(threads)][precision] = {
+                label: {"median_step_seconds": round(statistics.median(ts), 4),
+                        "ratio_to_dense": round(statistics.median(ts) / dense, 3),
+                        "min_step_seconds": round(min(ts), 4), "timed_steps": len(ts)}
+                for label, ts in by_label.items()}
     report = {
         "benchmark": "train_overhead", "model": args.model, "batch_size": args.batch_size,
         "seq_length": args.seq_length, "steps_per_round": args.steps, "rounds": args.repeats,
-        "threads": args.threads, "schedule": f"from step {START_STEP} of a {TOTAL_STEPS}-step schedule (mid-ramp)",
+        "threads": thread_counts, "schedule": f"from step {START_STEP} of a {TOTAL_STEPS}-step schedule (mid-ramp)",
         "results": results,
-        "worst_ratio": {p: max(v["ratio_to_dense"] for v in r.values()) for p, r in results.items()},
+        "worst_ratio": {t: {p: max(v["ratio_to_dense"] for v in r.values()) for p, r in by_p.items()}
+                        for t, by_p in results.items()},
+        "load_average_after_each_thread_count": loads,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
                     "load_average_start": [round(x, 2) for x in load_start],

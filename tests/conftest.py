@@ -1,10 +1,19 @@
-"""Shared test fixtures: offline mode, a per-session tokenisation cache, the real data, recipes."""
+"""Shared test fixtures: offline mode, a per-session tokenisation cache, the data (tiny checked-in
+copies and the real files), recipes, one shared finished run, and the CLI in-process or in a process.
+
+Markers (registered in pyproject.toml): ``full_data`` marks checks that read the whole real files in
+../shared/data (CI runs them; ``pytest -m "not full_data"`` leaves them out while iterating).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,6 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 GLUE_DIR = SHARED_DATA / "glue"
 SQUAD_DIR = SHARED_DATA / "squad"
+#: A few rows of each GLUE file and of SQuAD's dev file, in the original layouts (see its README).
+FIXTURES = REPO / "tests" / "fixtures"
+TINY_GLUE_DIR = FIXTURES / "glue"
+TINY_SQUAD_DIR = FIXTURES / "squad"
+#: The pruner of the session's shared :func:`finished_run`.
+FINISHED_RUN_PRUNER = {"method": "movement", "remaining_pct": 10, "scope": "global"}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -50,13 +65,25 @@ def squad_dir() -> Path:
     return SQUAD_DIR
 
 
+@pytest.fixture
+def tiny_glue_dir() -> Path:
+    """A few rows of every GLUE file, checked in (tests/fixtures/glue)."""
+    return TINY_GLUE_DIR
+
+
+@pytest.fixture
+def tiny_squad_dir() -> Path:
+    """SQuAD's dev file cut to 180 questions of 3 articles, checked in (tests/fixtures/squad)."""
+    return TINY_SQUAD_DIR
+
+
 def tiny_recipe_dict(output_dir: Path, task: str = "sst2", **sections) -> dict:
-    """A recipe for a seconds-long run of tiny-random-bert on real data."""
+    """A recipe for a seconds-long run of tiny-random-bert on the checked-in data fixtures."""
     recipe = {
         "name": f"tiny-{task}",
         "task": task,
         "model": "tiny-random-bert",
-        "data_dir": str(GLUE_DIR),
+        "data_dir": str(TINY_SQUAD_DIR if task == "squad" else TINY_GLUE_DIR),
         "seed": 0,
         "output_dir": str(output_dir),
         "pruner": {"method": "movement", "remaining_pct": 10},
@@ -83,8 +110,73 @@ def write_recipe(tmp_path):
     return _write
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m movprune ARGS`` in a fresh process, as a user would."""
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """One finished run, made once per session by ``movprune run`` (in-process): the tiny recipe with
+    global movement pruning to 10% remaining (matrices end at different densities), 12 steps on the
+    SST-2 fixture. Shared by the run, export, inspect and global-scope tests: read it, or take
+    :func:`finished_run_copy` to change it."""
+    root = tmp_path_factory.mktemp("finished-run")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(root / "results", pruner=FINISHED_RUN_PRUNER)))
+    proc = run_cli("run", str(recipe))
+    assert proc.returncode == 0, proc.stderr
+    return root / "results" / "tiny-sst2"
+
+
+@pytest.fixture
+def finished_run_copy(finished_run, tmp_path) -> Path:
+    """A private copy of :func:`finished_run` that a test may change."""
+    copy = tmp_path / "run-copy" / finished_run.name
+    shutil.copytree(finished_run, copy)
+    return copy
+
+
+@dataclass
+class CliOutcome:
+    """What a finished command left: the same fields as :class:`subprocess.CompletedProcess`."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def _working_dir(path: Path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> CliOutcome:
+    """Run ``movprune ARGS`` in this process through Typer's ``CliRunner``, as a user would.
+
+    Exit code, stdout and stderr are those a process would give: an unexpected exception exits 1
+    with its traceback on stderr, so ``"Traceback" not in stderr`` checks hold in-process too.
+    Use :func:`run_cli_process` where a real process matters (signals, ``sys.modules``).
+    ``timeout`` is accepted for the process version's signature and ignored.
+    """
+    import torch
+    from typer.testing import CliRunner
+
+    from movprune.cli.main import app
+
+    threads = torch.get_num_threads()  # `export --threads` sets it for the whole process
+    with _working_dir(cwd or REPO):
+        result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"}, catch_exceptions=True)
+    torch.set_num_threads(threads)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return CliOutcome(list(args), result.exit_code, result.stdout, stderr)
+
+
+def run_cli_process(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m movprune ARGS`` in a fresh process (seconds of imports: use sparingly)."""
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "movprune", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=timeout)

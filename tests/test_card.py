@@ -10,10 +10,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import tiny_recipe_dict
 from movprune.cli.main import app
 from movprune.experiments.train import run
 from movprune.recipe import validate_recipe
+
+from conftest import tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")

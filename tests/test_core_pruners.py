@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from movprune.recipe import PrunerConfig
 from movprune.pruners import build_pruner
 from movprune.pruners.counting import prunable_linears, remaining_pct
 from movprune.pruners.schedule import cubic_schedule
 from movprune.pruners.topk import kept_count, topk_mask
+from movprune.recipe import PrunerConfig
 
 
 @pytest.mark.parametrize("k", [1, 7, 50, 99, 100, 64 * 48 // 3, 64 * 48 - 1, 64 * 48])
@@ -70,14 +70,14 @@ def test_final_mask_keeps_the_exact_count_per_matrix(method, pct):
     for name, layer in prunable_linears(model).items():
         n = layer.weight.numel()
         assert int(torch.count_nonzero(layer.weight)) == kept_count(pct / 100, n), name
-    expected = sum(kept_count(pct / 100, l.weight.numel()) for l in prunable_linears(model).values())
-    total = sum(l.weight.numel() for l in prunable_linears(model).values())
+    expected = sum(kept_count(pct / 100, lin.weight.numel()) for lin in prunable_linears(model).values())
+    total = sum(lin.weight.numel() for lin in prunable_linears(model).values())
     assert remaining_pct(model) == pytest.approx(100 * expected / total)
 
 
 def test_magnitude_keeps_the_largest_weights():
     model = _tiny_bert()
-    original = {n: l.weight.detach().clone() for n, l in prunable_linears(model).items()}
+    original = {n: lin.weight.detach().clone() for n, lin in prunable_linears(model).items()}
     pruner = build_pruner(PrunerConfig(method="magnitude", remaining_pct=20), 10)
     pruner.attach(model)
     pruner.finalize()
@@ -113,7 +113,8 @@ def test_movement_score_gradient_is_masked_weight_gradient_times_weight(pct):
     model.base_model.encoder = layer
     pruner = build_pruner(PrunerConfig(method="movement", remaining_pct=pct, scores_lr=0.01, scores_init=0.0), 10)
     pruner.attach(model)
-    mask_module = pruner.masks["base_model.encoder"] if "base_model.encoder" in pruner.masks else next(iter(pruner.masks.values()))
+    masks = pruner.masks
+    mask_module = masks["base_model.encoder"] if "base_model.encoder" in masks else next(iter(masks.values()))
     mask_module.scores.data.normal_()
     pruner.finalize()
     x = torch.randn(5, 12)
@@ -163,7 +164,7 @@ def test_bake_leaves_an_ordinary_linear_with_masked_weights():
     pruner = build_pruner(PrunerConfig(method="magnitude", remaining_pct=25), 10)
     pruner.attach(model)
     pruner.finalize()
-    before = {n: l.weight.detach().clone() for n, l in prunable_linears(model).items()}
+    before = {n: lin.weight.detach().clone() for n, lin in prunable_linears(model).items()}
     pruner.bake(model)
     for name, layer in prunable_linears(model).items():
         assert type(layer) is nn.Linear  # parametrization removed
@@ -181,4 +182,4 @@ def test_minilm_has_the_papers_36_matrices_and_weight_count():
     model = resolve_model("minilm-l6").instantiate(AutoModelForSequenceClassification, num_labels=2)
     linears = prunable_linears(model)
     assert len(linears) == 36
-    assert sum(l.weight.numel() for l in linears.values()) == 10_616_832
+    assert sum(lin.weight.numel() for lin in linears.values()) == 10_616_832

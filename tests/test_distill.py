@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_cli, tiny_recipe_dict
-from movprune import tasks
+from movprune import results, tasks
 from movprune.errors import ModelError
-from movprune import results
 from movprune.experiments import distill
-from movprune.recipe import Recipe, validate_recipe
 from movprune.experiments.train import run
+from movprune.recipe import Recipe, validate_recipe
+
+from conftest import run_cli, tiny_recipe_dict
 
 # ------------------------------------------------------------------------------------------------
 # The loss
@@ -140,9 +140,7 @@ def test_student_that_copies_its_teacher_has_zero_distillation_loss(tmp_path):
 
 
 def test_question_answering_copy_has_zero_loss_over_start_and_end():
-    squad = tasks.all_tasks().get("squad")
-    if squad is None:
-        pytest.skip("the squad task is not registered in this checkout")
+    squad = tasks.get_task("squad")
     teacher = _tiny("qa")
     student = copy.deepcopy(teacher).eval()
     batch = {"input_ids": torch.randint(1000, 2000, (3, 20))}
@@ -301,7 +299,7 @@ def test_publishing_keeps_a_teacher_that_another_process_finished_first(tmp_path
     final = _fake_finished_run(tmp_path / "final", "sst2", with_model=False)
     before = (final / "result.json").stat()
     trained = _fake_finished_run(tmp_path / "trained", "sst2", with_model=False)
-    distill._publish(trained, final)
+    distill.cache._publish(trained, final)
     after = (final / "result.json").stat()
     assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
 
@@ -390,13 +388,11 @@ def test_cli_distilled_run_on_sst2_records_its_teacher(write_recipe):
         assert r["loss"] == pytest.approx(0.25 * r["loss_task"] + 0.75 * r["loss_distil"], rel=1e-5)
 
 
-def test_distilled_squad_run_compares_start_and_end_logits(tmp_path, monkeypatch, squad_dir):
-    if "squad" not in tasks.all_tasks():
-        pytest.skip("the squad task is not registered in this checkout")
+def test_distilled_squad_run_compares_start_and_end_logits(tmp_path, monkeypatch, tiny_squad_dir):
     monkeypatch.setenv("MOVPRUNE_CACHE", str(tmp_path / "cache"))
     data = tiny_recipe_dict(tmp_path / "runs", "squad", distill={"teacher": "auto", "alpha_ce": 0.4,
                                                                   "alpha_distil": 0.6})
-    data.update(data_dir=str(squad_dir), train_split="validation[:96]", eval_split="validation[96:128]")
+    data.update(data_dir=str(tiny_squad_dir), train_split="validation[:96]", eval_split="validation[96:128]")
     data["train"].update(max_steps=6, batch_size=8, max_seq_length=64, doc_stride=32, log_every_steps=3)
     result = run(validate_recipe(data, "test"))
     d = result.distill

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_recipe_dict
 from movprune.cli.main import app
 from movprune.errors import ExportError, ModelError
 from movprune.experiments.train import check_inputs, run
 from movprune.export import export_run, load_export
 from movprune.models import ENCODERS, TINY_MODELS
 from movprune.recipe import validate_recipe
+
+from conftest import tiny_recipe_dict
 
 SEPARATE_QKV = ["Q", "K", "V", "attention output", "FFN in", "FFN out"]
 EXPECTED_COLUMNS = {kind: SEPARATE_QKV for kind in ENCODERS} | {

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 
-from conftest import GLUE_DIR, run_cli, tiny_recipe_dict
-from movprune.errors import ExportError, ForeignFolderError, ResultExistsError
+from movprune.errors import ExportError, ForeignFolderError
 from movprune.export import export_run, folder_stats, load_sparse
 from movprune.export.folders import staged_folder
 from movprune.export.sparse import SparseLinear, choose_sparse_max_rows, quantize_int8
+
+from conftest import TINY_GLUE_DIR, run_cli
 
 HEAD = 16  # tiny-random-bert: hidden 64, 4 heads of 16, FFN 256, 2 layers
 HIDDEN, HEADS, FFN = 64, 4, 256
@@ -28,14 +28,9 @@ FP32_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A real (short) movement-pruning run of tiny-random-bert on SST-2, made by the CLI."""
-    root = tmp_path_factory.mktemp("export-run")
-    recipe = root / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(root / "results")))
-    proc = run_cli("run", str(recipe))
-    assert proc.returncode == 0, proc.stderr
-    return root / "results" / "tiny-sst2"
+def tiny_run(finished_run) -> Path:
+    """The session's real (short) movement-pruning run of tiny-random-bert on SST-2 (read only)."""
+    return finished_run
 
 
 def _p(layer: int, name: str) -> str:
@@ -110,10 +105,8 @@ def _dense_logits(folder: Path, texts: list[str]) -> torch.Tensor:
 def exported(tiny_run, emptied_run, tmp_path_factory) -> dict:
     """Every format of both runs, exported by the library and then loaded in one fresh process
     (compact through ``trust_remote_code=True``, sparse with ``load_sparse``) on real SST-2 sentences."""
-    if not (GLUE_DIR / "SST-2" / "dev.tsv").is_file():
-        pytest.fail(f"{GLUE_DIR}/SST-2/dev.tsv not found: tests need ../shared/data beside the repository")
     root = tmp_path_factory.mktemp("exports")
-    texts = _sentences(GLUE_DIR)
+    texts = _sentences(TINY_GLUE_DIR)
     jobs, results = [], {}
     for run_name, run in (("tiny", tiny_run), ("emptied", emptied_run)):
         for fmt in ("dense", "compact", "sparse"):
@@ -195,7 +188,7 @@ def test_every_format_loads_in_a_fresh_process_with_the_dense_logits(exported):
     assert set(manifest["calibration"]["matrices"]) == set(layers)
 
 
-def test_sparse_is_smaller_and_int8_stays_within_its_quantisation_bound(tiny_run, exported, glue_dir, tmp_path):
+def test_sparse_is_smaller_and_int8_stays_within_its_quantisation_bound(tiny_run, exported, tmp_path):
     int8 = export_run(tiny_run, tmp_path / "int8", "sparse", int8=True, measure_kernels=False)
     fp32 = exported["results"]["tiny-sparse"]
     folders = {"dense": exported["root"] / "tiny-dense", "sparse": exported["root"] / "tiny-sparse",
@@ -221,7 +214,7 @@ def test_sparse_is_smaller_and_int8_stays_within_its_quantisation_bound(tiny_run
             wq = module.dense_weight()
             assert (wq - w).abs().max() <= scale / 2 + 1e-7
             rounded.get_submodule(name).weight.data.copy_(wq)
-    texts = _sentences(glue_dir)
+    texts = _sentences(TINY_GLUE_DIR)
     batch = AutoTokenizer.from_pretrained(tiny_run / "model")(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
         ref, q, r = dense_model(**batch).logits, quant(**batch).logits, rounded(**batch).logits

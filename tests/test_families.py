@@ -11,7 +11,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import GLUE_DIR, SQUAD_DIR, tiny_recipe_dict
 from movprune.cli.main import app
 from movprune.errors import RecipeError
 from movprune.experiments.train import check_inputs, run
@@ -20,6 +19,8 @@ from movprune.tasks import get_task
 from movprune.tasks.config import DatasetConfig
 from movprune.tasks.glue import SPECS, read_glue_tsv
 from movprune.tasks.squad import read_squad_json
+
+from conftest import GLUE_DIR, SQUAD_DIR, tiny_recipe_dict
 
 N_TRAIN, N_EVAL = 64, 32
 TRAIN = {"max_steps": 4, "batch_size": 16, "max_train_samples": N_TRAIN, "max_eval_samples": N_EVAL}

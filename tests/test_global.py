@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_cli
-from movprune.recipe import PrunerConfig
 from movprune.pruners import build_pruner
 from movprune.pruners.counting import remaining_pct
 from movprune.pruners.topk import global_topk_masks, kept_count, kth_largest
+from movprune.recipe import PrunerConfig
 
 
 @pytest.mark.parametrize("k", [0, 1, 17, 500, 999, 1000, 1336, 1337])
@@ -69,7 +68,7 @@ def test_global_scope_keeps_the_exact_total_and_lets_densities_differ(method):
             m.scores.data.copy_(pruner.original_weight(name).abs())
     pruner.finalize()
     total = 200 + 600
-    kept = {n: int(torch.count_nonzero(l.weight)) for n, l in pruner.layers.items()}
+    kept = {n: int(torch.count_nonzero(lin.weight)) for n, lin in pruner.layers.items()}
     assert sum(kept.values()) == kept_count(0.25, total)
     assert remaining_pct(model) == pytest.approx(100 * kept_count(0.25, total) / total)
     # The large-weight matrix keeps (almost) everything that is kept; a local top-k would keep 25% of each.
@@ -86,15 +85,12 @@ def test_local_scope_keeps_the_fraction_in_every_matrix():
     pruner = build_pruner(PrunerConfig(method="magnitude", remaining_pct=25, scope="local"), 10)
     pruner.attach(model)
     pruner.finalize()
-    assert {n: int(torch.count_nonzero(l.weight)) for n, l in pruner.layers.items()} == \
+    assert {n: int(torch.count_nonzero(lin.weight)) for n, lin in pruner.layers.items()} == \
         {"base_model.small": 50, "base_model.large": 150}
 
 
-def test_global_movement_runs_end_to_end(write_recipe, glue_dir, tmp_path):
-    recipe = write_recipe(pruner={"method": "movement", "remaining_pct": 10, "scope": "global"})
-    proc = run_cli("run", str(recipe), "train.max_steps=12")
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "results" / "tiny-sst2" / "result.json").read_text())
+def test_global_movement_runs_end_to_end(finished_run):
+    result = json.loads((finished_run / "result.json").read_text())  # global movement, 10%
     assert result["pruner_config"]["scope"] == "global"
     assert result["remaining_pct"] == pytest.approx(10, abs=0.01)  # exact k overall
     by_module = result["remaining_by_module"].values()

@@ -10,6 +10,7 @@ from movprune.tasks import get_task
 from movprune.tasks.glue import SPECS, accuracy, f1_binary, matthews_correlation, pearson, read_glue_tsv, spearmanr
 
 
+@pytest.mark.full_data
 @pytest.mark.parametrize("task, split, rows, first_label", [
     ("sst2", "train", 67349, 0), ("sst2", "validation", 872, 1),
     ("mrpc", "train", 3668, 1), ("mrpc", "validation", 408, 1),
@@ -23,6 +24,27 @@ def test_local_files_read_completely_with_hub_labels(glue_dir, task, split, rows
     assert ds[0]["label"] == pytest.approx(first_label)
 
 
+@pytest.mark.parametrize("task, split, rows, first_label", [
+    ("sst2", "train", 320, 0), ("sst2", "validation", 96, 1),
+    ("mrpc", "train", 64, 1), ("mrpc", "validation", 48, 1),
+    ("cola", "train", 32, 1), ("cola", "validation", 32, 1),
+    ("rte", "train", 32, 1), ("rte", "validation", 32, 1),
+    ("stsb", "train", 32, 5.0), ("stsb", "validation", 32, 5.0), ("qnli", "validation", 32, 0),
+])
+def test_every_layout_reads_from_the_checked_in_fixtures(tiny_glue_dir, task, split, rows, first_label):
+    ds = get_task(task).load_split(str(tiny_glue_dir), split)
+    assert len(ds) == rows
+    assert ds[0]["label"] == pytest.approx(first_label)
+
+
+def test_the_fixtures_keep_the_bom_header_and_the_headerless_cola(tiny_glue_dir):
+    mrpc = get_task("mrpc").load_split(str(tiny_glue_dir), "validation")
+    assert set(mrpc.column_names) == {"sentence1", "sentence2", "label"}  # the BOM did not break the header
+    cola = get_task("cola").load_split(str(tiny_glue_dir), "train")  # no header: the first row is data
+    assert cola[0]["sentence"] == "Our friends won't buy this analysis, let alone the next one we propose."
+
+
+@pytest.mark.full_data
 def test_quirks_bom_header_and_headerless_cola(glue_dir):
     mrpc = get_task("mrpc").load_split(str(glue_dir), "validation")
     assert set(mrpc.column_names) == {"sentence1", "sentence2", "label"}  # BOM did not break the header
@@ -37,14 +59,14 @@ def test_quirks_bom_header_and_headerless_cola(glue_dir):
     assert (rte == 0).sum() == 146 and (rte == 1).sum() == 131  # entailment = 0, as on the Hub
 
 
-def test_split_slicing(glue_dir):
+def test_split_slicing(tiny_glue_dir):
     task = get_task("sst2")
-    full = task.load_split(str(glue_dir), "validation")
-    head = task.load_split(str(glue_dir), "validation[:10%]")
-    tail = task.load_split(str(glue_dir), "validation[10%:]")
+    full = task.load_split(str(tiny_glue_dir), "validation")
+    head = task.load_split(str(tiny_glue_dir), "validation[:10%]")
+    tail = task.load_split(str(tiny_glue_dir), "validation[10%:]")
     assert len(head) + len(tail) == len(full)
     assert head[0] == full[0] and tail[0] == full[len(head)]
-    assert len(task.load_split(str(glue_dir), "train[:100]")) == 100
+    assert len(task.load_split(str(tiny_glue_dir), "train[:100]")) == 100
 
 
 def test_malformed_file_names_file_and_line(tmp_path):
@@ -99,10 +121,10 @@ def test_task_metrics_keys_follow_evaluate_names():
     assert stsb["pearson"] == pytest.approx(100.0) and stsb["spearmanr"] == pytest.approx(100.0)
 
 
-def test_tokenisation_is_cached(glue_dir, write_recipe, monkeypatch):
+def test_tokenisation_is_cached(write_recipe, monkeypatch):
+    from movprune.experiments.data import prepare_data
     from movprune.models import resolve_model
     from movprune.recipe import load_recipe
-    from movprune.experiments.data import prepare_data
 
     recipe = load_recipe(write_recipe(), ["train.max_train_samples=50", "train.max_eval_samples=20",
                                           "train.max_seq_length=48"])

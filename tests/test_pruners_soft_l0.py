@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_recipe_dict
 from movprune.errors import RecipeError
-from movprune.recipe import PrunerConfig, validate_recipe
 from movprune.pruners import build_pruner
 from movprune.pruners.topk import kept_count
+from movprune.recipe import PrunerConfig, validate_recipe
+
+from conftest import tiny_recipe_dict
 
 BETA, LEFT, RIGHT = 2.0 / 3.0, -0.1, 1.1
 LN3 = math.log(3.0)
@@ -205,7 +206,7 @@ def tiny_run(tmp_path, name: str, steps: int, **pruner):
 
 
 @pytest.mark.parametrize("method", ["soft_movement", "l0"])
-def test_a_requested_remaining_pct_is_reached(tmp_path, glue_dir, one_thread, method):
+def test_a_requested_remaining_pct_is_reached(tmp_path, one_thread, method):
     result = tiny_run(tmp_path, method, 200, method=method, remaining_pct=10, scores_lr=0.1)
     assert result.target_remaining_pct == 10
     assert abs(result.remaining_pct - 10) <= 1
@@ -217,7 +218,7 @@ def test_a_requested_remaining_pct_is_reached(tmp_path, glue_dir, one_thread, me
 
 
 @pytest.mark.parametrize("method", ["soft_movement", "l0"])
-def test_fixed_lambda_prunes_more_as_lambda_grows(tmp_path, glue_dir, one_thread, method):
+def test_fixed_lambda_prunes_more_as_lambda_grows(tmp_path, one_thread, method):
     remaining = []
     for lam in (0.1, 1.0):
         result = tiny_run(tmp_path, f"{method}-{lam}", 100, method=method, remaining_pct=None,

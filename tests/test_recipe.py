@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import run_cli, tiny_recipe_dict
 from movprune.errors import RecipeError
 from movprune.recipe import load_recipe
+
+from conftest import run_cli, tiny_recipe_dict
 
 
 def test_overrides_are_typed_and_nested(write_recipe):
@@ -90,13 +91,14 @@ def test_yaml_is_read_safely(tmp_path):
     (["data_dir=/nonexistent/glue"], "/nonexistent/glue/SST-2/{train.tsv, dev.tsv} not found"),
     (["model=no-such-model-anywhere"], "model 'no-such-model-anywhere'"),
     (["task=mnli"], "MNLI/{train.tsv, dev_matched.tsv, dev_mismatched.tsv} not found"),
+    (["train.batch_size=0"], "train.batch_size"),
 ])
 def test_cli_reports_bad_input_in_one_line_with_exit_code_2(write_recipe, args, fragment):
     path = write_recipe()
     proc = run_cli("run", str(path), *args, "--dry-run")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert fragment in lines[0]
     assert lines[0].startswith("error:")

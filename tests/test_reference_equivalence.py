@@ -28,11 +28,11 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, get_linear_schedule_with_warmup
 
-from movprune.recipe import PrunerConfig, Recipe, TrainConfig
 from movprune.experiments.train import build_optimizer
 from movprune.pruners import build_pruner
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.topk import kept_count
+from movprune.recipe import PrunerConfig, Recipe, TrainConfig
 
 STEPS, LR_WARMUP = 40, 4  # reference units: initial_warmup=1, final_warmup=2 (x warmup_steps)
 LR, SCORES_LR, CLIP = 1e-3, 1e-2, 0.05
@@ -55,7 +55,7 @@ class ReferenceTopK(torch.autograd.Function):
     """``TopKBinarizer``: sort the scores, keep the first ``j``; gradient passed straight through."""
 
     @staticmethod
-    def forward(ctx, inputs, threshold):  # noqa: D102
+    def forward(ctx, inputs, threshold):
         mask = inputs.clone()
         _, idx = inputs.flatten().sort(descending=True)
         j = kept_count(threshold, inputs.numel())  # the reference: int(threshold * inputs.numel())
@@ -65,7 +65,7 @@ class ReferenceTopK(torch.autograd.Function):
         return flat_out.view_as(inputs)
 
     @staticmethod
-    def backward(ctx, grad_output):  # noqa: D102
+    def backward(ctx, grad_output):
         return grad_output, None
 
 
@@ -81,7 +81,7 @@ class ReferenceMaskedLinear(nn.Linear):
         if method == "movement":
             self.mask_scores = nn.Parameter(torch.zeros_like(self.weight))
 
-    def forward(self, x):  # noqa: D102
+    def forward(self, x):
         if self.method == "movement":
             mask = ReferenceTopK.apply(self.mask_scores, self.threshold)
         else:  # MagnitudeBinarizer: top-k of |W|, no gradient through the mask
@@ -190,8 +190,8 @@ def test_training_matches_the_reference_implementation_step_for_step(method, wei
     batch = next(_batches(1))
     with torch.no_grad():
         assert torch.allclose(ours(**batch).logits, ref(**batch).logits, atol=1e-5)
-    kept = sum(int(torch.count_nonzero(l.weight)) for l in prunable_linears(ours).values())
-    assert kept == sum(kept_count(0.1, l.weight.numel()) for l in prunable_linears(ours).values())
+    kept = sum(int(torch.count_nonzero(lin.weight)) for lin in prunable_linears(ours).values())
+    assert kept == sum(kept_count(0.1, lin.weight.numel()) for lin in prunable_linears(ours).values())
 
 
 def test_movement_masks_do_not_depend_on_the_scores_learning_rate():

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
 from movprune.results import is_finished
+
+from conftest import FINISHED_RUN_PRUNER, run_cli, tiny_recipe_dict
 
 PLAIN_LOAD = """
 import json, sys, torch
@@ -30,15 +31,9 @@ print(json.dumps({"remaining_pct": 100 * kept / total, "shape": list(logits.shap
 """
 
 
-@pytest.mark.parametrize("task, method, pct", [("sst2", "movement", 10), ("mrpc", "magnitude", 30)])
-def test_run_writes_a_complete_folder(write_recipe, task, method, pct):
-    path = write_recipe(task=task, pruner={"method": method, "remaining_pct": pct})
-    proc = run_cli("run", str(path))
-    assert proc.returncode == 0, proc.stderr
-    recipe = yaml.safe_load(path.read_text())
-    run_dir = Path(recipe["output_dir"]) / recipe["name"]
+def check_run_folder(run_dir: Path, task: str, method: str, pct: float) -> dict:
+    """The folder holds the resolved recipe, the curve, the result and the model; returns the result."""
     assert {p.name for p in run_dir.iterdir()} >= {"recipe.yaml", "metrics.jsonl", "result.json", "model"}
-
     result = json.loads((run_dir / "result.json").read_text())
     for key in ("task", "model", "pruner", "target_remaining_pct", "remaining_pct", "metrics", "seed",
                 "steps", "train_seconds", "versions", "remaining_by_module"):
@@ -51,7 +46,7 @@ def test_run_writes_a_complete_folder(write_recipe, task, method, pct):
     assert all(0 <= v <= 100 for v in result["metrics"].values())
     assert len(result["remaining_by_module"]) == 12
 
-    curve = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in curve if "loss" in r]
     assert steps == [4, 8, 12]
     assert curve[-1].get("final") and curve[-1]["eval"] == result["metrics"]
@@ -60,23 +55,37 @@ def test_run_writes_a_complete_folder(write_recipe, task, method, pct):
     from movprune.recipe import load_recipe
 
     assert load_recipe(run_dir / "recipe.yaml").pruner.method == method
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    return result
 
+
+def test_shared_run_folder_is_complete_and_its_model_loads_without_movprune(finished_run):
+    result = check_run_folder(finished_run, "sst2", "movement", 10)
     # The saved model is an ordinary transformers model: loads without movprune, masks baked in.
-    plain = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(run_dir / "model")],
+    plain = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(finished_run / "model")],
                            capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0, plain.stderr
     loaded = json.loads(plain.stdout)
     assert loaded["remaining_pct"] == pytest.approx(result["remaining_pct"])
     assert loaded["shape"] == [2, 2]
-    assert (run_dir / "model" / "model.safetensors").is_file()
-    assert "Rich" not in proc.stdout and result["name"] in proc.stdout  # the summary table
 
 
-def test_finished_run_is_not_overwritten_without_force(write_recipe):
-    path = write_recipe(train={"max_steps": 4})
-    assert run_cli("run", str(path)).returncode == 0
+def test_cli_run_on_mrpc_writes_a_complete_folder_and_prints_its_summary(write_recipe):
+    path = write_recipe(task="mrpc", pruner={"method": "magnitude", "remaining_pct": 30})
+    proc = run_cli("run", str(path))
+    assert proc.returncode == 0, proc.stderr
     recipe = yaml.safe_load(path.read_text())
-    result = Path(recipe["output_dir"]) / recipe["name"] / "result.json"
+    result = check_run_folder(Path(recipe["output_dir"]) / recipe["name"], "mrpc", "magnitude", 30)
+    summary = proc.stdout  # the summary table: the run's name, its measured remaining % and metrics
+    assert result["name"] in summary and f"{result['remaining_pct']:.2f}" in summary
+    assert f"{result['metrics']['f1']:.2f}" in summary
+
+
+def test_finished_run_is_not_overwritten_without_force(finished_run_copy, tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict(finished_run_copy.parent, pruner=FINISHED_RUN_PRUNER,
+                                                    train={"max_steps": 4})))
+    result = finished_run_copy / "result.json"
     before = result.read_bytes()
     proc = run_cli("run", str(path))
     assert proc.returncode == 2

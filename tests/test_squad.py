@@ -12,13 +12,23 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from conftest import REPO, SQUAD_DIR, run_cli
 from movprune.errors import DataError
 from movprune.models import resolve_model
 from movprune.recipe import load_recipe
 from movprune.tasks import get_task
-from movprune.tasks.squad import (FEATURES, best_answers, eval_features, exact_match_score, f1_score,
-                                  normalize_answer, read_squad_json, squad_metrics, train_features)
+from movprune.tasks.squad import (
+    FEATURES,
+    best_answers,
+    eval_features,
+    exact_match_score,
+    f1_score,
+    normalize_answer,
+    read_squad_json,
+    squad_metrics,
+    train_features,
+)
+
+from conftest import REPO, SQUAD_DIR, TINY_SQUAD_DIR, run_cli
 
 RECIPES = REPO / "src" / "movprune" / "recipes"
 
@@ -31,8 +41,14 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def dev() -> Dataset:
-    """The whole real dev file (read once per module)."""
+    """The whole real dev file (read once per module; for the ``full_data`` checks)."""
     return read_squad_json(SQUAD_DIR / "dev-v1.1.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_dev() -> Dataset:
+    """The checked-in cut of the dev file: 180 questions of 3 articles."""
+    return read_squad_json(TINY_SQUAD_DIR / "dev-v1.1.json")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -78,6 +94,7 @@ def test_squad_metrics_max_over_golds_and_missing_predictions():
     assert m["f1"] == pytest.approx(100 * (0.8 + 1.0 + 0.0) / 3)
 
 
+@pytest.mark.full_data
 def test_gold_answers_as_predictions_score_100(dev):
     refs = list(zip(dev["id"], (a["text"] for a in dev["answers"])))
     assert len(refs) == 10570
@@ -188,8 +205,8 @@ def test_long_context_gives_several_windows_and_the_answer_maps_back(tokenizer):
     assert best_answers(examples, evalf, starts, ends, max_answer_tokens=31) == {"long-1": long_text}
 
 
-def test_stride_that_cannot_fit_is_a_clear_error(tokenizer, dev):
-    examples = dev.select(range(4))
+def test_stride_that_cannot_fit_is_a_clear_error(tokenizer, tiny_dev):
+    examples = tiny_dev.select(range(4))
     with pytest.raises(DataError, match="doc_stride"):
         examples.map(train_features, batched=True, remove_columns=examples.column_names,
                      fn_kwargs={"tokenizer": tokenizer, "max_len": 32, "doc_stride": 30})
@@ -199,6 +216,7 @@ def test_stride_that_cannot_fit_is_a_clear_error(tokenizer, dev):
 # Data and recipes
 
 
+@pytest.mark.full_data
 def test_local_dev_file_matches_its_published_counts(dev, squad_dir):
     assert len(dev) == 10570
     assert len(set(dev["id"])) == 10570
@@ -215,6 +233,7 @@ def test_local_dev_file_matches_its_published_counts(dev, squad_dir):
     assert "no split 'test'" in task.check_data(str(squad_dir), ["test"])[0]
 
 
+@pytest.mark.full_data
 def test_cpu_recipe_splits_keep_articles_apart(squad_dir):
     recipe = load_recipe(RECIPES / "cpu" / "squad-movement.yaml", [f"data_dir={squad_dir}"])
     task = get_task(recipe.task)
@@ -231,25 +250,6 @@ def test_cpu_recipe_splits_keep_articles_apart(squad_dir):
     naive_train = set(task.load_split(recipe.data_dir, "validation[:80%]")["title"])
     naive_eval = set(task.load_split(recipe.data_dir, "validation[80%:]")["title"])
     assert naive_train & naive_eval == {"Kenya"}
-
-
-def test_cpu_recipe_settings():
-    recipe = load_recipe(RECIPES / "cpu" / "squad-movement.yaml")
-    assert (recipe.task, recipe.model, recipe.pruner.method) == ("squad", "minilm-l6", "movement")
-    assert recipe.train.bf16 is True
-    assert recipe.data_dir == "../shared/data/squad"
-
-
-@pytest.mark.parametrize("method", ["magnitude", "movement", "soft_movement", "l0"])
-def test_paper_recipes_have_the_papers_settings(method):
-    recipe = load_recipe(RECIPES / "paper" / f"squad-{method}.yaml")
-    assert recipe.task == "squad" and recipe.pruner.method == method
-    assert recipe.model == "bert-base-uncased" and recipe.data_dir is None
-    assert (recipe.train_split, recipe.eval_split) == ("train", "validation")
-    t = recipe.train
-    assert (t.epochs, t.max_steps, t.batch_size, t.lr) == (10, None, 16, 3e-5)
-    assert (t.max_seq_length, t.doc_stride, t.lr_warmup_fraction) == (384, 128, 0.1)
-    assert (recipe.pruner.initial_warmup, recipe.pruner.final_warmup) == (0.1, 0.2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,9 +287,9 @@ def _official_v11(dataset: list[dict], predictions: dict[str, str]) -> dict[str,
     return {"exact_match": 100.0 * em / total, "f1": 100.0 * f / total}
 
 
-def test_cli_run_writes_predictions_whose_official_scores_match_result(write_recipe, squad_dir, tmp_path):
+def test_cli_run_writes_predictions_whose_official_scores_match_result(write_recipe, tiny_squad_dir, tmp_path):
     path = write_recipe(
-        "squad", data_dir=str(squad_dir), train_split="validation[:300]", eval_split="validation[300:360]",
+        "squad", data_dir=str(tiny_squad_dir), train_split="validation[:120]", eval_split="validation[120:180]",
         train={"max_steps": 10, "max_seq_length": 128, "doc_stride": 64, "max_train_samples": None,
                "max_eval_samples": None, "batch_size": 8})
     proc = run_cli("run", str(path))
@@ -300,17 +300,17 @@ def test_cli_run_writes_predictions_whose_official_scores_match_result(write_rec
     assert result["metric_names"] == ["exact_match", "f1"]
     assert result["remaining_pct"] == pytest.approx(10, abs=0.01)
 
-    raw = json.loads((squad_dir / "dev-v1.1.json").read_text())["data"]
+    raw = json.loads((tiny_squad_dir / "dev-v1.1.json").read_text())["data"]
     qas = [(qa, p["context"]) for a in raw for p in a["paragraphs"] for qa in p["qas"]]
-    wanted = {qa["id"]: ctx for qa, ctx in qas[300:360]}
+    wanted = {qa["id"]: ctx for qa, ctx in qas[120:180]}
     assert set(predictions) == set(wanted)
     assert all(pred in wanted[qid] for qid, pred in predictions.items())  # spans of the context
-    subset = [{"paragraphs": [{"qas": [qa for qa, _ in qas[300:360]]}]}]
+    subset = [{"paragraphs": [{"qas": [qa for qa, _ in qas[120:180]]}]}]
     assert result["metrics"] == pytest.approx(_official_v11(subset, predictions), abs=1e-9)
 
 
-def test_cli_missing_train_file_names_it(write_recipe, squad_dir):
-    path = write_recipe("squad", data_dir=str(squad_dir))  # train_split defaults to 'train'
+def test_cli_missing_train_file_names_it(write_recipe):
+    path = write_recipe("squad")  # the fixture folder has no train file; train_split defaults to 'train'
     proc = run_cli("run", str(path))
     assert proc.returncode == 2
     assert "train-v1.1.json not found" in proc.stderr

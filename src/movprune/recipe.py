@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -78,7 +78,7 @@ class Recipe(StrictModel):
         return name
 
     @model_validator(mode="after")
-    def _derived_name_is_safe(self) -> "Recipe":
+    def _derived_name_is_safe(self) -> Recipe:
         problem = None if self.name is not None else check_run_name(self.run_name)
         if problem:
             raise ValueError(f"the run name derived from task, pruner and seed, {self.run_name!r}, is not "

@@ -73,7 +73,7 @@ class RunResult(BaseModel):
         atomic_write_json(Path(run_dir) / RESULT_FILE, self.model_dump(mode="json"))
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "RunResult":
+    def load(cls, run_dir: str | Path) -> RunResult:
         """The run's result. Raises :class:`RunFailedError` when ``result.json`` is missing (the
         run is unfinished) and :class:`InvalidResultError` when it is unreadable or invalid."""
         path = Path(run_dir) / RESULT_FILE
@@ -91,7 +91,7 @@ class RunResult(BaseModel):
         return result
 
     @classmethod
-    def checked(cls, data: dict[str, Any], source: str) -> "RunResult":
+    def checked(cls, data: dict[str, Any], source: str) -> RunResult:
         """Validate ``data``; raises :class:`InvalidResultError` naming ``source`` and every bad field."""
         try:
             return cls.model_validate(data)

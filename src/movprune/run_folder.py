@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from movprune.errors import (ForeignFolderError, InvalidResultError, ResultExistsError, RunFailedError,
-                             RunLockedError)
+from movprune.errors import ForeignFolderError, InvalidResultError, ResultExistsError, RunFailedError, RunLockedError
 from movprune.io import atomic_write_text, fsync_tree, publish_dir
 from movprune.results import RESULT_FILE, RunResult
 

@@ -59,21 +59,21 @@ class ProgressObserver:
         self.task_id = None
         self.started = time.perf_counter()
 
-    def __enter__(self) -> "ProgressObserver":
+    def __enter__(self) -> ProgressObserver:
         self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
-    def on_phase(self, text: str) -> None:  # noqa: D102
+    def on_phase(self, text: str) -> None:
         err.print(f"[dim]{text}…[/]")
 
-    def on_start(self, total_steps: int, run_dir: Path) -> None:  # noqa: D102
+    def on_start(self, total_steps: int, run_dir: Path) -> None:
         err.print(f"[dim]training {total_steps} steps → {run_dir}[/]")
         self.task_id = self.progress.add_task("train", total=total_steps, info="")
 
-    def on_step(self, step: int, values: dict[str, float]) -> None:  # noqa: D102
+    def on_step(self, step: int, values: dict[str, float]) -> None:
         # The task loss: the total also holds lambda * penalty, which a controller may drive far
         # from the task's scale (metrics.jsonl keeps every part).
         info = (f"loss {values.get('loss_task', values['loss']):.3f} · "
@@ -84,9 +84,36 @@ class ProgressObserver:
         elif self.task_id is not None:
             self.progress.update(self.task_id, completed=step, info=info)
 
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None:  # noqa: D102
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
         err.print(f"[dim]step {step}: {shown}[/]")
+
+
+#: The recipe ``movprune sweep`` takes from the current folder when none is named.
+LOCAL_RECIPE = Path("movprune.yaml")
+
+
+def shipped_quickstart() -> Path:
+    """The quickstart recipe shipped inside the package."""
+    from importlib import resources
+
+    return Path(str(resources.files("movprune").joinpath("recipes", "quickstart.yaml")))
+
+
+def pick_recipe(first: str | None, overrides: list[str]) -> tuple[Path, list[str], str | None]:
+    """(recipe path, overrides, a note saying which recipe was taken when none was named).
+
+    A first positional holding ``=`` is an override, not a recipe. With no recipe named, take
+    ``./movprune.yaml`` when it exists, else the shipped quickstart recipe.
+    """
+    if first is not None and "=" not in first:
+        return Path(first), overrides, None
+    overrides = ([first] if first is not None else []) + overrides
+    if LOCAL_RECIPE.is_file():
+        return LOCAL_RECIPE, overrides, f"recipe: ./{LOCAL_RECIPE} (no recipe named; found in this folder)"
+    quickstart = shipped_quickstart()
+    return quickstart, overrides, (f"recipe: the shipped quickstart, {quickstart} (no recipe named and no "
+                                   f"./{LOCAL_RECIPE} here)")
 
 
 def fail(message: str) -> None:

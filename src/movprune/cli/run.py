@@ -32,8 +32,11 @@ def run_command(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe (see src/movprune/recipes/).")],
     overrides: Annotated[list[str] | None, typer.Argument(
         help="key=value overrides, e.g. train.max_steps=20 pruner.remaining_pct=3")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a finished run of the same name (the old one stays until the new one has finished).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a finished run of the same name (the old one stays until the new one "
+                        "has finished).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Validate and print the resolved recipe; train nothing.")] = False,
 ) -> None:
     """Fine-prune a model as the recipe says and write <output_dir>/<name>/."""
     with reported_errors():

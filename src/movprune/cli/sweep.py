@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from movprune.cli.common import ProgressObserver, err, out, quiet_libraries, reported_errors
+from movprune.cli.common import ProgressObserver, err, out, pick_recipe, quiet_libraries, reported_errors
 from movprune.experiments.compare import level_label
 
 EXIT_RUN_FAILED = 1
@@ -26,13 +25,13 @@ class _SweepProgress:
             self.current.__exit__(None, None, None)
             self.current = None
 
-    def on_run_start(self, index, total, run):  # noqa: D102
+    def on_run_start(self, index, total, run):
         err.print(f"[bold][{index + 1}/{total}][/] {run.name}: {run.method}, "
                   f"{level_label(run.remaining_pct)}, seed {run.seed}", highlight=False)
         self.current = ProgressObserver().__enter__()
         return self.current
 
-    def on_run_end(self, index, total, outcome):  # noqa: D102
+    def on_run_end(self, index, total, outcome):
         self.close()
         if outcome.status == "skipped":
             err.print(f"[dim][{index + 1}/{total}] {outcome.run.name}: finished earlier, skipped[/]",
@@ -75,7 +74,10 @@ def summary_table(outcomes, title: str) -> Table:
 
 
 def sweep_command(
-    recipe: Annotated[Path, typer.Argument(help="YAML recipe (see src/movprune/recipes/).")],
+    recipe: Annotated[str | None, typer.Argument(
+        metavar="RECIPE", show_default=False,
+        help="YAML recipe (see src/movprune/recipes/). Default: ./movprune.yaml when it exists, else the "
+             "shipped quickstart recipe. A first argument holding '=' is an override.")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(
         help="key=value overrides applied to every run, e.g. train.max_steps=200")] = None,
     sparsity: Annotated[str | None, typer.Option(
@@ -102,19 +104,22 @@ def sweep_command(
     from movprune import results
     from movprune.experiments import sweep
 
+    recipe_path, overrides, note = pick_recipe(recipe, overrides or [])
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
     with reported_errors():
         levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)
-        plan = sweep.plan_sweep(recipe, remaining_pcts=levels, methods=methods, seeds=seed_list,
-                                overrides=overrides or [])
+        plan = sweep.plan_sweep(recipe_path, remaining_pcts=levels, methods=methods, seeds=seed_list,
+                                overrides=overrides)
         if not force:
-            sweep.check_finished_recipes(plan, str(recipe))
+            sweep.check_finished_recipes(plan, str(recipe_path))
         todo = sweep.pending(plan, force)
         sweep_dir = plan[0].run_dir.parent
         done = len(plan) - len(todo) if not force else sum(results.is_finished(r.run_dir) for r in plan)
         err.print(f"sweep: {len(plan)} runs in {sweep_dir}/: {len(todo)} to run, {done} finished earlier "
                   f"({'re-run: --force' if force else 'skipped'})", highlight=False, soft_wrap=True)
         if dry_run:
-            table = Table(title=f"sweep plan ({recipe})", title_justify="left")
+            table = Table(title=f"sweep plan ({recipe_path})", title_justify="left")
             table.add_column("run", no_wrap=True)
             table.add_column("remaining weights (target)")
             table.add_column("status")

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from movprune.errors import RunFailedError
 from movprune import results
+from movprune.errors import RunFailedError
 
 #: Shown beside the paper's numbers: they come from BERT-base on the paper's tasks, not our runs.
 PAPER_LABEL = "paper, BERT-base"
@@ -99,7 +99,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Stat":
+    def of(cls, values: Sequence[float]) -> Stat:
         """The statistic of ``values`` (at least one)."""
         return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
                    len(values))

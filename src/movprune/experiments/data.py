@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING
 from datasets import Dataset
 
 from movprune.recipe import Recipe
-from movprune.tasks.base import (PREPROCESSING_VERSION, EvalSet, Task, TaskData, cached,
-                                 tokenizer_fingerprint)
+from movprune.tasks.base import PREPROCESSING_VERSION, EvalSet, Task, TaskData, cached, tokenizer_fingerprint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def prepare_data(task: Task, recipe: Recipe, tokenizer: "PreTrainedTokenizerBase") -> TaskData:
+def prepare_data(task: Task, recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> TaskData:
     """Load, slice and tokenise the recipe's training and evaluation splits (tokenisation cached)."""
     evals_wanted = ([(recipe.eval_split, "")] if recipe.eval_split else task.default_eval_splits())
     tok_fp = tokenizer_fingerprint(tokenizer)

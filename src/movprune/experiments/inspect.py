@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from movprune.errors import RunFailedError
 from movprune import results
+from movprune.errors import RunFailedError
 
 #: Matrix-type columns in display order (QKV: ModernBERT's fused query-key-value projection);
 #: anything unrecognised goes to ``OTHER``.
@@ -108,7 +108,7 @@ def breakdown(remaining_by_module: dict[str, float], sizes: dict[str, int] | Non
         by_column.setdefault(kind, []).append(item)
         everything.append(item)
     columns = [k for k in (*MATRIX_TYPES, OTHER) if k in by_column]
-    order = sorted((k for k in groups if k is not None)) + ([None] if None in groups else [])
+    order = sorted(k for k in groups if k is not None) + ([None] if None in groups else [])
     return Breakdown(
         columns=columns,
         cells={layer: {kind: _combine(items) for kind, items in groups[layer].items()} for layer in order},

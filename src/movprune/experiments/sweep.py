@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from movprune.errors import MovpruneError, RecipeError, ResultExistsError, RunLockedError
 from movprune import results
+from movprune.errors import MovpruneError, RecipeError, ResultExistsError, RunLockedError
+from movprune.io import atomic_write_text
+from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
 from movprune.results import RunResult
 from movprune.run_folder import check_run_name, is_movprune_run
-from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
-from movprune.io import atomic_write_text
 
 #: Written into an unfinished run folder when its run raised (the folder stays unfinished).
 ERROR_FILE = "error.txt"
@@ -70,10 +70,10 @@ class RunOutcome:
 class SweepObserver(Protocol):
     """Receives a sweep's progress (the CLI draws it; the library never prints)."""
 
-    def on_run_start(self, index: int, total: int, run: SweepRun):  # noqa: D102
+    def on_run_start(self, index: int, total: int, run: SweepRun):
         """Called before a run trains; may return a training-loop observer for that run."""
 
-    def on_run_end(self, index: int, total: int, outcome: RunOutcome) -> None:  # noqa: D102
+    def on_run_end(self, index: int, total: int, outcome: RunOutcome) -> None:
         """Called after a run finished, failed, was skipped, or was locked by another process."""
 
 
@@ -399,7 +399,7 @@ def run_sweep(plan: list[SweepRun], *, force: bool = False,
                 finished = results.is_finished(sweep_run.run_dir)
                 outcome = (RunOutcome(sweep_run, "skipped", result=results.load_result(sweep_run.run_dir))
                            if finished else RunOutcome(sweep_run, "failed", error=str(e)))
-            except Exception as e:  # noqa: BLE001 - one failing run must not stop the others
+            except Exception as e:  # one failing run must not stop the others
                 message = str(e) if isinstance(e, MovpruneError) else f"{type(e).__name__}: {e}"
                 outcome = RunOutcome(sweep_run, "failed", error=message, seconds=time.perf_counter() - start)
                 if (sweep_run.run_dir.is_dir() and not results.is_finished(sweep_run.run_dir)

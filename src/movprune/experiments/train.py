@@ -5,48 +5,48 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
-from movprune import pruners, tasks
+from movprune import pruners, results, run_folder, tasks
 from movprune.errors import DataError, RecipeError
-from movprune import results, run_folder
-from movprune.results import RunResult
 from movprune.experiments import distill
-from movprune.models import check_encoder, resolve_model
-from movprune.recipe import Recipe, TrainConfig
-from movprune.io import atomic_write_json, atomic_write_text
-from movprune.pruners.counting import remaining_by_module, remaining_pct
 from movprune.experiments.data import prepare_data
+from movprune.io import atomic_write_json, atomic_write_text
+from movprune.models import check_encoder, resolve_model
+from movprune.pruners.counting import remaining_by_module, remaining_pct
+from movprune.recipe import Recipe, TrainConfig
+from movprune.results import RunResult
 from movprune.tasks.base import TaskData
 
 
 class Observer(Protocol):
     """Receives progress from the loop (the CLI draws it; the library never prints)."""
 
-    def on_phase(self, text: str) -> None: ...  # noqa: D102
-    def on_start(self, total_steps: int, run_dir: Path) -> None: ...  # noqa: D102
-    def on_step(self, step: int, values: dict[str, float]) -> None: ...  # noqa: D102
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...  # noqa: D102
+    def on_phase(self, text: str) -> None: ...
+    def on_start(self, total_steps: int, run_dir: Path) -> None: ...
+    def on_step(self, step: int, values: dict[str, float]) -> None: ...
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
 
 
 class SilentObserver:
     """An observer that ignores everything (library and test use)."""
 
-    def on_phase(self, text: str) -> None:  # noqa: D102
+    def on_phase(self, text: str) -> None:
         pass
 
-    def on_start(self, total_steps: int, run_dir: Path) -> None:  # noqa: D102
+    def on_start(self, total_steps: int, run_dir: Path) -> None:
         pass
 
-    def on_step(self, step: int, values: dict[str, float]) -> None:  # noqa: D102
+    def on_step(self, step: int, values: dict[str, float]) -> None:
         pass
 
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None:  # noqa: D102
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
 
@@ -70,7 +70,7 @@ def total_steps(recipe: Recipe, num_train: int, num_processes: int = 1) -> int:
     return max(1, math.ceil(recipe.train.epochs * per_epoch))
 
 
-def build_optimizer(model: torch.nn.Module, pruner: "pruners.Pruner", train: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, pruner: pruners.Pruner, train: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the model's trainable weights (no decay on biases and LayerNorms) and the
     pruner's own groups (scores with their learning rate)."""
     extra = pruner.parameter_groups()
@@ -85,7 +85,7 @@ def build_optimizer(model: torch.nn.Module, pruner: "pruners.Pruner", train: Tra
     return torch.optim.AdamW(groups, lr=train.lr)
 
 
-def train_step(model: torch.nn.Module, batch: dict[str, Any], step: int, *, pruner: "pruners.Pruner",
+def train_step(model: torch.nn.Module, batch: dict[str, Any], step: int, *, pruner: pruners.Pruner,
                optimizer: torch.optim.Optimizer, max_grad_norm: float, scheduler: Any = None,
                accelerator: Any = None, distiller: Any = None,
                autocast: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, torch.Tensor]:

@@ -11,11 +11,18 @@ from typing import Any
 
 from torch import nn
 
-from movprune.errors import ExportError, ModelError
 from movprune import results
+from movprune.errors import ExportError, ModelError
 from movprune.export import bench, card, compact, sparse
-from movprune.export.folders import (EXPORT_INFO, check_destination, element_count, folder_bytes,
-                                     safetensors_header, staged_folder, tensor_bytes)
+from movprune.export.folders import (
+    EXPORT_INFO,
+    check_destination,
+    element_count,
+    folder_bytes,
+    safetensors_header,
+    staged_folder,
+    tensor_bytes,
+)
 from movprune.io import atomic_write_json
 from movprune.pruners.counting import prunable_linears
 

@@ -93,7 +93,7 @@ def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: floa
         f"{_FORMAT_TEXT[fmt]}.", "",
         "| | |", "| --- | --- |",
         f"| pruning method | {method} |",
-        f"| budget (target remaining encoder weights) | {_pct(target) if target is not None else 'dense (no pruning)'} |",
+        f"| budget (target remaining encoder weights) | {'dense (no pruning)' if target is None else _pct(target)} |",
         f"| remaining encoder weights (measured) | {_pct(result.get('remaining_pct'))} |",
         f"| training steps | {result.get('steps')} |",
         f"| distillation | {'teacher ' + str(distill.get('teacher_spec')) if distill else 'none'} |",

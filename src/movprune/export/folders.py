@@ -45,7 +45,6 @@ def _check_replaceable(to: Path, force: bool) -> None:
         if not force:
             raise ResultExistsError(f"{to} holds an earlier export; pass --force to replace it")
 
-
 def check_destination(to: Path, run_dir: Path, force: bool) -> None:
     """Refuse a destination inside or above a run folder, or one export may not replace."""
     to_abs, run = Path(to).resolve(), Path(run_dir).resolve()

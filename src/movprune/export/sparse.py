@@ -88,11 +88,11 @@ class SparseLinear(nn.Module):
         """``x W^T + b`` with the dense kernel."""
         return nn.functional.linear(x, self.dense_weight(), self.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         return self.forward_sparse(x) if rows <= self.sparse_max_rows else self.forward_dense(x)
 
-    def extra_repr(self) -> str:  # noqa: D102
+    def extra_repr(self) -> str:
         nnz = self.weight_csr.values().numel()
         return (f"in_features={self.in_features}, out_features={self.out_features}, nnz={nnz}, "
                 f"sparse_max_rows={self.sparse_max_rows}")
@@ -161,7 +161,7 @@ def save_sparse(model: nn.Module, folder: Path, *, int8: bool = False,
     tensors: dict[str, torch.Tensor] = {}
     matrices: dict[str, dict[str, Any]] = {}
     value_bytes = 1 if int8 else 4
-    for name, layer in prunable_linears(model).items():
+    for name in prunable_linears(model):
         key = f"{name}.weight"
         w = state.pop(key).float()
         q, scale = quantize_int8(w) if int8 else (w, None)

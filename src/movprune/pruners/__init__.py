@@ -32,7 +32,7 @@ def method_names() -> list[str]:
     return list(_METHODS)
 
 
-def pruner_class(method: str) -> "type[Pruner]":
+def pruner_class(method: str) -> type[Pruner]:
     """The Pruner subclass for ``method`` (KeyError when unknown)."""
     module, cls = _METHODS[method].split(":")
     return getattr(importlib.import_module(module), cls)
@@ -66,6 +66,6 @@ def resolve_defaults(config: PrunerConfig) -> PrunerConfig:
     return config.model_copy(update=update)
 
 
-def build_pruner(config: PrunerConfig, total_steps: int) -> "Pruner":
+def build_pruner(config: PrunerConfig, total_steps: int) -> Pruner:
     """An un-attached pruner for ``config`` over ``total_steps`` training steps."""
     return pruner_class(config.method)(config, total_steps)

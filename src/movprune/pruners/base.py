@@ -22,7 +22,7 @@ from movprune.pruners.schedule import cubic_schedule
 class MaskedWeight(nn.Module):
     """Parametrization ``W -> W * mask``; subclasses define :meth:`mask`."""
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask(weight)
 
     def mask(self, weight: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ class PrunerConfig(StrictModel):
     sigmoid_threshold_final: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _warmups_leave_a_ramp(self) -> "PrunerConfig":
+    def _warmups_leave_a_ramp(self) -> PrunerConfig:
         if self.initial_warmup + self.final_warmup >= 1:
             raise ValueError(
                 f"initial_warmup ({self.initial_warmup}) + final_warmup ({self.final_warmup}) must be "

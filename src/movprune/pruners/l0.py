@@ -32,14 +32,14 @@ class _TrainingGate(torch.autograd.Function):
     in place (the gate is memory-bound: fewer passes over the scores make it cheaper)."""
 
     @staticmethod
-    def forward(ctx, log_alpha: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, log_alpha: torch.Tensor) -> torch.Tensor:
         noise = torch.empty_like(log_alpha).uniform_(_NOISE_EPS, 1.0 - _NOISE_EPS)
         s = noise.logit_().add_(log_alpha).mul_(1.0 / GATE_BETA).sigmoid_()
         ctx.save_for_backward(s)
         return torch.mul(s, GATE_RIGHT - GATE_LEFT).add_(GATE_LEFT).clamp_(0.0, 1.0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (s,) = ctx.saved_tensors
         # dM/dS = (r - l) / β · s (1 - s) where the clamp is inactive, i.e. 1/12 < s < 11/12
         out = torch.mul(s, 1.0 - s).mul_(grad).mul_((GATE_RIGHT - GATE_LEFT) / GATE_BETA)
@@ -55,7 +55,7 @@ class L0Mask(ScoresMask):
         # Added to the log-alphas by the final calibration (0 otherwise).
         self.shift = 0.0
 
-    def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
         log_alpha = self.scores + self.shift if self.shift else self.scores
         if self.training:
             return _TrainingGate.apply(log_alpha).to(weight.dtype)
@@ -75,25 +75,25 @@ class L0Pruner(RegularizedPruner):
     DEFAULTS = {"scores_lr": 1e-1, "scores_init": math.log(0.9 / 0.1), "lambda_final": 125.0}
     masks: dict[str, L0Mask]
 
-    def penalty_terms(self, scores: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def penalty_terms(self, scores: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(scores - PENALTY_SHIFT)
 
-    def penalty_slope(self, scores: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def penalty_slope(self, scores: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(scores - PENALTY_SHIFT)
         return s * (1 - s)
 
-    def score_cut(self, step: int) -> float:  # noqa: D102
+    def score_cut(self, step: int) -> float:
         shift = next(iter(self.masks.values())).shift if self.masks else 0.0
         return PRUNED_AT_OR_BELOW - shift
 
-    def make_mask(self, name: str, layer: nn.Linear) -> L0Mask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> L0Mask:
         return L0Mask(layer.weight.detach(), self.config.scores_init)
 
-    def kept_fraction(self) -> float:  # noqa: D102
+    def kept_fraction(self) -> float:
         # Counted on demand (logging, calibration): the gates themselves need no per-step state.
         return sum(m.kept() for m in self.masks.values()) / sum(m.numel for m in self.masks.values())
 
-    def calibrate(self, kept: int) -> dict[str, Any]:  # noqa: D102
+    def calibrate(self, kept: int) -> dict[str, Any]:
         cut = self.score_cut_for(kept)
         shift = PRUNED_AT_OR_BELOW - cut  # +inf when every entry is kept
         for m in self.masks.values():

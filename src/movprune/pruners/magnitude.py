@@ -12,15 +12,15 @@ from movprune.pruners.topk_base import TopKMask, TopKPruner
 class MagnitudeMask(TopKMask):
     """Mask = top-k of ``|W|``; no scores, and pruned weights get zero gradient through ``W * M``."""
 
-    def importance(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def importance(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.detach().abs()
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.k >= self.numel:
             return weight  # dense phase: nothing to mask, and no scores need a gradient
         return weight * self.hard_mask(weight)
 
-    def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
         return self.hard_mask(weight)
 
 
@@ -29,5 +29,5 @@ class MagnitudePruner(TopKPruner):
 
     name = "magnitude"
 
-    def make_mask(self, name: str, layer: nn.Linear) -> MagnitudeMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> MagnitudeMask:
         return MagnitudeMask(layer.weight.numel())

@@ -17,10 +17,10 @@ class MovementMask(TopKMask):
         super().__init__(weight.numel())
         self.scores = nn.Parameter(torch.full_like(weight, scores_init, dtype=torch.float32))
 
-    def importance(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def importance(self, weight: torch.Tensor) -> torch.Tensor:
         return self.scores.detach()
 
-    def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
         return StraightThrough.apply(self.scores, self.hard_mask(self.scores)).to(weight.dtype)
 
 
@@ -30,8 +30,8 @@ class MovementPruner(TopKPruner):
     name = "movement"
     DEFAULTS = {"scores_lr": 1e-2, "scores_init": 0.0}
 
-    def make_mask(self, name: str, layer: nn.Linear) -> MovementMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> MovementMask:
         return MovementMask(layer.weight.detach(), self.config.scores_init)
 
-    def parameter_groups(self) -> list[dict]:  # noqa: D102
+    def parameter_groups(self) -> list[dict]:
         return [self.scores_group([m.scores for m in self.masks.values()])]

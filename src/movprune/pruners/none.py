@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from movprune.pruners.config import PrunerConfig
 from movprune.pruners.base import MaskedWeight, Pruner
+from movprune.pruners.config import PrunerConfig
 
 
 class NoPruner(Pruner):
@@ -15,15 +15,15 @@ class NoPruner(Pruner):
     NEEDS_TARGET = False
 
     @classmethod
-    def check(cls, config: PrunerConfig) -> list[str]:  # noqa: D102
+    def check(cls, config: PrunerConfig) -> list[str]:
         if config.remaining_pct not in (None, 100):
             return [f"pruner.remaining_pct: method 'none' keeps every weight, so remaining_pct "
                     f"{config.remaining_pct:g} cannot be met (set pruner.method to magnitude or movement)"]
         return []
 
     @property
-    def target_remaining_pct(self) -> float:  # noqa: D102
+    def target_remaining_pct(self) -> float:
         return 100.0
 
-    def make_mask(self, name: str, layer: nn.Linear) -> MaskedWeight | None:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> MaskedWeight | None:
         return None

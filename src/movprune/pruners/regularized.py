@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from movprune.pruners.config import PrunerConfig
 from movprune.pruners.base import MaskedWeight, Pruner
+from movprune.pruners.config import PrunerConfig
 from movprune.pruners.controller import LambdaController
 from movprune.pruners.topk import kept_count, kth_largest
 
@@ -55,7 +55,7 @@ class RegularizedPruner(Pruner):
         self._task_grad_n = 0
 
     @classmethod
-    def check(cls, config: PrunerConfig) -> list[str]:  # noqa: D102
+    def check(cls, config: PrunerConfig) -> list[str]:
         problems = []
         if config.remaining_pct is None and config.lambda_final is None:
             problems.append(
@@ -74,7 +74,7 @@ class RegularizedPruner(Pruner):
         return problems
 
     @classmethod
-    def defaults_for(cls, config: PrunerConfig) -> dict[str, Any]:  # noqa: D102
+    def defaults_for(cls, config: PrunerConfig) -> dict[str, Any]:
         if config.remaining_pct is not None:
             # λ is the controller's in target mode; a default lambda_final would only mislead.
             return {k: v for k, v in cls.DEFAULTS.items() if k != "lambda_final"}
@@ -121,10 +121,10 @@ class RegularizedPruner(Pruner):
         raise NotImplementedError
 
     # -- life cycle ---------------------------------------------------------------------------
-    def make_mask(self, name: str, layer: nn.Linear) -> ScoresMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> ScoresMask:
         raise NotImplementedError
 
-    def attach(self, model: nn.Module) -> None:  # noqa: D102
+    def attach(self, model: nn.Module) -> None:
         super().attach(model)
         if self.target_mode:
             for m in self.masks.values():
@@ -136,11 +136,11 @@ class RegularizedPruner(Pruner):
             self._task_grad_sq += float(param.grad.detach().float().pow(2).sum())
             self._task_grad_n += param.numel()
 
-    def parameter_groups(self) -> list[dict]:  # noqa: D102
+    def parameter_groups(self) -> list[dict]:
         return [self.scores_group([m.scores for m in self.masks.values()])]
 
     @torch.no_grad()
-    def step(self, step: int) -> None:  # noqa: D102
+    def step(self, step: int) -> None:
         super().step(step)
         if not self.masks:
             return
@@ -195,7 +195,7 @@ class RegularizedPruner(Pruner):
             return self.controller.value if self.scheduled_fraction(self.current_step) < 1.0 else 0.0
         return self.config.lambda_final * self.lambda_ramp(self.current_step)
 
-    def penalty(self) -> torch.Tensor | None:  # noqa: D102
+    def penalty(self) -> torch.Tensor | None:
         if not self.masks:
             return None
         lam = self.lambda_value
@@ -205,7 +205,7 @@ class RegularizedPruner(Pruner):
         terms = [self.penalty_terms(m.scores).mean() for m in self.masks.values()]
         return lam * torch.stack(terms).mean()
 
-    def finalize(self) -> None:  # noqa: D102
+    def finalize(self) -> None:
         self.step(self.total_steps)
         if not self.target_mode or self._calibration:
             return
@@ -216,16 +216,16 @@ class RegularizedPruner(Pruner):
                              "lambda_at_end": self.controller.value, **self.calibrate(target)}
         self.refresh(self.total_steps)
 
-    def current_remaining_pct(self) -> float:  # noqa: D102
+    def current_remaining_pct(self) -> float:
         return 100.0 * self.kept_fraction() if self.masks else 100.0
 
-    def log_values(self) -> dict[str, float]:  # noqa: D102
+    def log_values(self) -> dict[str, float]:
         values = {"remaining_pct": self.current_remaining_pct(), "lambda": self.lambda_value}
         if self.target_mode:
             values["scheduled_remaining_pct"] = 100.0 * self.scheduled_fraction(self.current_step)
         return values
 
-    def summary(self) -> dict[str, Any]:  # noqa: D102
+    def summary(self) -> dict[str, Any]:
         return {"lambda_mode": "target" if self.target_mode else "fixed", **self._calibration}
 
     # -- helpers ------------------------------------------------------------------------------

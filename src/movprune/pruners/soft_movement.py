@@ -50,7 +50,7 @@ class SoftMovementMask(ScoresMask):
             self.hard, self.kept = keep.float(), kept
         return self.kept
 
-    def mask(self, weight: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
         hard = self.hard if self.hard is not None else torch.ones_like(self.scores)
         return StraightThrough.apply(self.scores, hard).to(weight.dtype)
 
@@ -68,7 +68,7 @@ class SoftMovementPruner(RegularizedPruner):
         self._calibrated_cut: float | None = None
 
     @classmethod
-    def check(cls, config: PrunerConfig) -> list[str]:  # noqa: D102
+    def check(cls, config: PrunerConfig) -> list[str]:
         problems = super().check(config)
         if config.sigmoid_threshold_final == 0:
             problems.append("pruner.sigmoid_threshold_final: must be above 0 (λ ramps as τ_t / τ_final, "
@@ -81,17 +81,17 @@ class SoftMovementPruner(RegularizedPruner):
         return cubic_schedule(step, self.total_steps, c.sigmoid_threshold_initial,
                               c.sigmoid_threshold_final, c.initial_warmup, c.final_warmup)
 
-    def lambda_ramp(self, step: int) -> float:  # noqa: D102
+    def lambda_ramp(self, step: int) -> float:
         return self.sigmoid_threshold(step) / self.config.sigmoid_threshold_final
 
-    def penalty_terms(self, scores: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def penalty_terms(self, scores: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(scores)
 
-    def penalty_slope(self, scores: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def penalty_slope(self, scores: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(scores)
         return s * (1 - s)
 
-    def make_mask(self, name: str, layer: nn.Linear) -> SoftMovementMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> SoftMovementMask:
         return SoftMovementMask(layer.weight.detach(), self.config.scores_init)
 
     def score_cut(self, step: int) -> float:
@@ -100,18 +100,18 @@ class SoftMovementPruner(RegularizedPruner):
             return self._calibrated_cut
         return logit(self.sigmoid_threshold(step))
 
-    def refresh(self, step: int) -> None:  # noqa: D102
+    def refresh(self, step: int) -> None:
         cut = self.score_cut(step)
         for m in self.masks.values():
             m.set_cut(cut)
 
-    def kept_fraction(self) -> float:  # noqa: D102
+    def kept_fraction(self) -> float:
         return sum(m.kept for m in self.masks.values()) / sum(m.numel for m in self.masks.values())
 
-    def calibrate(self, kept: int) -> dict[str, Any]:  # noqa: D102
+    def calibrate(self, kept: int) -> dict[str, Any]:
         self._calibrated_cut = self.score_cut_for(kept)
         return {"calibrated_sigmoid_threshold": 1.0 / (1.0 + math.exp(-self._calibrated_cut))
                 if math.isfinite(self._calibrated_cut) else 0.0}
 
-    def log_values(self) -> dict[str, float]:  # noqa: D102
+    def log_values(self) -> dict[str, float]:
         return {**super().log_values(), "sigmoid_threshold": self.sigmoid_threshold(self.current_step)}

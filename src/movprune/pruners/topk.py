@@ -230,9 +230,9 @@ class StraightThrough(torch.autograd.Function):
     unchanged in the backward pass, so ``dL/dS = dL/dM = dL/dW' * W`` for ``W' = W * M``."""
 
     @staticmethod
-    def forward(ctx, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return mask
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+    def backward(ctx, grad: torch.Tensor):
         return grad, None

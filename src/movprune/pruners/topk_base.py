@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from movprune.pruners.config import PrunerConfig
 from movprune.pruners.base import MaskedWeight, Pruner
+from movprune.pruners.config import PrunerConfig
 from movprune.pruners.topk import TrackedTopK, global_topk_masks, kept_count
 
 
@@ -63,7 +63,7 @@ class TopKPruner(Pruner):
         return {name: m.importance(self.original_weight(name)) for name, m in self.masks.items()}
 
     @torch.no_grad()
-    def step(self, step: int) -> None:  # noqa: D102
+    def step(self, step: int) -> None:
         super().step(step)
         if not self.masks:
             return
@@ -79,10 +79,10 @@ class TopKPruner(Pruner):
         for name, mask in hard.items():
             self.masks[name].set_hard(mask, counts[name])
 
-    def current_remaining_pct(self) -> float:  # noqa: D102
+    def current_remaining_pct(self) -> float:
         # The kept counts are exact, so this needs no pass over the weights.
         total = sum(m.numel for m in self.masks.values())
         return 100.0 * sum(m.k for m in self.masks.values()) / max(total, 1)
 
-    def make_mask(self, name: str, layer: nn.Linear) -> TopKMask:  # noqa: D102
+    def make_mask(self, name: str, layer: nn.Linear) -> TopKMask:
         raise NotImplementedError

@@ -89,20 +89,20 @@ class Task:
         """A string that changes whenever the source data of ``split`` changes."""
         return f"hub:{split}"
 
-    def tokenize(self, examples: Dataset, tokenizer: "PreTrainedTokenizerBase", *, max_seq_length: int,
+    def tokenize(self, examples: Dataset, tokenizer: PreTrainedTokenizerBase, *, max_seq_length: int,
                  doc_stride: int, train: bool) -> Dataset:
         """Model features for ``examples`` (train: with labels / targets); ``doc_stride`` is the
         overlap of a long context's windows, for tasks that split contexts."""
         raise NotImplementedError
 
-    def collate(self, tokenizer: "PreTrainedTokenizerBase"):
+    def collate(self, tokenizer: PreTrainedTokenizerBase):
         """A collate function for the features (dynamic padding by default)."""
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer)
 
     # -- model --------------------------------------------------------------------------------
-    def build_model(self, model: "ResolvedModel") -> "PreTrainedModel":
+    def build_model(self, model: ResolvedModel) -> PreTrainedModel:
         """The model with this task's head."""
         raise NotImplementedError
 
@@ -114,7 +114,7 @@ class Task:
     is_regression: ClassVar[bool] = False
 
     # -- evaluation ---------------------------------------------------------------------------
-    def evaluate(self, model: "PreTrainedModel", evalset: EvalSet, tokenizer: "PreTrainedTokenizerBase",
+    def evaluate(self, model: PreTrainedModel, evalset: EvalSet, tokenizer: PreTrainedTokenizerBase,
                  batch_size: int, autocast) -> EvalOutput:
         """Metrics of ``model`` on one evaluation set."""
         raise NotImplementedError
@@ -168,7 +168,7 @@ def slice_split(dataset: Dataset, spec: str) -> Dataset:
 
 
 @torch.no_grad()
-def predict(model: "PreTrainedModel", features: Dataset, collate, batch_size: int,
+def predict(model: PreTrainedModel, features: Dataset, collate, batch_size: int,
             autocast) -> list[Any]:
     """Run ``model`` over ``features`` in eval mode; returns the per-batch outputs (on CPU, fp32)."""
     was_training = model.training
@@ -192,7 +192,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("MOVPRUNE_CACHE", Path.home() / ".cache" / "movprune"))
 
 
-def tokenizer_fingerprint(tokenizer: "PreTrainedTokenizerBase") -> str:
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A hash of everything about the tokenizer that changes its output."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:

@@ -137,7 +137,7 @@ class TextClassificationTask(SequenceTask):
         feature = ds.features[self.dataset.label_column]
         return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
 
-    def label_names(self) -> list[str] | None:  # noqa: D102
+    def label_names(self) -> list[str] | None:
         if self.regression:
             return None
         if self._names is None:
@@ -184,10 +184,10 @@ class TextClassificationTask(SequenceTask):
         return [table[v] for v in labels] if table is not None else [int(v) for v in labels]
 
     # -- data ---------------------------------------------------------------------------------
-    def hub_dataset(self) -> tuple[str, str | None] | None:  # noqa: D102
+    def hub_dataset(self) -> tuple[str, str | None] | None:
         return self.source.hub_dataset()
 
-    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:  # noqa: D102
+    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:
         self._data_dir, self._names = data_dir, None
         columns = {f"text_columns[{i}]": c for i, c in enumerate(self.text_keys)}
         columns["label_column"] = self.dataset.label_column
@@ -213,10 +213,10 @@ class TextClassificationTask(SequenceTask):
             return [str(e)]
         return []
 
-    def data_fingerprint(self, data_dir: str | None, split: str) -> str:  # noqa: D102
+    def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         return self.source.fingerprint(data_dir, [split] if self.regression else [split, LABELS_SPLIT])
 
-    def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
+    def load_split(self, data_dir: str | None, split: str) -> Dataset:
         if data_dir != self._data_dir:
             self._data_dir, self._names = data_dir, None
         ds = self.source.load(data_dir, split)
@@ -241,7 +241,7 @@ class ExtractiveQATask(QATask):
         self.dataset = dataset
         self.source = DatasetSource("extractive_qa", dataset)
 
-    def hub_dataset(self) -> tuple[str, str | None] | None:  # noqa: D102
+    def hub_dataset(self) -> tuple[str, str | None] | None:
         return self.source.hub_dataset()
 
     def _columns(self) -> dict[str, str]:
@@ -249,7 +249,7 @@ class ExtractiveQATask(QATask):
         return {"id_column": d.id_column, "question_column": d.question_column,
                 "context_column": d.context_column, "answers_column": d.answers_column}
 
-    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:  # noqa: D102
+    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:
         problems = []
         for split in splits:
             problems += self.source.check_columns(data_dir, split, self._columns())
@@ -262,10 +262,10 @@ class ExtractiveQATask(QATask):
             return [str(e)]
         return []
 
-    def data_fingerprint(self, data_dir: str | None, split: str) -> str:  # noqa: D102
+    def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         return self.source.fingerprint(data_dir, [split])
 
-    def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
+    def load_split(self, data_dir: str | None, split: str) -> Dataset:
         ds = self.source.load(data_dir, split)
         d = self.dataset
         n = len(ds)

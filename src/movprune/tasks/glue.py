@@ -9,17 +9,18 @@ ids as the Hub so both sources give identical examples.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from datasets import Dataset
 
 from movprune.errors import DataError
 from movprune.tasks.base import Task, file_fingerprint, load_hub_split, slice_split, split_name
+
 # Re-exported: the metrics lived here before the families shared them.
-from movprune.tasks.metrics import (accuracy, f1_binary, matthews_correlation,  # noqa: F401
-                                    pearson, spearmanr)
+from movprune.tasks.metrics import accuracy, f1_binary, matthews_correlation, pearson, spearmanr  # noqa: F401
 from movprune.tasks.sequence import SequenceTask
 
 
@@ -121,10 +122,10 @@ class GlueTask(SequenceTask):
         super().__init__(spec.name, spec.text_keys, spec.metrics, spec.eval_splits)
         self.spec = spec
 
-    def label_names(self) -> list[str] | None:  # noqa: D102
+    def label_names(self) -> list[str] | None:
         return None if self.spec.label_names is None else list(self.spec.label_names)
 
-    def hub_dataset(self) -> tuple[str, str | None]:  # noqa: D102
+    def hub_dataset(self) -> tuple[str, str | None]:
         return self.hub_id, self.name
 
     def _file(self, data_dir: str, split: str) -> Path:
@@ -134,7 +135,7 @@ class GlueTask(SequenceTask):
                             f"(available: {', '.join(self.spec.files)})")
         return Path(data_dir) / self.spec.folder / self.spec.files[name]
 
-    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:  # noqa: D102
+    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:
         if data_dir is None:
             return []
         problems, missing = [], []
@@ -155,12 +156,12 @@ class GlueTask(SequenceTask):
                             "use the Hugging Face Hub)")
         return problems
 
-    def data_fingerprint(self, data_dir: str | None, split: str) -> str:  # noqa: D102
+    def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         if data_dir is None:
             return f"hub:{self.hub_id}/{self.name}:{split}"
         return file_fingerprint(self._file(data_dir, split), split)
 
-    def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
+    def load_split(self, data_dir: str | None, split: str) -> Dataset:
         if data_dir is None:
             ds = load_hub_split(self.name, self.hub_id, self.name, split,
                                 "set data_dir to a folder in the GLUE layout")

@@ -7,7 +7,6 @@ import math
 import numpy as np
 
 
-
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
     """% of predictions equal to the label."""
     return 100.0 * float(np.mean(preds == labels))

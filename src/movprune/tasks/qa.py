@@ -16,10 +16,12 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from datasets import Dataset, Features, Sequence as HFSequence, Value
+from datasets import Dataset, Features, Value
+from datasets import Sequence as HFSequence
 
 from movprune.errors import DataError
 from movprune.tasks.base import EvalOutput, EvalSet, Task, predict
@@ -215,7 +217,7 @@ class QATask(Task):
         self.name = name
         self.metric_names = tuple(metrics)
 
-    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,  # noqa: D102
+    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,
                  train: bool) -> Dataset:
         max_len = max_seq_length
         fn = train_features if train else eval_features
@@ -224,15 +226,15 @@ class QATask(Task):
                                        "doc_stride": doc_stride},
                             desc=f"tokenizing {self.name} ({'train' if train else 'eval'})")
 
-    def build_model(self, model):  # noqa: D102
+    def build_model(self, model):
         from transformers import AutoModelForQuestionAnswering
 
         return model.instantiate(AutoModelForQuestionAnswering)
 
-    def outputs_for_distillation(self, outputs: Any):  # noqa: D102
+    def outputs_for_distillation(self, outputs: Any):
         return (outputs.start_logits, outputs.end_logits)
 
-    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:  # noqa: D102
+    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:
         outs = predict(model, evalset.features, self.collate(tokenizer), batch_size, autocast)
         # Batches are padded to their longest window: cut each row back to its own length.
         lengths = [len(ids) for ids in evalset.features["input_ids"]]

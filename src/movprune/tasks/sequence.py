@@ -44,10 +44,10 @@ class SequenceTask(Task):
     def family(self) -> str:  # type: ignore[override]
         return "regression" if self.is_regression else "text_classification"
 
-    def default_eval_splits(self) -> list[tuple[str, str]]:  # noqa: D102
+    def default_eval_splits(self) -> list[tuple[str, str]]:
         return list(self.eval_splits)
 
-    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,  # noqa: D102
+    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,
                  train: bool) -> Dataset:
         keys = self.text_keys
 
@@ -65,7 +65,7 @@ class SequenceTask(Task):
             feats = feats.cast_column("labels", Value("float32"))
         return feats
 
-    def build_model(self, model):  # noqa: D102
+    def build_model(self, model):
         from transformers import AutoModelForSequenceClassification
 
         names = self.label_names()
@@ -85,7 +85,7 @@ class SequenceTask(Task):
         preds = logits.argmax(-1)
         return {m + suffix: CLASSIFICATION_METRICS[m](preds, labels) for m in self.metrics}
 
-    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:  # noqa: D102
+    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:
         outs = predict(model, evalset.features, self.collate(tokenizer), batch_size, autocast)
         logits = torch.cat([o.logits.float().cpu() for o in outs]).numpy()
         labels = np.asarray(evalset.features["labels"])

@@ -16,10 +16,22 @@ from datasets import Dataset
 
 from movprune.errors import DataError
 from movprune.tasks.base import Task, file_fingerprint, load_hub_split, slice_split, split_name
+
 # Re-exported: these lived here before the extractive_qa family shared them.
-from movprune.tasks.qa import (FEATURES, MAX_ANSWER_TOKENS, N_BEST, PREDICTIONS_FILE,  # noqa: F401
-                               QATask, best_answers, eval_features, exact_match_score, f1_score,
-                               normalize_answer, squad_metrics, train_features)
+from movprune.tasks.qa import (  # noqa: F401
+    FEATURES,
+    MAX_ANSWER_TOKENS,
+    N_BEST,
+    PREDICTIONS_FILE,
+    QATask,
+    best_answers,
+    eval_features,
+    exact_match_score,
+    f1_score,
+    normalize_answer,
+    squad_metrics,
+    train_features,
+)
 
 #: Split name -> file of the official distribution.
 FILES = {"train": "train-v1.1.json", "validation": "dev-v1.1.json"}
@@ -67,7 +79,7 @@ class SquadTask(QATask):
                             f"(available: {', '.join(FILES)})")
         return Path(data_dir) / FILES[name]
 
-    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:  # noqa: D102
+    def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:
         if data_dir is None:
             return []
         problems = []
@@ -83,12 +95,12 @@ class SquadTask(QATask):
                                 "Face Hub)")
         return problems
 
-    def data_fingerprint(self, data_dir: str | None, split: str) -> str:  # noqa: D102
+    def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         if data_dir is None:
             return f"hub:{self.hub_id}:{split}"
         return file_fingerprint(self._file(data_dir, split), split)
 
-    def load_split(self, data_dir: str | None, split: str) -> Dataset:  # noqa: D102
+    def load_split(self, data_dir: str | None, split: str) -> Dataset:
         if data_dir is None:
             ds = load_hub_split(self.name, self.hub_id, None, split,
                                 "set data_dir to a folder holding dev-v1.1.json / train-v1.1.json")
