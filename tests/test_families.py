@@ -32,6 +32,8 @@ def _glue_rows(task: str, split: str, n: int):
 
 
 def _run(tmp_path: Path, name: str, task: str, **sections) -> dict:
+    """A tiny run; presets read the real GLUE files, the same rows the family's files were cut from."""
+    sections.setdefault("data_dir", str(GLUE_DIR))
     data = tiny_recipe_dict(tmp_path / "results", task, name=name, **sections)
     return run(validate_recipe(data, name)).as_dict()
 
