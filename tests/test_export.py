@@ -286,10 +286,69 @@ def test_bad_requests_are_refused_before_anything_is_written(tiny_run, tmp_path)
     with pytest.raises(RunFailedError):
         export_run(unfinished, tmp_path / "a", "dense")
     with pytest.raises(ExportError, match="--format"):
-        export_run(tiny_run, tmp_path / "b", "onnx")
+        export_run(tiny_run, tmp_path / "b", "tflite")
     with pytest.raises(ExportError, match="--int8"):
         export_run(tiny_run, tmp_path / "c", "compact", int8=True)
     with pytest.raises(ExportError, match="outside the run"):
         export_run(tiny_run, tiny_run, "dense", force=True)
     assert (tiny_run / "result.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unfinished"]
+
+
+@pytest.mark.parametrize("source", ["compact", "dense"])
+def test_onnx_export_of_a_layer_without_heads_or_neurons_gives_the_dense_logits(emptied_run, tmp_path, source):
+    """ONNX Runtime on the graph of the compact (layer 1 keeps no head and no neuron) or dense
+    model: the run's logits within 1e-4 on real sentences, padded batches of different lengths."""
+    pytest.importorskip("onnxruntime")
+    from transformers import AutoTokenizer
+
+    from movprune.export import load_export
+
+    result = export_run(emptied_run, tmp_path / "onnx", "onnx", onnx_source=source)
+    assert result.max_abs_diff is not None and result.max_abs_diff <= FP32_TOL
+    if source == "compact":
+        assert result.details["heads_per_layer"] == [2, 0] and result.details["intermediate_size_per_layer"][1] == 0
+    session = load_export(tmp_path / "onnx")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "onnx")
+    texts = _sentences(TINY_GLUE_DIR, 20)
+    reference = _dense_logits(emptied_run / "model", texts)
+    for size in (1, 7):
+        for i in range(0, len(texts), size):
+            batch = dict(tokenizer(texts[i:i + size], padding=True, return_tensors="pt"))
+            got = session(**batch)["logits"]
+            torch.testing.assert_close(got, reference[i:i + size], atol=FP32_TOL, rtol=0)
+
+
+def test_compact_and_onnx_roberta_without_heads_in_a_layer(tmp_path):
+    """RoBERTa: emptied heads and neurons are removed, a layer left with none is kept as its
+    biases, and the compact model and its ONNX graph give the dense logits."""
+    pytest.importorskip("onnxruntime")
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    from movprune.export import bench, compact, onnx
+
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=120, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
+                           intermediate_size=FFN, max_position_embeddings=64, pad_token_id=1)
+    model = RobertaForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".encoder." in name and name.endswith(".bias") and "LayerNorm" not in name:
+                p.normal_(0, 0.5)
+        first, second = model.roberta.encoder.layer
+        first.attention.output.dense.weight[:, HEAD:2 * HEAD] = 0  # head 1 contributes nothing
+        first.output.dense.weight[:, :100] = 0  # neurons 0-99 contribute nothing
+        second.attention.self.value.weight[:] = 0  # every head outputs a constant
+        second.intermediate.dense.weight[:] = 0  # every neuron is a constant
+    small, plans = compact.compact_model(model)
+    assert [len(p.heads_kept) for p in plans] == [HEADS - 1, 0]
+    assert [len(p.neurons_kept) for p in plans] == [FFN - 100, 0]
+    assert type(small).__name__ == "CompactRobertaForSequenceClassification"
+    batches = [bench.check_batch(120, seed) for seed in range(2)]
+    for b in batches:
+        b["input_ids"][b["attention_mask"] == 0] = config.pad_token_id
+    assert bench.max_abs_diff(model, small, batches) <= FP32_TOL
+    folder = tmp_path
+    onnx.save_onnx(small, folder, batches[0], "compact")
+    model.config.save_pretrained(folder)
+    assert bench.max_abs_diff(model, onnx.OnnxModel(folder), batches) <= FP32_TOL

@@ -21,7 +21,7 @@ LAYER = {
     "recipe": 3,
     "pruners": 2, "tasks": 2,
     "results": 1, "models": 1, "run_folder": 1,
-    "errors": 0, "io": 0, "schema": 0, "data": 0, "__init__": 0,
+    "errors": 0, "io": 0, "schema": 0, "data": 0, "distributed": 0, "__init__": 0,
 }
 #: Same-layer pairs that must stay apart.
 SEPARATE = {("pruners", "tasks"), ("tasks", "pruners")}

@@ -46,3 +46,7 @@ class ForeignFolderError(MovpruneError):
 
 class InvalidResultError(RunFailedError):
     """A ``result.json`` exists but is not a valid result (unreadable, NaN, a wrong-typed field)."""
+
+
+class DistributedError(MovpruneError):
+    """The processes of one multi-process run disagree (batch split, masks)."""

@@ -51,6 +51,8 @@ class RunResult(BaseModel):
     eval_seconds: FiniteFloat | None = None
     bf16: bool = False
     num_processes: int = 1
+    #: A SHA-256 of the baked masks on each process of the run, all equal (docs/multi-gpu.md).
+    mask_sha256_by_process: list[str] = Field(default_factory=list)
     distill: dict[str, Any] | None = None
     versions: dict[str, str]
     finished_at: str | None = None
@@ -99,6 +101,21 @@ class RunResult(BaseModel):
             problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']} "
                                  f"(got {err.get('input')!r:.60})" for err in e.errors())
             raise InvalidResultError(f"{source}: invalid result ({problems})") from None
+
+
+def pruner_label(result: RunResult | dict[str, Any]) -> str:
+    """The method of a run, with its pruning pattern when it is not unstructured: ``movement``,
+    ``movement-hybrid``, ``magnitude-block32x32`` (runs of different patterns never share a cell)."""
+    if isinstance(result, RunResult):
+        result = result.as_dict()
+    config = result.get("pruner_config") or {}
+    pattern = config.get("pattern") or "unstructured"
+    if pattern == "unstructured":
+        return result["pruner"]
+    if pattern == "block" and config.get("block_shape"):
+        rows, cols = config["block_shape"]
+        return f"{result['pruner']}-block{rows}x{cols}"
+    return f"{result['pruner']}-{pattern}"
 
 
 def is_finished(run_dir: str | Path) -> bool:

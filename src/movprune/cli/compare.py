@@ -57,6 +57,12 @@ def compare_command(
     plot: Annotated[Path | None, typer.Option(
         "--plot", metavar="FILE.png",
         help="Also draw the headline metric against remaining weights (log axis), a line per pruner.")] = None,
+    plot_speed: Annotated[Path | None, typer.Option(
+        "--plot-speed", metavar="FILE.png",
+        help="Also draw the headline metric against measured speed-up (needs --speed), a line per "
+             "method × pattern, dense as the reference.")] = None,
+    speed: Annotated[Path | None, typer.Option(
+        "--speed", metavar="SPEED.json", help="Timings from benchmarks/sweep_speed.py, for --plot-speed.")] = None,
     paper: Annotated[bool, typer.Option(
         "--paper", help="Show the paper's numbers (BERT-base; SQuAD, MNLI, QQP) beside ours where task "
                         "and remaining weights match.")] = False,
@@ -95,3 +101,11 @@ def compare_command(
         if plot is not None:
             written = compare.plot(comparisons, plot, paper=paper)
             err.print(f"[green]plot[/] → {written}", highlight=False)
+        if plot_speed is not None:
+            from movprune.experiments import speed_plot
+
+            if speed is None:
+                fail("--plot-speed needs --speed SPEED.json (made by benchmarks/sweep_speed.py)")
+            written = speed_plot.plot_speed(speed_plot.load_speed(speed), plot_speed,
+                                            [r["run_dir"] for r in scan.results])
+            err.print(f"[green]speed plot[/] → {written}", highlight=False)

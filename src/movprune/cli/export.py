@@ -20,6 +20,14 @@ class ExportFormat(str, Enum):
     dense = "dense"
     compact = "compact"
     sparse = "sparse"
+    onnx = "onnx"
+
+
+class OnnxSource(str, Enum):
+    """What ``--format onnx`` traces."""
+
+    compact = "compact"
+    dense = "dense"
 
 
 def _ms(stats: dict | None, base: dict | None) -> tuple[str, str]:
@@ -33,9 +41,13 @@ def export_command(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder (holds result.json and model/).")],
     to: Annotated[Path, typer.Option("--to", help="Folder to write (created; replaced only with --force).")],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="dense: the model with zeros; compact: "
-                                              "emptied heads/neurons removed; sparse: CSR matrices.")],
+                                              "emptied heads/neurons removed; sparse: CSR matrices; onnx: "
+                                              "an ONNX Runtime graph (of --onnx-source).")],
     int8: Annotated[bool, typer.Option("--int8", help="sparse only: int8 values with a per-matrix scale.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --to folder.")] = False,
+    onnx_source: Annotated[OnnxSource, typer.Option("--onnx-source", help="onnx only: trace the compact "
+                                                    "model (emptied heads/neurons removed) or the dense one.")
+                           ] = OnnxSource.compact,
     latency: Annotated[bool, typer.Option("--latency/--no-latency",
                                           help="Time the export against the dense model.")] = True,
     seq_length: Annotated[int, typer.Option("--seq-length", min=1,
@@ -49,8 +61,9 @@ def export_command(
     private: Annotated[bool, typer.Option("--private", help="With --push-to-hub: create the repository "
                                           "as private.")] = False,
 ) -> None:
-    """Export a run's pruned model: dense (with zeros), compact (emptied heads/neurons removed) or
-    sparse (CSR matrices, sparse kernels where measured faster); prints size and latency vs dense."""
+    """Export a run's pruned model: dense (with zeros), compact (emptied heads/neurons removed),
+    sparse (CSR matrices, sparse kernels where measured faster) or onnx (an ONNX Runtime graph of
+    the compact or dense model); prints size and latency vs the dense PyTorch model."""
     with reported_errors():
         quiet_libraries()
         fmt = fmt.value
@@ -62,14 +75,15 @@ def export_command(
         from movprune.export import bench, export_run, folder_stats, load_export, load_hint
 
         err.print(f"[dim]exporting {run_dir} as {fmt}{' int8' if int8 else ''}…[/]")
-        result = export_run(run_dir, to, fmt, int8=int8, force=force, hub_repo=push_to_hub)
+        result = export_run(run_dir, to, fmt, int8=int8, force=force, onnx_source=onnx_source.value,
+                            hub_repo=push_to_hub)
         model_dir = Path(run_dir) / "model"
         rows = {"dense": folder_stats(model_dir, result.encoder_prefix),
                 f"{fmt}{'-int8' if int8 else ''}": folder_stats(to, result.encoder_prefix)}
         timing: dict[str, dict] = {name: {} for name in rows}
         if latency:
             err.print(f"[dim]timing batch 1 and 32 × {seq_length} tokens, {repeats} repetitions…[/]")
-            models = dict(zip(rows, (load_export(model_dir), load_export(to))))
+            models = dict(zip(rows, (load_export(model_dir), load_export(to, threads=threads))))
             vocab = models["dense"].config.vocab_size
             batches = {1: [bench.synthetic_batch(vocab, 1, seq_length)] * 10,
                        32: [bench.synthetic_batch(vocab, 32, seq_length)]}
@@ -83,7 +97,8 @@ def export_command(
         for name, stats in rows.items():
             b1 = _ms(timing[name].get("batch_1"), base.get("batch_1"))
             b32 = _ms(timing[name].get("batch_32"), base.get("batch_32"))
-            table.add_row(name, f"{stats.encoder_bytes / _MB:.2f}", f"{stats.total_bytes / _MB:.2f}",
+            encoder = "-" if stats.encoder_bytes is None else f"{stats.encoder_bytes / _MB:.2f}"
+            table.add_row(name, encoder, f"{stats.total_bytes / _MB:.2f}",
                           f"{stats.parameters / 1e6:.2f} M", *b1, *b32)
         out.print(table)
         if latency:
@@ -97,6 +112,10 @@ def export_command(
             out.print(f"removed {d['heads_removed']} attention heads and {d['neurons_removed']} FFN neurons; "
                       f"heads per layer {d['heads_per_layer']}, FFN sizes {d['intermediate_size_per_layer']}",
                       highlight=False)
+        if fmt == "onnx":
+            out.print(f"ONNX Runtime (CPU, {threads} intra-op thread(s)) on a graph of the {d['source']} model"
+                      + (f"; heads per layer {d['heads_per_layer']}, FFN sizes {d['intermediate_size_per_layer']}"
+                         if "heads_per_layer" in d else ""), highlight=False)
         if fmt == "sparse":
             chosen = sum(v > 0 for v in d["sparse_max_rows"].values())
             out.print(f"{d['matrices_csr']} of {d['matrices']} pruned matrices stored in CSR; the sparse "

@@ -28,13 +28,23 @@ def breakdown_table(b) -> Table:
     for col in b.columns:
         table.add_column(col, justify="right")
     table.add_column("layer total", justify="right", style="bold")
+    units = [(key, label) for key, label in (("heads", "heads left"), ("neurons", "neurons left"))
+             if any(key in s for s in b.structure.values())]
+    for _, label in units:
+        table.add_column(label, justify="right")
+
+    def left(entries, key):
+        found = [e for e in entries if key in e]
+        return f"{sum(e[key + '_left'] for e in found)}/{sum(e[key] for e in found)}" if found else ""
+
     for layer, cells in b.cells.items():
         table.add_row("-" if layer is None else str(layer),
                       *(f"{cells[c]:.1f}" if c in cells else "" for c in b.columns),
-                      f"{b.layer_totals[layer]:.1f}")
+                      f"{b.layer_totals[layer]:.1f}",
+                      *(left([b.structure.get(layer, {})], key) for key, _ in units))
     table.add_section()
     table.add_row("all", *(f"{b.column_totals[c]:.1f}" for c in b.columns), f"{b.total:.2f}",
-                  style="bold")
+                  *(left(list(b.structure.values()), key) for key, _ in units), style="bold")
     return table
 
 

@@ -44,12 +44,18 @@ def run_command(
 
         resolved = load_recipe(recipe, overrides or [])
         quiet_libraries()
-        from movprune.experiments.train import check_inputs, run
+        from movprune.distributed import launched_as_main
+        from movprune.experiments.train import SilentObserver, check_inputs, run
 
         check_inputs(resolved, str(recipe))
+        if dry_run and not launched_as_main():
+            return
         if dry_run:
             out.print(resolved.to_yaml(), end="", highlight=False, markup=False)
             err.print(f"[green]ok[/]: {recipe} is valid; results would go to {resolved.run_dir}/")
+            return
+        if not launched_as_main():  # one of several processes of a launch: rank 0 reports
+            run(resolved, force=force, observer=SilentObserver())
             return
         with ProgressObserver() as observer:
             result = run(resolved, force=force, observer=observer)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from movprune.cli.common import ProgressObserver, err, out, pick_recipe, quiet_libraries, reported_errors
+from movprune.cli.common import ProgressObserver, err, fail, out, pick_recipe, quiet_libraries, reported_errors
 from movprune.experiments.compare import level_label
 
 EXIT_RUN_FAILED = 1
@@ -18,6 +18,7 @@ class _SweepProgress:
 
     def __init__(self) -> None:
         self.current: ProgressObserver | None = None
+        self.started = 0  # runs whose training progress was drawn here (in-process)
 
     def close(self) -> None:
         """Stop the current run's progress display (after Ctrl-C too)."""
@@ -29,6 +30,7 @@ class _SweepProgress:
         err.print(f"[bold][{index + 1}/{total}][/] {run.name}: {run.method}, "
                   f"{level_label(run.remaining_pct)}, seed {run.seed}", highlight=False)
         self.current = ProgressObserver().__enter__()
+        self.started += 1
         return self.current
 
     def on_run_end(self, index, total, outcome):
@@ -39,6 +41,10 @@ class _SweepProgress:
         elif outcome.status == "locked":
             err.print(f"[yellow][{index + 1}/{total}] {outcome.run.name}: skipped, another process is "
                       f"running it[/] ({outcome.error})", highlight=False, soft_wrap=True)
+        elif outcome.status == "finished" and self.current is None and not self.started:
+            # Trained elsewhere (--jobs, --backend ray): one line as each run ends.
+            err.print(f"[green][{index + 1}/{total}] {outcome.run.name}: finished[/] in {outcome.seconds:.0f} s",
+                      highlight=False)
         elif outcome.status == "failed":
             err.print(f"[bold red][{index + 1}/{total}] {outcome.run.name} failed:[/] {outcome.error}",
                       highlight=False, soft_wrap=True)
@@ -73,6 +79,23 @@ def summary_table(outcomes, title: str) -> Table:
     return table
 
 
+def _backend(name: str, jobs: int, ray_address: str | None, cpus_per_run: float, gpus_per_run: float):
+    """The backend the options ask for (None: in this process, one run after another)."""
+    from movprune.experiments import backends
+
+    ray_options = ray_address is not None or cpus_per_run != 1.0 or gpus_per_run != 0.0
+    if name == "local":
+        if ray_options:
+            fail("--ray-address, --cpus-per-run and --gpus-per-run go with --backend ray")
+        return backends.ProcessPoolBackend(jobs) if jobs > 1 else None
+    if name == "ray":
+        if jobs != 1:
+            fail("--jobs is for the local backend; with --backend ray, Ray runs as many runs at once as "
+                 "the cluster's CPUs/GPUs allow (see --cpus-per-run, --gpus-per-run)")
+        return backends.RayBackend(ray_address, cpus_per_run, gpus_per_run)
+    fail(f"--backend {name}: choose 'local' or 'ray'")
+
+
 def sweep_command(
     recipe: Annotated[str | None, typer.Argument(
         metavar="RECIPE", show_default=False,
@@ -94,20 +117,44 @@ def sweep_command(
         "--force", help="Re-run finished runs too (each old run stays until its new run has finished).")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Validate every combination and list the runs; train nothing.")] = False,
+    backend: Annotated[str, typer.Option(
+        "--backend", metavar="local|ray",
+        help="Where runs train: 'local' (this machine; see --jobs) or 'ray' (each run a Ray task; "
+             "needs pip install 'movprune[ray]' and a results folder every node can see).")] = "local",
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=1, help="local backend: runs trained at once, each in its own process "
+                                    "(1: one after another in this process).")] = 1,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="ADDRESS",
+        help="ray backend: the cluster to join ('auto', 'ray://head:10001'); default: start a local "
+             "Ray instance for the sweep.")] = None,
+    cpus_per_run: Annotated[float, typer.Option(
+        "--cpus-per-run", help="ray backend: CPUs Ray reserves for each run.")] = 1.0,
+    gpus_per_run: Annotated[float, typer.Option(
+        "--gpus-per-run", help="ray backend: GPUs Ray reserves for each run (0.5 puts two runs on a GPU).")] = 0.0,
 ) -> None:
     """Run a recipe for every pruner x remaining-weights level x seed.
 
     Runs go to <output_dir>/<recipe name>/<pruner>-r<remaining %>-s<seed>/ (r3 = 3% remaining, 97% sparse).
 
     Resumable: finished runs are skipped untouched, unfinished ones are redone. A failing run does not stop the others; the exit code is 1 when any run failed, 2 when the sweep is invalid.
+
+    Runs train one after another in this process by default; --jobs N trains N at once on this machine, --backend ray runs each as a Ray task (see docs/multi-gpu.md).
     """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
     from movprune import results
+    from movprune.distributed import launched_world_size
     from movprune.experiments import sweep
+
+    if launched_world_size() > 1:
+        fail("movprune sweep under torchrun/accelerate launch would run every combination on every "
+             "process; run the sweep plainly (--jobs N or --backend ray for parallel runs), or launch "
+             "single runs with torchrun (see docs/multi-gpu.md)")
 
     recipe_path, overrides, note = pick_recipe(recipe, overrides or [])
     if note:
         err.print(note, highlight=False, soft_wrap=True)
     with reported_errors():
+        runner = _backend(backend, jobs, ray_address, cpus_per_run, gpus_per_run)
         levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)
         plan = sweep.plan_sweep(recipe_path, remaining_pcts=levels, methods=methods, seeds=seed_list,
                                 overrides=overrides)
@@ -131,7 +178,7 @@ def sweep_command(
         quiet_libraries()
         progress = _SweepProgress()
         try:
-            outcomes = sweep.run_sweep(plan, force=force, observer=progress)
+            outcomes = sweep.run_sweep(plan, force=force, observer=progress, backend=runner)
         finally:
             progress.close()
     out.print(summary_table(outcomes, f"sweep {sweep_dir}"))

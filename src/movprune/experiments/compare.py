@@ -283,7 +283,7 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
                     metric_names.append(m)
         by_cell: dict[tuple[float, str], list[dict[str, Any]]] = {}
         for r in runs:
-            by_cell.setdefault((run_level(r), r["pruner"]), []).append(r)
+            by_cell.setdefault((run_level(r), results.pruner_label(r)), []).append(r)
         warnings = []
         rows: dict[float, Row] = {}
         for (level, pruner), cell_runs in by_cell.items():

@@ -8,6 +8,7 @@ the model folder the totals are plain means of the matrices' percentages, and sa
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,8 @@ class Breakdown:
     weighted: bool
     source: str
     run: dict[str, Any] = field(default_factory=dict)
+    #: layer -> {"heads_left", "heads", "neurons_left", "neurons"} when the saved model was read
+    structure: dict[int | None, dict[str, int]] = field(default_factory=dict)
 
 
 def breakdown_dict(b: Breakdown) -> dict[str, Any]:
@@ -159,6 +162,29 @@ def remaining_from_model(model_dir: Path) -> dict[str, float]:
     return remaining_by_module(model)
 
 
+def structure_from_model(model_dir: Path) -> dict[int | None, dict[str, int]]:
+    """Attention heads and FFN neurons left per layer of a saved model (see
+    :func:`movprune.pruners.grouping.heads_and_neurons`); empty when the model has no head count."""
+    from safetensors import safe_open
+
+    from movprune.pruners.grouping import heads_and_neurons, matrix_role
+
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    heads = config.get("num_attention_heads") or config.get("n_heads")
+    if not heads:
+        return {}
+    weights = {}
+    for path in _safetensors_files(model_dir):
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                if key.endswith(".weight") and matrix_role(key[: -len(".weight")]) is not None:
+                    weights[key[: -len(".weight")]] = f.get_tensor(key)
+    return {layer_index(prefix + "x"): entry for prefix, entry in heads_and_neurons(weights, heads).items()}
+
+
 def inspect_run(run_dir: str | Path) -> Breakdown:
     """The remaining-weights breakdown of a run folder (``result.json``, else ``model/``)."""
     run_dir = Path(run_dir)
@@ -180,4 +206,7 @@ def inspect_run(run_dir: str | Path) -> Breakdown:
         run.update({k: getattr(result, k) for k in ("name", "task", "model", "pruner", "target_remaining_pct",
                                                      "remaining_pct")})
         run["name"] = result.name or run_dir.name
-    return breakdown(by_module, sizes, source=source, run=run)
+    found = breakdown(by_module, sizes, source=source, run=run)
+    if _safetensors_files(model_dir):
+        found.structure = structure_from_model(model_dir)
+    return found

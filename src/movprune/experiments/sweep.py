@@ -3,9 +3,10 @@
 Runs go to ``<output_dir>/<sweep name>/<method>-r<remaining %>-s<seed>/`` where the sweep name is
 the recipe's ``name`` (or, when it has none, the recipe file's stem). A sweep is resumable: a run
 whose folder already holds a finished result is skipped without being touched, an unfinished one is
-redone from scratch. Every combination is validated before the first run starts. Runs execute
-in-process, one after another, so whatever the runs share (the tokenisation cache, a distillation
-teacher cache, loaded libraries) is built once.
+redone from scratch. Every combination is validated before the first run starts. By default runs
+execute in-process, one after another, so whatever the runs share (the tokenisation cache, a
+distillation teacher cache, loaded libraries) is built once; a backend (``experiments/backends.py``:
+worker processes, Ray tasks) runs them elsewhere under the same rules.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import gc
 import json
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -366,48 +367,77 @@ def check_finished_recipes(plan: list[SweepRun], source: str) -> None:
         raise RecipeError(source, problems)
 
 
-def run_sweep(plan: list[SweepRun], *, force: bool = False,
-              observer: SweepObserver | None = None) -> list[RunOutcome]:
-    """Run every combination of ``plan`` in order; returns one outcome per run.
+def run_one(sweep_run: SweepRun, force: bool = False, observer: Any = None) -> RunOutcome:
+    """Train one run of a sweep; never raises for the run's own failure.
 
-    Finished runs are skipped untouched (unless ``force``), after checking they were trained with
-    the recipe asked (:func:`check_finished_recipes`); a run another process is writing (its lock
-    is held) is skipped as ``locked``; a run that raises is recorded as failed (its traceback goes
-    to ``error.txt`` in its unfinished folder) and the sweep goes on. With ``force`` a finished run
-    is replaced only once its new run has finished. Ctrl-C stops the sweep, leaving the current run
-    unfinished (a forced one leaves the old result in place).
+    A run another process is writing (its lock is held) comes back ``locked``; one another sweep
+    finished meanwhile, ``skipped``; a run that raises, ``failed``, its traceback in ``error.txt`` in
+    its unfinished folder. The same rules hold on every backend: this is what a worker process or a
+    Ray task runs.
     """
     from movprune.experiments.train import run as train_run
 
+    start = time.perf_counter()
+    try:
+        result = train_run(sweep_run.recipe, force=force, observer=observer)
+        return RunOutcome(sweep_run, "finished", result=result, seconds=time.perf_counter() - start)
+    except RunLockedError as e:  # another sweep is running it
+        return RunOutcome(sweep_run, "locked", error=str(e))
+    except ResultExistsError as e:  # another sweep finished it since the check above
+        if results.is_finished(sweep_run.run_dir):
+            return RunOutcome(sweep_run, "skipped", result=results.load_result(sweep_run.run_dir))
+        return RunOutcome(sweep_run, "failed", error=str(e))
+    except Exception as e:  # one failing run must not stop the others
+        message = str(e) if isinstance(e, MovpruneError) else f"{type(e).__name__}: {e}"
+        if (sweep_run.run_dir.is_dir() and not results.is_finished(sweep_run.run_dir)
+                and is_movprune_run(sweep_run.run_dir)):
+            atomic_write_text(sweep_run.run_dir / ERROR_FILE, traceback.format_exc())
+        return RunOutcome(sweep_run, "failed", error=message, seconds=time.perf_counter() - start)
+    finally:
+        gc.collect()  # the finished model is garbage; free it before the next one loads
+
+
+class SweepBackend(Protocol):
+    """Runs the pending runs of a sweep somewhere else (worker processes, a Ray cluster)."""
+
+    def run_all(self, runs: list[tuple[int, SweepRun]], force: bool) -> Iterator[tuple[int, RunOutcome]]:
+        """Start every ``(index, run)`` and yield ``(index, outcome)`` as each one ends."""
+        ...
+
+
+def run_sweep(plan: list[SweepRun], *, force: bool = False,
+              observer: SweepObserver | None = None, backend: SweepBackend | None = None) -> list[RunOutcome]:
+    """Run every combination of ``plan``; returns one outcome per run, in plan order.
+
+    Finished runs are skipped untouched (unless ``force``), after checking they were trained with
+    the recipe asked (:func:`check_finished_recipes`); the other runs follow :func:`run_one`'s rules
+    (locked, failed) and the sweep goes on. With ``force`` a finished run is replaced only once its
+    new run has finished. Without a ``backend`` the runs train in this process one after another;
+    with one, they run where the backend puts them and the observer hears of each as it ends.
+    Ctrl-C stops the sweep, leaving the current runs unfinished (a forced one leaves the old result
+    in place).
+    """
     if not force and plan:
         check_finished_recipes(plan, "sweep")
-    outcomes = []
     total = len(plan)
+    outcomes: dict[int, RunOutcome] = {}
+    todo: list[tuple[int, SweepRun]] = []
     for index, sweep_run in enumerate(plan):
         if not force and results.is_finished(sweep_run.run_dir):
-            outcome = RunOutcome(sweep_run, "skipped", result=results.load_result(sweep_run.run_dir))
+            outcomes[index] = RunOutcome(sweep_run, "skipped", result=results.load_result(sweep_run.run_dir))
+            if observer:
+                observer.on_run_end(index, total, outcomes[index])
         else:
+            todo.append((index, sweep_run))
+    if backend is None:
+        for index, sweep_run in todo:
             run_observer = observer.on_run_start(index, total, sweep_run) if observer else None
-            start = time.perf_counter()
-            try:
-                result = train_run(sweep_run.recipe, force=force, observer=run_observer)
-                outcome = RunOutcome(sweep_run, "finished", result=result,
-                                     seconds=time.perf_counter() - start)
-            except RunLockedError as e:  # another sweep is running it
-                outcome = RunOutcome(sweep_run, "locked", error=str(e))
-            except ResultExistsError as e:  # another sweep finished it since the check above
-                finished = results.is_finished(sweep_run.run_dir)
-                outcome = (RunOutcome(sweep_run, "skipped", result=results.load_result(sweep_run.run_dir))
-                           if finished else RunOutcome(sweep_run, "failed", error=str(e)))
-            except Exception as e:  # one failing run must not stop the others
-                message = str(e) if isinstance(e, MovpruneError) else f"{type(e).__name__}: {e}"
-                outcome = RunOutcome(sweep_run, "failed", error=message, seconds=time.perf_counter() - start)
-                if (sweep_run.run_dir.is_dir() and not results.is_finished(sweep_run.run_dir)
-                        and is_movprune_run(sweep_run.run_dir)):
-                    atomic_write_text(sweep_run.run_dir / ERROR_FILE, traceback.format_exc())
-            finally:
-                gc.collect()  # the finished model is garbage; free it before the next one loads
-        outcomes.append(outcome)
-        if observer:
-            observer.on_run_end(index, total, outcome)
-    return outcomes
+            outcomes[index] = run_one(sweep_run, force, run_observer)
+            if observer:
+                observer.on_run_end(index, total, outcomes[index])
+    else:
+        for index, outcome in backend.run_all(todo, force):
+            outcomes[index] = outcome
+            if observer:
+                observer.on_run_end(index, total, outcome)
+    return [outcomes[i] for i in range(total)]

@@ -13,13 +13,13 @@ from typing import Any, Protocol
 
 import torch
 
-from movprune import pruners, results, run_folder, tasks
-from movprune.errors import DataError, RecipeError
+from movprune import distributed, pruners, results, run_folder, tasks
+from movprune.errors import DataError, DistributedError, RecipeError
 from movprune.experiments import distill
 from movprune.experiments.data import prepare_data
 from movprune.io import atomic_write_json, atomic_write_text
 from movprune.models import check_encoder, resolve_model
-from movprune.pruners.counting import remaining_by_module, remaining_pct
+from movprune.pruners.counting import prunable_linears, remaining_by_module, remaining_pct
 from movprune.recipe import Recipe, TrainConfig
 from movprune.results import RunResult
 from movprune.tasks.base import TaskData
@@ -62,11 +62,15 @@ def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
     distill.check_teacher(recipe)
 
 
-def total_steps(recipe: Recipe, num_train: int, num_processes: int = 1) -> int:
-    """Optimizer steps of the run: ``max_steps``, else ``epochs`` over the training set."""
+def total_steps(recipe: Recipe, num_train: int) -> int:
+    """Optimizer steps of the run: ``max_steps``, else ``epochs`` over the training set.
+
+    ``train.batch_size`` is the global batch, so the count does not depend on how many processes
+    share it.
+    """
     if recipe.train.max_steps is not None:
         return recipe.train.max_steps
-    per_epoch = math.ceil(num_train / (recipe.train.batch_size * num_processes))
+    per_epoch = math.ceil(num_train / recipe.train.batch_size)
     return max(1, math.ceil(recipe.train.epochs * per_epoch))
 
 
@@ -134,26 +138,73 @@ def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Rec
     return metrics, artifacts
 
 
+def check_batch_split(recipe: Recipe, num_processes: int) -> None:
+    """``train.batch_size`` is the global batch: it must split evenly over the processes."""
+    if distributed.per_process_batch_size(recipe.train.batch_size, num_processes) is None:
+        b = recipe.train.batch_size
+        fit = -(-b // num_processes) * num_processes
+        raise RecipeError(f"train.batch_size={b}", [
+            f"the global batch is split across the {num_processes} processes of this launch, so it must "
+            f"be a multiple of {num_processes}: set train.batch_size={fit} (or launch a number of "
+            f"processes that divides {b})"])
+
+
+def _mean_across_processes(accelerator: Any, window: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The logged loss parts averaged over the processes (each saw its share of the global batch):
+    one collective per logged step, none per training step."""
+    if accelerator.num_processes == 1 or not window:
+        return window
+    keys = sorted(window)
+    stacked = torch.stack([window[k].float().reshape(()) for k in keys]).to(accelerator.device)
+    reduced = accelerator.reduce(stacked, reduction="mean")
+    return dict(zip(keys, reduced.cpu()))
+
+
+def _check_masks_agree(model: torch.nn.Module) -> list[str]:
+    """Digests of the baked masks of every process; raises when the processes disagree (the run
+    would then depend on which process saved it)."""
+    digest = distributed.mask_digest([layer.weight for layer in prunable_linears(model).values()])
+    digests = distributed.gather_in_order([digest])
+    if len(set(digests)) > 1:
+        raise DistributedError(
+            f"the {len(digests)} processes ended with different masks ({', '.join(d[:12] for d in digests)}); "
+            "the run is not valid. Please report this with the recipe and the launch command.")
+    return digests
+
+
 def run(recipe: Recipe, *, force: bool = False, observer: Observer | None = None) -> RunResult:
     """Fine-prune ``recipe``'s model on its task and publish the run folder; returns its result.
 
     The run folder is locked for the whole run (:mod:`movprune.run_folder`); with ``force`` a
-    finished run of the same name is replaced only once this one has finished.
+    finished run of the same name is replaced only once this one has finished. Under several
+    processes only the main process claims, writes and publishes the folder.
     """
     from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
 
     obs = observer or SilentObserver()
     check_inputs(recipe)
+    state = distributed.init_process_state()  # before the teacher: it may train on every process
+    check_batch_split(recipe, state.num_processes)
+    if not state.is_main_process:  # one process reports progress
+        obs = SilentObserver()
     # Before this run's Accelerator: an automatic teacher is itself a run (trained once, cached).
     teacher = (distill.prepare_teacher(recipe, lambda dense: run(dense, observer=obs), obs.on_phase)
                if recipe.distill is not None else None)
-    accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no")
+    # split_batches: the loader yields the global batch and each process takes its share of it,
+    # so step k sees the same examples on 1 or N processes.
+    accelerator = Accelerator(mixed_precision="bf16" if recipe.train.bf16 else "no",
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
     main = accelerator.is_main_process
-    with run_folder.claim(recipe.run_dir, force) if main else contextlib.nullcontext() as folder:
-        if main:
+    with contextlib.ExitStack() as stack:
+        def claim() -> run_folder.RunFolder:
+            folder = stack.enter_context(run_folder.claim(recipe.run_dir, force))
             atomic_write_text(folder.path / results.RECIPE_FILE, recipe.to_yaml())
-        accelerator.wait_for_everyone()
-        folder = folder or run_folder.worker_folder(recipe.run_dir)
+            return folder
+
+        # On the main process; an error there (the folder is locked, the run finished) is raised
+        # on every process, so none waits for a run that will not start.
+        folder = distributed.main_first(claim) or run_folder.worker_folder(recipe.run_dir)
         result = _train(recipe, folder.path, accelerator, teacher, obs)
         if main:
             folder.publish()
@@ -175,7 +226,9 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
     resolved = resolve_model(recipe.model)
     tokenizer = resolved.tokenizer()
     obs.on_phase("preparing data")
-    with accelerator.main_process_first():
+    # The main process tokenises and caches first, then one process per machine (the cache may be
+    # local to each machine), then the rest read the cache.
+    with accelerator.main_process_first(), accelerator.local_main_process_first():
         data = prepare_data(task, recipe, tokenizer)
     if len(data.train) == 0:
         raise DataError(f"task {task.name}: the training split '{recipe.train_split}' is empty")
@@ -184,7 +237,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
     if recipe.train.freeze_embeddings and embeddings is not None:
         embeddings.requires_grad_(False)
 
-    steps = total_steps(recipe, len(data.train), accelerator.num_processes)
+    steps = total_steps(recipe, len(data.train))
     pruner = pruners.build_pruner(recipe.pruner, steps)
     pruner.attach(model)
     distiller = None
@@ -200,7 +253,9 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
     loader = torch.utils.data.DataLoader(
         data.train, batch_size=recipe.train.batch_size, shuffle=True, collate_fn=task.collate(tokenizer),
         generator=torch.Generator().manual_seed(recipe.seed), drop_last=False)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # The scheduler stays outside prepare(): accelerate would step it once per process per
+    # optimizer step, running the schedule N times too fast on N processes.
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
     def batches():
         epoch = 0
@@ -229,6 +284,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
         done = step + 1
         if done % recipe.train.log_every_steps == 0 or done == steps:
             now = time.perf_counter()
+            window = _mean_across_processes(accelerator, window)
             record = {"step": done, **{k: float(v) / window_n for k, v in window.items()},
                       "lr": scheduler.get_last_lr()[0], **pruner.log_values(),
                       "samples_per_second": window_samples / max(now - window_start, 1e-9)}
@@ -255,6 +311,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
     eval_seconds += time.perf_counter() - t0
     measured = remaining_pct(final_model)
     by_module = remaining_by_module(final_model)
+    mask_digests = _check_masks_agree(final_model)
     obs.on_eval(steps, metrics)
 
     result = RunResult.checked({
@@ -265,6 +322,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer) -
         "pruner_summary": pruner.summary(),
         "seed": recipe.seed, "steps": steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "bf16": recipe.train.bf16, "num_processes": accelerator.num_processes,
+        "mask_sha256_by_process": mask_digests,
         "distill": distiller.result_entry() if distiller else None, "versions": results.versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }, f"run {recipe.run_name}")

@@ -1,4 +1,5 @@
-"""Exporting a pruned run as a model that is really smaller (compact, sparse) and faster (sparse).
+"""Exporting a pruned run as a model that is really smaller (compact, sparse) and faster (compact,
+sparse, ONNX).
 
 Library code: no printing. ``movprune export`` (``movprune.cli.export``) and
 ``benchmarks/export_speed.py`` are built on :func:`export_run`, :func:`load_export`,
@@ -8,6 +9,7 @@ Library code: no printing. ``movprune export`` (``movprune.cli.export``) and
 from movprune.export.api import (
     EXPORT_INFO,
     FORMATS,
+    ONNX_SOURCES,
     ExportResult,
     FolderStats,
     export_format,
@@ -19,5 +21,5 @@ from movprune.export.api import (
 )
 from movprune.export.sparse import load_sparse
 
-__all__ = ["EXPORT_INFO", "FORMATS", "ExportResult", "FolderStats", "export_format", "export_run",
+__all__ = ["EXPORT_INFO", "FORMATS", "ONNX_SOURCES", "ExportResult", "FolderStats", "export_format", "export_run",
            "folder_stats", "load_export", "load_hint", "load_run_model", "load_sparse"]

@@ -26,7 +26,9 @@ from movprune.export.folders import (
 from movprune.io import atomic_write_json
 from movprune.pruners.counting import prunable_linears
 
-FORMATS = ("dense", "compact", "sparse")
+FORMATS = ("dense", "compact", "sparse", "onnx")
+#: What an ONNX export traces: the compact model (emptied heads/neurons removed) or the dense one.
+ONNX_SOURCES = ("compact", "dense")
 #: Largest |output difference| to the dense model accepted for exact (fp32) exports.
 EXACT_TOLERANCE = 1e-4
 
@@ -35,6 +37,8 @@ _LOAD_HINTS = {
     "compact": "from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{path}\", "
                "trust_remote_code=True)",
     "sparse": "from movprune.export import load_sparse\nmodel = load_sparse(\"{path}\")",
+    "onnx": "import onnxruntime\nsession = onnxruntime.InferenceSession(\"{path}/model.onnx\")  "
+            "# inputs and outputs: {path}/onnx_config.json",
 }
 
 
@@ -56,7 +60,7 @@ class ExportResult:
 class FolderStats:
     """Size and parameter count of a model folder, read from its files."""
 
-    encoder_bytes: int
+    encoder_bytes: int | None  # None for ONNX graphs, whose weights lose their names
     total_bytes: int
     parameters: int
 
@@ -105,19 +109,27 @@ def load_hint(fmt: str, architecture: str, path: str | Path) -> str:
 
 
 def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = False, force: bool = False,
-               measure_kernels: bool = True, hub_repo: str | None = None) -> ExportResult:
+               measure_kernels: bool = True, onnx_source: str = "compact",
+               hub_repo: str | None = None) -> ExportResult:
     """Export a finished run's model to the folder ``to`` in format ``fmt``.
 
     ``dense`` copies the saved model; ``compact`` removes emptied heads and neurons (custom code,
     ``trust_remote_code=True``); ``sparse`` stores pruned matrices in CSR (``int8``: int8 values),
     timing CSR against dense kernels per matrix when ``measure_kernels``. Compact and fp32 sparse
     exports are checked against the dense model (max |output difference| ≤ 1e-4) before the folder
-    is renamed into place. Every export holds a model card (``README.md``) whose loading snippet
-    names ``hub_repo`` when the folder is to be uploaded there. Raises :class:`ExportError` /
-    :class:`ResultExistsError`.
+    is renamed into place. ``onnx`` traces the compact (``onnx_source``) or dense model into
+    ``model.onnx`` and checks ONNX Runtime's outputs the same way. Every export holds a model card
+    (``README.md``) whose loading snippet names ``hub_repo`` when the folder is to be uploaded there.
+    Raises :class:`ExportError` / :class:`ResultExistsError`.
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if onnx_source not in ONNX_SOURCES:
+        raise ExportError(f"--onnx-source {onnx_source}: choose one of {', '.join(ONNX_SOURCES)}")
+    if fmt == "onnx":
+        from movprune.export import onnx
+
+        onnx.require_onnxruntime()
     if int8 and fmt != "sparse":
         raise ExportError("--int8 applies to --format sparse only")
     run_dir, to = Path(run_dir), Path(to)
@@ -148,6 +160,18 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
                        "heads_removed": sum(model.config.num_attention_heads - len(p.heads_kept) for p in plans),
                        "neurons_removed": sum(model.config.intermediate_size - len(p.neurons_kept)
                                               for p in plans)}
+        elif fmt == "onnx":
+            from movprune.export import onnx
+
+            source = compact.compact_model(model)[0] if onnx_source == "compact" else model
+            details = onnx.save_onnx(source, tmp, check[0], onnx_source)
+            model.config.save_pretrained(tmp)  # the architecture and sizes, for reference and loading
+            tokenizer.save_pretrained(tmp)
+            diff = bench.max_abs_diff(model, onnx.OnnxModel(tmp), check)
+            if onnx_source == "compact":
+                cfg = source.config
+                details.update(heads_per_layer=cfg.num_attention_heads_per_layer,
+                               intermediate_size_per_layer=cfg.intermediate_size_per_layer)
         else:
             manifest = sparse.save_sparse(model, tmp, int8=int8, measure=measure_kernels)
             tokenizer.save_pretrained(tmp)
@@ -176,25 +200,35 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
 
 def export_format(folder: str | Path) -> str:
     """The format of an export folder (or ``dense`` for any ordinary model folder)."""
+    from movprune.export.onnx import ONNX_FILE
+
     folder = Path(folder)
     if (folder / sparse.SPARSE_CONFIG).is_file():
         return "sparse"
+    if (folder / ONNX_FILE).is_file():
+        return "onnx"
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ExportError(f"{folder}: not a model folder ({e})") from None
-    return "compact" if config.get("model_type") == "compact_bert" else "dense"
+    return "compact" if str(config.get("model_type", "")).startswith("compact_") else "dense"
 
 
-def load_export(folder: str | Path) -> nn.Module:
+def load_export(folder: str | Path, threads: int = 0) -> nn.Module:
     """Load any export (or a run's model folder) in eval mode, as a user would: compact exports
-    through the Auto class with ``trust_remote_code=True``, sparse ones with :func:`load_sparse`."""
+    through the Auto class with ``trust_remote_code=True``, sparse ones with :func:`load_sparse`,
+    ONNX ones as an ONNX Runtime session (:class:`~movprune.export.onnx.OnnxModel`, ``threads``
+    intra-op threads) called like a model."""
     import transformers
 
     folder = Path(folder)
     fmt = export_format(folder)
     if fmt == "sparse":
         return sparse.load_sparse(folder)
+    if fmt == "onnx":
+        from movprune.export.onnx import OnnxModel
+
+        return OnnxModel(folder, threads=threads)
     arch = json.loads((folder / "config.json").read_text(encoding="utf-8"))["architectures"][0]
     if fmt == "compact":
         auto = getattr(transformers, _auto_class(arch))
@@ -206,6 +240,10 @@ def folder_stats(folder: str | Path, prefix: str) -> FolderStats:
     """Encoder bytes (tensors named ``prefix…``), total bytes, and parameters stored (values only:
     CSR indices and int8 scales are not parameters)."""
     folder = Path(folder)
+    if export_format(folder) == "onnx":
+        from movprune.export.onnx import onnx_parameters
+
+        return FolderStats(encoder_bytes=None, total_bytes=folder_bytes(folder), parameters=onnx_parameters(folder))
     params = 0
     for path in folder.glob("*.safetensors"):
         for name, info in safetensors_header(path).items():

@@ -23,6 +23,7 @@ _FORMAT_TEXT = {
     "compact": "emptied attention heads and FFN neurons physically removed (custom code: load with "
                "`trust_remote_code=True`)",
     "sparse": "pruned matrices stored in CSR (load with movprune's `load_sparse`)",
+    "onnx": "an ONNX graph (`model.onnx`) for ONNX Runtime",
 }
 
 
@@ -57,7 +58,7 @@ def card_metadata(result: dict[str, Any], recipe: dict[str, Any], fmt: str) -> d
     data = ModelCardData(
         base_model=hub_id(str(result.get("model"))), datasets=[dataset[0]] if dataset else None,
         metrics=sorted({m.removesuffix("_mm") for m in metrics}) or None, tags=tags,
-        library_name="transformers" if fmt != "sparse" else None, pipeline_tag=pipeline_tag,
+        library_name="transformers" if fmt in ("dense", "compact") else None, pipeline_tag=pipeline_tag,
         model_name=str(result.get("name")) if evals else None, eval_results=evals or None)
     return data.to_dict()
 

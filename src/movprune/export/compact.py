@@ -41,11 +41,12 @@ class LayerPlan:
 
 
 def _bert_layers(model: nn.Module) -> list[nn.Module]:
-    if getattr(model.config, "model_type", None) != "bert":
-        raise ExportError(f"compact export supports BERT models (model_type 'bert'); this run's model is "
+    if getattr(model.config, "model_type", None) not in compact_bert.COMPACT_CONFIGS:
+        raise ExportError(f"compact export supports BERT and RoBERTa models (model_type "
+                          f"{' or '.join(map(repr, compact_bert.COMPACT_CONFIGS))}); this run's model is "
                           f"'{getattr(model.config, 'model_type', '?')}'. Use --format sparse instead")
     if model.config.add_cross_attention or model.config.is_decoder:
-        raise ExportError("compact export supports BERT encoders only (no decoder, no cross-attention)")
+        raise ExportError("compact export supports encoders only (no decoder, no cross-attention)")
     return list(model.base_model.encoder.layer)
 
 
@@ -119,13 +120,14 @@ def compact_model(model: nn.Module) -> tuple[nn.Module, list[LayerPlan]]:
     config = model.config
     size = config.hidden_size // config.num_attention_heads
     compact_name, auto_name = compact_bert.COMPACT_CLASSES[arch]
+    base_arch = "RobertaModel" if config.model_type == "roberta" else "BertModel"
     module = MODELING_FILE.removesuffix(".py")
     values = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "architectures", "auto_map")}
-    compact_config = compact_bert.CompactBertConfig.from_dict({
+    compact_config = compact_bert.COMPACT_CONFIGS[config.model_type].from_dict({
         **values,
         "architectures": [compact_name],
-        "auto_map": {"AutoConfig": f"{module}.CompactBertConfig",
-                     "AutoModel": f"{module}.CompactBertModel",
+        "auto_map": {"AutoConfig": f"{module}.{compact_bert.COMPACT_CONFIGS[config.model_type].__name__}",
+                     "AutoModel": f"{module}.{compact_bert.COMPACT_CLASSES[base_arch][0]}",
                      auto_name: f"{module}.{compact_name}"},
         "attention_head_size": size,
         "num_attention_heads_per_layer": [len(p.heads_kept) for p in plans],

@@ -1,4 +1,4 @@
-"""BERT with a different number of attention heads and FFN neurons in each layer.
+"""BERT and RoBERTa with a different number of attention heads and FFN neurons in each layer.
 
 ``movprune export --format compact`` copies this file into the exported folder and names it in the
 config's ``auto_map``, so the folder loads with transformers' Auto classes and
@@ -27,6 +27,15 @@ from transformers.models.bert.modeling_bert import (
     BertModel,
     BertSelfAttention,
 )
+from transformers.models.roberta.configuration_roberta import RobertaConfig
+from transformers.models.roberta.modeling_roberta import (
+    RobertaForMaskedLM,
+    RobertaForMultipleChoice,
+    RobertaForQuestionAnswering,
+    RobertaForSequenceClassification,
+    RobertaForTokenClassification,
+    RobertaModel,
+)
 
 
 class CompactBertConfig(BertConfig):
@@ -44,15 +53,33 @@ class CompactBertConfig(BertConfig):
     attention_head_size: int | None = None
 
     def __post_init__(self, **kwargs):
-        if self.attention_head_size is None:
-            self.attention_head_size = self.hidden_size // self.num_attention_heads
-        if self.num_attention_heads_per_layer is None:
-            self.num_attention_heads_per_layer = [self.num_attention_heads] * self.num_hidden_layers
-        if self.intermediate_size_per_layer is None:
-            self.intermediate_size_per_layer = [self.intermediate_size] * self.num_hidden_layers
-        for name in ("num_attention_heads_per_layer", "intermediate_size_per_layer"):
-            if len(getattr(self, name)) != self.num_hidden_layers:
-                raise ValueError(f"{name} must have num_hidden_layers ({self.num_hidden_layers}) entries")
+        _per_layer_defaults(self)
+        super().__post_init__(**kwargs)
+
+
+def _per_layer_defaults(config) -> None:
+    if config.attention_head_size is None:
+        config.attention_head_size = config.hidden_size // config.num_attention_heads
+    if config.num_attention_heads_per_layer is None:
+        config.num_attention_heads_per_layer = [config.num_attention_heads] * config.num_hidden_layers
+    if config.intermediate_size_per_layer is None:
+        config.intermediate_size_per_layer = [config.intermediate_size] * config.num_hidden_layers
+    for name in ("num_attention_heads_per_layer", "intermediate_size_per_layer"):
+        if len(getattr(config, name)) != config.num_hidden_layers:
+            raise ValueError(f"{name} must have num_hidden_layers ({config.num_hidden_layers}) entries")
+
+
+class CompactRobertaConfig(RobertaConfig):
+    """A RoBERTa config with per-layer head counts and FFN sizes (as :class:`CompactBertConfig`)."""
+
+    model_type = "compact_roberta"
+
+    num_attention_heads_per_layer: list[int] | None = None
+    intermediate_size_per_layer: list[int] | None = None
+    attention_head_size: int | None = None
+
+    def __post_init__(self, **kwargs):
+        _per_layer_defaults(self)
         super().__post_init__(**kwargs)
 
 
@@ -80,6 +107,7 @@ class CompactBertSelfAttention(BertSelfAttention):
 class CompactBertLayer(BertLayer):
     """A BERT layer whose attention and FFN widths come from the per-layer lists."""
 
+    # RoBERTa's layers are BERT's (same modules, same forward), so this class serves both.
     def __init__(self, config: CompactBertConfig, layer_idx: int):
         if config.add_cross_attention:
             raise ValueError("compact BERT supports encoders only (add_cross_attention=False)")
@@ -115,8 +143,22 @@ class CompactBertModel(BertModel):
         self.post_init()
 
 
+class CompactRobertaModel(RobertaModel):
+    """:class:`RobertaModel` with a :class:`CompactBertEncoder`."""
+
+    config_class = CompactRobertaConfig
+
+    def __init__(self, config: CompactRobertaConfig, add_pooling_layer: bool = True):
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        self.encoder = CompactBertEncoder(config)
+        self.post_init()
+
+
 def _with_compact_encoder(model: nn.Module, config: CompactBertConfig) -> None:
-    model.bert = CompactBertModel(config, add_pooling_layer=model.bert.pooler is not None)
+    if hasattr(model, "roberta"):
+        model.roberta = CompactRobertaModel(config, add_pooling_layer=model.roberta.pooler is not None)
+    else:
+        model.bert = CompactBertModel(config, add_pooling_layer=model.bert.pooler is not None)
     model.post_init()
 
 
@@ -170,7 +212,30 @@ class CompactBertForMaskedLM(BertForMaskedLM):
         _with_compact_encoder(self, config)
 
 
-#: BERT class name -> (compact class name, Auto class it registers under).
+def _compact_head(base: type, name: str) -> type:
+    """``base`` (a RoBERTa task model) on :class:`CompactRobertaModel`."""
+
+    def __init__(self, config: CompactRobertaConfig):
+        base.__init__(self, config)
+        _with_compact_encoder(self, config)
+
+    return type(name, (base,), {"config_class": CompactRobertaConfig, "__init__": __init__,
+                                "__doc__": f"{base.__name__} on :class:`CompactRobertaModel`.",
+                                "__module__": __name__})
+
+
+CompactRobertaForSequenceClassification = _compact_head(RobertaForSequenceClassification,
+                                                        "CompactRobertaForSequenceClassification")
+CompactRobertaForQuestionAnswering = _compact_head(RobertaForQuestionAnswering, "CompactRobertaForQuestionAnswering")
+CompactRobertaForTokenClassification = _compact_head(RobertaForTokenClassification,
+                                                     "CompactRobertaForTokenClassification")
+CompactRobertaForMultipleChoice = _compact_head(RobertaForMultipleChoice, "CompactRobertaForMultipleChoice")
+CompactRobertaForMaskedLM = _compact_head(RobertaForMaskedLM, "CompactRobertaForMaskedLM")
+
+#: model_type -> its compact config class.
+COMPACT_CONFIGS = {"bert": CompactBertConfig, "roberta": CompactRobertaConfig}
+
+#: BERT / RoBERTa class name -> (compact class name, Auto class it registers under).
 COMPACT_CLASSES = {
     "BertModel": ("CompactBertModel", "AutoModel"),
     "BertForSequenceClassification": ("CompactBertForSequenceClassification", "AutoModelForSequenceClassification"),
@@ -178,4 +243,11 @@ COMPACT_CLASSES = {
     "BertForTokenClassification": ("CompactBertForTokenClassification", "AutoModelForTokenClassification"),
     "BertForMultipleChoice": ("CompactBertForMultipleChoice", "AutoModelForMultipleChoice"),
     "BertForMaskedLM": ("CompactBertForMaskedLM", "AutoModelForMaskedLM"),
+    "RobertaModel": ("CompactRobertaModel", "AutoModel"),
+    "RobertaForSequenceClassification": ("CompactRobertaForSequenceClassification",
+                                         "AutoModelForSequenceClassification"),
+    "RobertaForQuestionAnswering": ("CompactRobertaForQuestionAnswering", "AutoModelForQuestionAnswering"),
+    "RobertaForTokenClassification": ("CompactRobertaForTokenClassification", "AutoModelForTokenClassification"),
+    "RobertaForMultipleChoice": ("CompactRobertaForMultipleChoice", "AutoModelForMultipleChoice"),
+    "RobertaForMaskedLM": ("CompactRobertaForMaskedLM", "AutoModelForMaskedLM"),
 }

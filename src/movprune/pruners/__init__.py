@@ -49,7 +49,12 @@ def check_name(method: str) -> list[str]:
 
 def check_config(config: PrunerConfig) -> list[str]:
     """Problems with a recipe's ``pruner:`` section, one line each."""
-    return check_name(config.method) or pruner_class(config.method).check(config)
+    problems = check_name(config.method) or pruner_class(config.method).check(config)
+    if not problems and config.pattern != "unstructured" and not pruner_class(config.method).supports_patterns():
+        able = [m for m in _METHODS if pruner_class(m).supports_patterns()]
+        problems.append(f"pruner.pattern: method '{config.method}' has no masks to shape; pattern "
+                        f"'{config.pattern}' applies to {', '.join(able)}")
+    return problems
 
 
 def resolve_defaults(config: PrunerConfig) -> PrunerConfig:

@@ -16,6 +16,7 @@ from torch.nn.utils import parametrize
 
 from movprune.pruners.config import PrunerConfig
 from movprune.pruners.counting import prunable_linears
+from movprune.pruners.grouping import Grouping, build_groupings
 from movprune.pruners.schedule import cubic_schedule
 
 
@@ -26,8 +27,31 @@ class MaskedWeight(nn.Module):
         return weight * self.mask(weight)
 
     def mask(self, weight: torch.Tensor) -> torch.Tensor:
-        """The mask applied to ``weight`` (same shape)."""
+        """The mask applied to ``weight`` (same shape; one entry per group for a grouped mask)."""
         raise NotImplementedError
+
+    def is_dense(self) -> bool:
+        """True while the mask keeps everything and needs no gradient (the forward pass is ``W``)."""
+        return False
+
+
+class MemberMask(MaskedWeight):
+    """Parametrization of one matrix of a multi-matrix or block :class:`Grouping`: the group mask
+    (computed by ``owner``, one entry per group) expanded over this matrix's blocks."""
+
+    def __init__(self, owner: MaskedWeight, grouping: Grouping, index: int):
+        super().__init__()
+        self.owner = owner  # a submodule, so the scores move and save with the model
+        self.grouping = grouping
+        self.index = index
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if self.owner.is_dense():
+            return weight
+        return weight * self.mask(weight)
+
+    def mask(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.grouping.expand(self.owner.mask(weight), self.index)
 
 
 class Pruner:
@@ -49,6 +73,8 @@ class Pruner:
         self.total_steps = total_steps
         self.layers: dict[str, nn.Linear] = {}
         self.masks: dict[str, MaskedWeight] = {}
+        #: mask name -> its grouping (``pruner.pattern``); unstructured masks are named by their layer.
+        self.groupings: dict[str, Grouping] = {}
         self.current_step = 0
 
     # -- configuration -------------------------------------------------------------------
@@ -75,16 +101,54 @@ class Pruner:
         """The parametrization for one layer (None leaves it dense)."""
         raise NotImplementedError
 
+    def make_group_mask(self, grouping: Grouping) -> MaskedWeight:
+        """The mask of a block or hybrid :class:`Grouping`: one entry per group, in
+        ``grouping.score_shape``. Methods that support ``pruner.pattern`` override this."""
+        raise NotImplementedError
+
+    @classmethod
+    def supports_patterns(cls) -> bool:
+        """Whether the method prunes blocks, heads and neurons (``pruner.pattern``)."""
+        return cls.make_group_mask is not Pruner.make_group_mask
+
     def attach(self, model: nn.Module) -> None:
-        """Register a mask on every encoder ``nn.Linear`` of ``model``."""
-        for name, layer in prunable_linears(model).items():
-            mask = self.make_mask(name, layer)
-            if mask is None:
-                continue
-            parametrize.register_parametrization(layer, "weight", mask)
-            self.layers[name] = layer
-            self.masks[name] = mask
+        """Register a mask on every encoder ``nn.Linear`` of ``model`` (one per grouping of
+        ``pruner.pattern``: per matrix when unstructured)."""
+        linears = prunable_linears(model)
+        pattern = getattr(self.config, "pattern", "unstructured")
+        if pattern == "unstructured" or not self.supports_patterns():
+            for name, layer in linears.items():
+                mask = self.make_mask(name, layer)
+                if mask is None:
+                    continue
+                parametrize.register_parametrization(layer, "weight", mask)
+                self.layers[name] = layer
+                self.masks[name] = mask
+                self.groupings[name] = build_groupings("unstructured", {name: layer})[0]
+        else:
+            for grouping in build_groupings(pattern, linears, getattr(model, "config", None),
+                                            self.config.block_shape):
+                mask = self.make_group_mask(grouping)
+                for index, member in enumerate(grouping.members):
+                    layer = linears[member.name]
+                    parametrize.register_parametrization(layer, "weight", MemberMask(mask, grouping, index))
+                    self.layers[member.name] = layer
+                self.masks[grouping.name] = mask
+                self.groupings[grouping.name] = grouping
         self.step(0)
+
+    @property
+    def grouped(self) -> bool:
+        """True when some mask decides groups of several weights (block or hybrid pattern)."""
+        return any(not g.identity for g in self.groupings.values())
+
+    def group_numel(self, name: str) -> int:
+        """Weights one entry of mask ``name`` decides (1 when unstructured)."""
+        return self.groupings[name].group_numel if name in self.groupings else 1
+
+    def member_weights(self, name: str) -> list[torch.Tensor]:
+        """The unmasked weights of the matrices mask ``name`` covers."""
+        return [self.original_weight(m.name) for m in self.groupings[name].members]
 
     def step(self, step: int) -> None:
         """Move the schedule to ``step`` (called before each forward pass)."""

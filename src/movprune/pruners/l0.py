@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from movprune.pruners.grouping import Grouping
 from movprune.pruners.regularized import RegularizedPruner, ScoresMask
 
 GATE_LEFT = -0.1
@@ -89,8 +90,13 @@ class L0Pruner(RegularizedPruner):
     def make_mask(self, name: str, layer: nn.Linear) -> L0Mask:
         return L0Mask(layer.weight.detach(), self.config.scores_init)
 
+    def make_group_mask(self, grouping: Grouping) -> L0Mask:
+        return L0Mask(torch.empty(grouping.score_shape), self.config.scores_init)
+
     def kept_fraction(self) -> float:
         # Counted on demand (logging, calibration): the gates themselves need no per-step state.
+        if self.grouped:
+            return self.kept_weights({n: m.kept() for n, m in self.masks.items()})
         return sum(m.kept() for m in self.masks.values()) / sum(m.numel for m in self.masks.values())
 
     def calibrate(self, kept: int) -> dict[str, Any]:

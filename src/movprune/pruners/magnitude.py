@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from movprune.pruners.grouping import Grouping
 from movprune.pruners.topk_base import TopKMask, TopKPruner
 
 
@@ -14,6 +15,13 @@ class MagnitudeMask(TopKMask):
 
     def importance(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.detach().abs()
+
+    def group_importance(self, grouping: Grouping, weights: list[torch.Tensor]) -> torch.Tensor:
+        """Block norm: the root mean square of each group's weights."""
+        return grouping.block_rms(weights)
+
+    def is_dense(self) -> bool:
+        return self.k >= self.numel
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.k >= self.numel:
@@ -31,3 +39,6 @@ class MagnitudePruner(TopKPruner):
 
     def make_mask(self, name: str, layer: nn.Linear) -> MagnitudeMask:
         return MagnitudeMask(layer.weight.numel())
+
+    def make_group_mask(self, grouping: Grouping) -> MagnitudeMask:
+        return MagnitudeMask(grouping.num_groups, grouping.score_shape)

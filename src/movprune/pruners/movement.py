@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from movprune.pruners.grouping import Grouping
 from movprune.pruners.topk import StraightThrough
 from movprune.pruners.topk_base import TopKMask, TopKPruner
 
@@ -32,6 +33,9 @@ class MovementPruner(TopKPruner):
 
     def make_mask(self, name: str, layer: nn.Linear) -> MovementMask:
         return MovementMask(layer.weight.detach(), self.config.scores_init)
+
+    def make_group_mask(self, grouping: Grouping) -> MovementMask:
+        return MovementMask(torch.empty(grouping.score_shape), self.config.scores_init)
 
     def parameter_groups(self) -> list[dict]:
         return [self.scores_group([m.scores for m in self.masks.values()])]

@@ -18,9 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from movprune import distributed
 from movprune.pruners.base import MaskedWeight, Pruner
 from movprune.pruners.config import PrunerConfig
 from movprune.pruners.controller import LambdaController
+from movprune.pruners.grouping import weighted_cut
 from movprune.pruners.topk import kept_count, kth_largest
 
 #: Scores sampled (at fixed random positions) to estimate the scheduled quantile each step.
@@ -156,7 +158,10 @@ class RegularizedPruner(Pruner):
                 self.controller.update(quantile - self.score_cut(step), velocity, speed)
 
     def _set_controller_scale(self) -> None:
-        task_rms = math.sqrt(self._task_grad_sq / self._task_grad_n) if self._task_grad_n else 0.0
+        # Pooled over the processes of a multi-process run (each measured its share of the batch),
+        # so every process gets the same scale, hence the same λ.
+        grad_sq, grad_n = distributed.sum_across([self._task_grad_sq, self._task_grad_n])
+        task_rms = math.sqrt(grad_sq / grad_n) if grad_n else 0.0
         n_matrices = len(self.masks)
         sq = sum(float((self.penalty_slope(m.scores) / (m.numel * n_matrices)).pow(2).sum())
                  for m in self.masks.values())
@@ -170,6 +175,8 @@ class RegularizedPruner(Pruner):
         """The score at the ``fraction`` quantile from the top; how much that quantile moved since
         the last call; and the mean absolute change of a score since then. Estimated on a fixed
         random sample of entries when the model is large."""
+        if self.grouped:
+            return self._scheduled_group_score(fraction)
         if self._sample is None:
             total = sum(m.numel for m in self.masks.values())
             rate = min(1.0, QUANTILE_SAMPLE / total)
@@ -188,6 +195,29 @@ class RegularizedPruner(Pruner):
         velocity = quantile - float(kth_largest([previous], k))
         return quantile, velocity, float((values - previous).abs().mean())
 
+    def _scheduled_group_score(self, fraction: float) -> tuple[float, float, float]:
+        """:meth:`scheduled_score` over groups, each weighing its number of weights (block and hybrid
+        patterns have few enough scores to rank them all)."""
+        names = list(self.masks)
+        sizes = [self.group_numel(n) for n in names]
+        values = [self.masks[n].scores.detach().reshape(-1) for n in names]
+        kept = kept_count(fraction, sum(v.numel() * g for v, g in zip(values, sizes)))
+        quantile = weighted_cut(values, sizes, kept)[0]
+        flat = torch.cat(values)
+        previous, self._sampled = self._sampled, flat
+        if previous is None:
+            return quantile, math.nan, math.nan
+        before = weighted_cut(list(previous.split([v.numel() for v in values])), sizes, kept)[0]
+        return quantile, quantile - before, float((flat - previous).abs().mean())
+
+    def total_weights(self) -> int:
+        """Weights under the masks (the unit of ``remaining_pct``)."""
+        return sum(m.numel * self.group_numel(n) for n, m in self.masks.items())
+
+    def kept_weights(self, kept_per_mask: dict[str, int]) -> float:
+        """Fraction of the weights kept when mask ``n`` keeps ``kept_per_mask[n]`` of its entries."""
+        return sum(k * self.group_numel(n) for n, k in kept_per_mask.items()) / max(self.total_weights(), 1)
+
     @property
     def lambda_value(self) -> float:
         """λ at the current step."""
@@ -201,15 +231,19 @@ class RegularizedPruner(Pruner):
         lam = self.lambda_value
         if lam == 0:
             return torch.zeros((), device=next(iter(self.masks.values())).scores.device)
-        # Mean per matrix, then mean over matrices (as the reference implementation averages).
+        # Mean per matrix, then mean over matrices (as the reference implementation averages); a
+        # grouping spanning several matrices (hybrid) counts as that many matrices.
         terms = [self.penalty_terms(m.scores).mean() for m in self.masks.values()]
-        return lam * torch.stack(terms).mean()
+        if not self.grouped:
+            return lam * torch.stack(terms).mean()
+        counts = torch.tensor([float(len(self.groupings[n].members)) for n in self.masks], device=terms[0].device)
+        return lam * (torch.stack(terms) * counts).sum() / counts.sum()
 
     def finalize(self) -> None:
         self.step(self.total_steps)
         if not self.target_mode or self._calibration:
             return
-        total = sum(m.numel for m in self.masks.values())
+        total = self.total_weights()
         before = self.kept_fraction()
         target = kept_count(self.config.remaining_pct / 100.0, total)
         self._calibration = {"remaining_pct_before_calibration": 100.0 * before,
@@ -231,8 +265,14 @@ class RegularizedPruner(Pruner):
     # -- helpers ------------------------------------------------------------------------------
     def score_cut_for(self, kept: int) -> float:
         """A cut on the raw scores between the ``kept``-th and the next largest score over all
-        matrices, so that ``scores > cut`` keeps ``kept`` entries (ties aside)."""
+        matrices, so that ``scores > cut`` keeps ``kept`` entries (ties aside); for block and
+        hybrid patterns ``kept`` counts weights and the cut falls between whole groups."""
         scores = [m.scores for m in self.masks.values()]
+        if self.grouped:
+            if kept >= self.total_weights():
+                return -math.inf
+            upper, lower = weighted_cut(scores, [self.group_numel(n) for n in self.masks], kept)
+            return (upper + lower) / 2 if math.isfinite(lower) else -math.inf
         total = sum(s.numel() for s in scores)
         if kept >= total:
             return -math.inf

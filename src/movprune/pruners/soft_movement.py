@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from movprune.pruners.config import PrunerConfig
+from movprune.pruners.grouping import Grouping
 from movprune.pruners.regularized import RegularizedPruner, ScoresMask
 from movprune.pruners.schedule import cubic_schedule
 from movprune.pruners.topk import StraightThrough, kept_count, topk_mask
@@ -94,6 +95,9 @@ class SoftMovementPruner(RegularizedPruner):
     def make_mask(self, name: str, layer: nn.Linear) -> SoftMovementMask:
         return SoftMovementMask(layer.weight.detach(), self.config.scores_init)
 
+    def make_group_mask(self, grouping: Grouping) -> SoftMovementMask:
+        return SoftMovementMask(torch.empty(grouping.score_shape), self.config.scores_init)
+
     def score_cut(self, step: int) -> float:
         """The cut on raw scores in force at ``step`` (``logit(τ_t)``, or the calibrated one)."""
         if self._calibrated_cut is not None:
@@ -106,6 +110,8 @@ class SoftMovementPruner(RegularizedPruner):
             m.set_cut(cut)
 
     def kept_fraction(self) -> float:
+        if self.grouped:
+            return self.kept_weights({n: m.kept for n, m in self.masks.items()})
         return sum(m.kept for m in self.masks.values()) / sum(m.numel for m in self.masks.values())
 
     def calibrate(self, kept: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from torch import nn
 
 from movprune.pruners.base import MaskedWeight, Pruner
 from movprune.pruners.config import PrunerConfig
+from movprune.pruners.grouping import Grouping, weighted_topk_masks
 from movprune.pruners.topk import TrackedTopK, global_topk_masks, kept_count
 
 
@@ -21,9 +22,10 @@ class TopKMask(MaskedWeight):
     """Keeps the ``k`` entries with the largest importance; ``k`` and the 0/1 mask ``hard`` are set
     by the pruner at each step."""
 
-    def __init__(self, numel: int):
+    def __init__(self, numel: int, shape: tuple[int, ...] | None = None):
         super().__init__()
         self.numel = numel
+        self.shape = shape
         self.k = numel
         self.hard: torch.Tensor | None = None
         self.selector = TrackedTopK()
@@ -31,6 +33,10 @@ class TopKMask(MaskedWeight):
     def importance(self, weight: torch.Tensor) -> torch.Tensor:
         """The importance whose top-k is kept (``weight`` is the unmasked weight)."""
         raise NotImplementedError
+
+    def group_importance(self, grouping: Grouping, weights: list[torch.Tensor]) -> torch.Tensor:
+        """The importance of each group of ``grouping`` (``weights``: its members' unmasked weights)."""
+        return self.importance(weights[0])
 
     def set_hard(self, hard: torch.Tensor, k: int) -> None:
         """Install the 0/1 mask (keeping ``k`` entries) used by the next forward passes."""
@@ -40,7 +46,8 @@ class TopKMask(MaskedWeight):
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         """The cached 0/1 mask in ``weight``'s dtype (all ones before the first step)."""
         if self.hard is None:
-            return torch.ones_like(weight)
+            return torch.ones(self.shape, dtype=weight.dtype, device=weight.device) if self.shape \
+                else torch.ones_like(weight)
         return self.hard.to(weight.dtype)
 
 
@@ -60,7 +67,9 @@ class TopKPruner(Pruner):
     @torch.no_grad()
     def importances(self) -> dict[str, torch.Tensor]:
         """The current importance of every entry of every pruned matrix."""
-        return {name: m.importance(self.original_weight(name)) for name, m in self.masks.items()}
+        return {name: m.importance(self.original_weight(name)) if self.groupings[name].identity
+                else m.group_importance(self.groupings[name], self.member_weights(name))
+                for name, m in self.masks.items()}
 
     @torch.no_grad()
     def step(self, step: int) -> None:
@@ -69,7 +78,13 @@ class TopKPruner(Pruner):
             return
         self.fraction = self.scheduled_fraction(step)
         imps = self.importances()
-        if self.config.scope == "global":
+        sizes = {name: self.group_numel(name) for name in self.masks}
+        if self.config.scope == "global" and len(set(sizes.values())) > 1:
+            # groups of different sizes (hybrid heads and neurons): select by weights, not by count
+            total = sum(m.numel * sizes[name] for name, m in self.masks.items())
+            hard = weighted_topk_masks(imps, sizes, kept_count(self.fraction, total))
+            counts = {name: int(torch.count_nonzero(mask)) for name, mask in hard.items()}
+        elif self.config.scope == "global":
             total = sum(m.numel for m in self.masks.values())
             hard = global_topk_masks(imps, kept_count(self.fraction, total), self._global_selector)
             counts = {name: int(torch.count_nonzero(mask)) for name, mask in hard.items()}
@@ -81,8 +96,8 @@ class TopKPruner(Pruner):
 
     def current_remaining_pct(self) -> float:
         # The kept counts are exact, so this needs no pass over the weights.
-        total = sum(m.numel for m in self.masks.values())
-        return 100.0 * sum(m.k for m in self.masks.values()) / max(total, 1)
+        total = sum(m.numel * self.group_numel(n) for n, m in self.masks.items())
+        return 100.0 * sum(m.k * self.group_numel(n) for n, m in self.masks.items()) / max(total, 1)
 
     def make_mask(self, name: str, layer: nn.Linear) -> TopKMask:
         raise NotImplementedError

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from datasets import Dataset, ReadInstruction, load_from_disk
 
+from movprune import distributed
 from movprune.errors import DataError, ResultExistsError
 from movprune.io import staged_dir
 
@@ -170,11 +171,21 @@ def slice_split(dataset: Dataset, spec: str) -> Dataset:
 @torch.no_grad()
 def predict(model: PreTrainedModel, features: Dataset, collate, batch_size: int,
             autocast) -> list[Any]:
-    """Run ``model`` over ``features`` in eval mode; returns the per-batch outputs (on CPU, fp32)."""
+    """Run ``model`` over ``features`` in eval mode; returns the per-batch outputs, in order.
+
+    Under several processes each one predicts a contiguous slice of the batches (the same batches
+    as on one process) and every process gets all outputs back, on CPU in fp32: each example is
+    counted once and every process computes the same metrics.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     cols = [c for c in features.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
+    sharded = distributed.active()
+    if sharded:
+        first, stop = distributed.shard_bounds(-(-len(features) // batch_size))
+        rows = range(first * batch_size, min(stop * batch_size, len(features)))
+        features = features.select(rows) if len(rows) else features.select([])
     loader = torch.utils.data.DataLoader(features.select_columns(cols), batch_size=batch_size,
                                          collate_fn=collate)
     outs = []
@@ -182,9 +193,16 @@ def predict(model: PreTrainedModel, features: Dataset, collate, batch_size: int,
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast():
             out = model(**batch)
-        outs.append(out)
+        outs.append(_to_cpu_fp32(out) if sharded else out)
     model.train(was_training)
-    return outs
+    return distributed.gather_in_order(outs) if sharded else outs
+
+
+def _to_cpu_fp32(output: Any) -> Any:
+    """A model output with its floating-point tensors on CPU in fp32 (to be sent between processes)."""
+    fields = {k: v.detach().float().cpu() if torch.is_tensor(v) and v.is_floating_point() else v
+              for k, v in output.items()}
+    return type(output)(**fields)
 
 
 def cache_root() -> Path:

@@ -1,0 +1,88 @@
+"""One run on two processes (torchrun, gloo on CPU) is the same experiment as on one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from contextlib import nullcontext
+
+import pytest
+
+from movprune import distributed
+from movprune.errors import RecipeError
+from movprune.experiments.data import prepare_data
+from movprune.experiments.train import check_batch_split, evaluate_all, run
+from movprune.export.api import load_run_model
+from movprune.pruners.counting import prunable_linears
+from movprune.recipe import load_recipe
+from movprune.tasks import get_task
+
+from conftest import REPO
+
+# L0 in target mode: a controller, stochastic gates and a final calibration, all of which must
+# agree across processes. 60 evaluation examples in batches of 8: 8 batches, the last one short,
+# sharded 4 + 4 over the two processes.
+SETTINGS = ["pruner.method=l0", "pruner.remaining_pct=10", "train.max_steps=10", "train.log_every_steps=2",
+            "train.batch_size=16", "train.eval_batch_size=8", "train.max_eval_samples=60"]
+
+
+def lines(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_run_the_same_experiment_as_one(write_recipe):
+    recipe_path = write_recipe()
+    one = run(load_recipe(recipe_path, [*SETTINGS, "name=one"]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "movprune", "run", str(recipe_path), *SETTINGS, "name=two"],
+        capture_output=True, text=True, cwd=recipe_path.parent, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("two  (") == 1  # the result table, printed by one process
+    assert res.stderr.count("final evaluation") == 1
+
+    run_dir = recipe_path.parent / "results" / "two"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["num_processes"] == 2 and one.num_processes == 1
+    assert result["steps"] == one.steps == 10
+
+    # Each logged step once, with the 1-process run's learning rate at every one of them.
+    train_two = [r for r in lines(run_dir) if "lr" in r]
+    train_one = [r for r in lines(recipe_path.parent / "results" / "one") if "lr" in r]
+    assert [r["step"] for r in train_two] == [2, 4, 6, 8, 10]
+    assert [r["lr"] for r in train_two] == [r["lr"] for r in train_one]
+    assert sum(1 for r in lines(run_dir) if r.get("final")) == 1
+
+    assert result["remaining_pct"] == pytest.approx(10.0, abs=0.01)
+    # The processes ended with the same masks, and those are the saved model's.
+    model, tokenizer, _ = load_run_model(run_dir)
+    digests = result["mask_sha256_by_process"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert digests[0] == distributed.mask_digest([lin.weight for lin in prunable_linears(model).values()])
+
+    # The sharded, gathered evaluation counts each example once: it equals a 1-process evaluation.
+    recipe = load_recipe(recipe_path, [*SETTINGS, "name=two"])
+    task = get_task(recipe.task)
+    data = prepare_data(task, recipe, tokenizer)
+    assert len(data.evals[0].features) == 60
+    metrics, _ = evaluate_all(task, model, data, tokenizer, recipe, nullcontext)
+    assert metrics == result["metrics"]
+
+
+def test_the_global_batch_must_split_evenly_over_the_processes(write_recipe):
+    recipe = load_recipe(write_recipe(), ["train.batch_size=15"])
+    check_batch_split(recipe, 1)
+    check_batch_split(recipe, 3)
+    with pytest.raises(RecipeError, match=r"train.batch_size=15.*multiple of 2: set train.batch_size=16"):
+        check_batch_split(recipe, 2)
+
+
+def test_a_failure_on_the_main_process_reaches_every_process():
+    # The rebuilt error keeps its type and message, whatever its constructor takes.
+    error = distributed._rebuild(RecipeError, "recipe.yaml: bad")
+    assert isinstance(error, RecipeError) and str(error) == "recipe.yaml: bad"
+    assert distributed.main_first(lambda: 7) == 7  # one process: just runs it
