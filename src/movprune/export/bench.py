@@ -49,7 +49,10 @@ def text_batches(tokenizer, texts: list[str], batch_size: int, max_length: int) 
 def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The entries of ``batch`` that ``model.forward`` takes (DistilBERT and ModernBERT take no
     ``token_type_ids``)."""
-    params = inspect.signature(model.forward).parameters
+    try:  # a torch module's forward, or any other callable model (the ONNX Runtime wrapper)
+        params = inspect.signature(getattr(model, "forward", model)).parameters
+    except (TypeError, ValueError):
+        return batch
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return batch
     return {k: v for k, v in batch.items() if k in params}
