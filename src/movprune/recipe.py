@@ -17,6 +17,7 @@ from movprune.pruners.config import PrunerConfig
 from movprune.run_folder import check_run_name
 from movprune.schema import StrictModel
 from movprune.suggest import did_you_mean
+from movprune.tasks.config import DatasetConfig
 
 
 class TrainConfig(StrictModel):
@@ -59,6 +60,9 @@ class Recipe(StrictModel):
 
     name: str | None = Field(default=None, description="results go to <output_dir>/<name>/")
     task: str
+    dataset: DatasetConfig | None = Field(
+        default=None, description="your own data: required by the families text_classification, "
+        "regression, extractive_qa; not allowed with a built-in task")
     model: str = "minilm-l6"
     data_dir: str | None = None
     train_split: str = "train"
@@ -240,7 +244,7 @@ def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
         if isinstance(method, str):
             problems += pruners.check_name(method)
         raise RecipeError(source, problems) from None
-    problems = tasks.check_name(recipe.task) + pruners.check_config(recipe.pruner)
+    problems = tasks.check_task(recipe.task, recipe.dataset) + pruners.check_config(recipe.pruner)
     if problems:
         raise RecipeError(source, problems)
     return recipe.model_copy(update={"pruner": pruners.resolve_defaults(recipe.pruner)})

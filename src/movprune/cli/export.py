@@ -55,6 +55,11 @@ def export_command(
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed repetitions (the median is shown).")] = 5,
     threads: Annotated[int, typer.Option("--threads", min=0, help="torch threads for the kernel choice and "
                                          "the timing (0: torch's default).")] = 0,
+    push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", metavar="REPO_ID",
+                                                    help="Upload the export (with its model card) to "
+                                                    "this Hugging Face Hub model repository.")] = None,
+    private: Annotated[bool, typer.Option("--private", help="With --push-to-hub: create the repository "
+                                          "as private.")] = False,
 ) -> None:
     """Export a run's pruned model: dense (with zeros), compact (emptied heads/neurons removed),
     sparse (CSR matrices, sparse kernels where measured faster) or onnx (an ONNX Runtime graph of
@@ -70,7 +75,8 @@ def export_command(
         from movprune.export import bench, export_run, folder_stats, load_export, load_hint
 
         err.print(f"[dim]exporting {run_dir} as {fmt}{' int8' if int8 else ''}…[/]")
-        result = export_run(run_dir, to, fmt, int8=int8, force=force, onnx_source=onnx_source.value)
+        result = export_run(run_dir, to, fmt, int8=int8, force=force, onnx_source=onnx_source.value,
+                            hub_repo=push_to_hub)
         model_dir = Path(run_dir) / "model"
         rows = {"dense": folder_stats(model_dir, result.encoder_prefix),
                 f"{fmt}{'-int8' if int8 else ''}": folder_stats(to, result.encoder_prefix)}
@@ -115,3 +121,9 @@ def export_command(
             out.print(f"{d['matrices_csr']} of {d['matrices']} pruned matrices stored in CSR; the sparse "
                       f"kernel was measured faster for {chosen} of them at small batches", highlight=False)
         out.print("load it with:\n" + load_hint(fmt, result.architecture, to), highlight=False, markup=False)
+        out.print(f"model card: {Path(to) / 'README.md'}", highlight=False)
+        if push_to_hub:
+            from movprune.export.hub import push_to_hub as push
+
+            err.print(f"[dim]uploading {to} to the Hugging Face Hub as {push_to_hub}…[/]")
+            out.print(f"uploaded: {push(to, push_to_hub, private=private)}", highlight=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -46,12 +48,25 @@ def breakdown_table(b) -> Table:
     return table
 
 
+class InspectFormat(str, Enum):
+    """Output formats of ``movprune inspect``."""
+
+    table = "table"
+    json = "json"
+
+
 def inspect_command(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder (holding result.json or model/).")],
+    fmt: Annotated[InspectFormat, typer.Option("--format", help="table (for people) or json (for "
+                                               "scripts: the same numbers).")] = InspectFormat.table,
 ) -> None:
-    """Show the remaining weights of a run per layer and per matrix type (Q, K, V, attention
-    output, FFN in, FFN out)."""
+    """Show the remaining weights of a run per layer and per matrix type (Q, K, V or ModernBERT's
+    fused QKV, attention output, FFN in, FFN out)."""
     with reported_errors():
-        from movprune.experiments.inspect import inspect_run
+        from movprune.experiments.inspect import breakdown_dict, inspect_run
 
-        out.print(breakdown_table(inspect_run(run_dir)))
+        b = inspect_run(run_dir)
+        if fmt is InspectFormat.json:
+            typer.echo(json.dumps(breakdown_dict(b), indent=2))
+        else:
+            out.print(breakdown_table(b))

@@ -204,7 +204,7 @@ def run_level(result: dict[str, Any]) -> float:
 #: budget, and numbers trained or evaluated otherwise do not compare. ``steps`` and
 #: ``num_processes`` come from ``result.json`` (the effective budget); the others are recipe keys
 #: (``recipe.yaml``). ``pruner.*`` keys are left out for dense runs, which have no schedule.
-COMPARABLE_SETTINGS = ("steps", "num_processes", "data_dir", "train_split", "eval_split",
+COMPARABLE_SETTINGS = ("steps", "num_processes", "dataset", "data_dir", "train_split", "eval_split",
                        "train.batch_size", "train.lr", "train.lr_warmup_fraction", "train.weight_decay",
                        "train.max_grad_norm", "train.max_seq_length", "train.doc_stride", "train.bf16",
                        "train.freeze_embeddings", "train.max_train_samples", "train.max_eval_samples",
@@ -231,8 +231,7 @@ def run_settings(result: dict[str, Any]) -> dict[str, Any] | None:
     if settings.get("train.max_seq_length") is None:
         from movprune import tasks
 
-        task = tasks.all_tasks().get(str(result.get("task")))
-        settings["train.max_seq_length"] = task.default_max_seq_length if task else None
+        settings["train.max_seq_length"] = tasks.default_max_seq_length(str(result.get("task")))
     return settings
 
 

@@ -20,19 +20,22 @@ from movprune import results
 from movprune.errors import RunFailedError
 from movprune.models import corrupt_model_message
 
-#: Matrix-type columns in display order; anything unrecognised goes to ``OTHER``.
-MATRIX_TYPES = ("Q", "K", "V", "attention output", "FFN in", "FFN out")
+#: Matrix-type columns in display order (QKV: ModernBERT's fused query-key-value projection);
+#: anything unrecognised goes to ``OTHER``.
+MATRIX_TYPES = ("Q", "K", "V", "QKV", "attention output", "FFN in", "FFN out")
 OTHER = "other"
 
-# Module-name endings per type: BERT/RoBERTa/ELECTRA (first), DistilBERT, then *_proj/fc styles.
+# Module-name endings per type: BERT/RoBERTa/ELECTRA (first), DistilBERT, DeBERTa-v2 (*_proj),
+# ModernBERT (Wqkv, Wo, Wi), then other *_proj/fc styles.
 _TYPE_SUFFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Q", ("attention.self.query", "attention.q_lin", "q_proj", "query")),
-    ("K", ("attention.self.key", "attention.k_lin", "k_proj", "key")),
-    ("V", ("attention.self.value", "attention.v_lin", "v_proj", "value")),
-    ("attention output", ("attention.output.dense", "attention.out_lin", "attn.out_proj",
+    ("Q", ("attention.self.query", "attention.q_lin", "attention.self.query_proj", "q_proj", "query")),
+    ("K", ("attention.self.key", "attention.k_lin", "attention.self.key_proj", "k_proj", "key")),
+    ("V", ("attention.self.value", "attention.v_lin", "attention.self.value_proj", "v_proj", "value")),
+    ("QKV", ("attn.Wqkv",)),
+    ("attention output", ("attention.output.dense", "attention.out_lin", "attn.Wo", "attn.out_proj",
                           "self_attn.out_proj", "attn.o_proj", "attention.o")),
-    ("FFN in", ("intermediate.dense", "ffn.lin1", "fc1", "mlp.c_fc")),
-    ("FFN out", ("output.dense", "ffn.lin2", "fc2", "mlp.c_proj")),
+    ("FFN in", ("intermediate.dense", "ffn.lin1", "mlp.Wi", "fc1", "mlp.c_fc")),
+    ("FFN out", ("output.dense", "ffn.lin2", "mlp.Wo", "fc2", "mlp.c_proj")),
 )
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)(?:\.|$)")
 
@@ -70,6 +73,17 @@ class Breakdown:
     run: dict[str, Any] = field(default_factory=dict)
     #: layer -> {"heads_left", "heads", "neurons_left", "neurons"} when the saved model was read
     structure: dict[int | None, dict[str, int]] = field(default_factory=dict)
+
+
+def breakdown_dict(b: Breakdown) -> dict[str, Any]:
+    """The breakdown as JSON-able data (the table of ``movprune inspect``, for scripts): layers as
+    rows (``layer`` null for modules outside numbered layers), remaining % per matrix type."""
+    return {
+        "run": b.run, "source": b.source, "weighted": b.weighted, "columns": b.columns,
+        "layers": [{"layer": layer, "remaining_pct": cells, "total_pct": b.layer_totals[layer]}
+                   for layer, cells in b.cells.items()],
+        "column_totals_pct": b.column_totals, "total_pct": b.total,
+    }
 
 
 def _combine(items: list[tuple[float, int | None]]) -> float:

@@ -305,7 +305,8 @@ def _check_inputs_once(plan: list[SweepRun], source: str) -> None:
     seen = set()
     for run in plan:
         r = run.recipe
-        key = (r.task, r.data_dir, r.train_split, r.eval_split, r.model,
+        key = (r.task, None if r.dataset is None else r.dataset.model_dump_json(), r.data_dir,
+               r.train_split, r.eval_split, r.model,
                None if r.distill is None else r.distill.model_dump_json())
         if key not in seen:
             seen.add(key)

@@ -18,7 +18,7 @@ from movprune.errors import DataError, DistributedError, RecipeError, RunInterru
 from movprune.experiments import checkpoint, distill, guards, preemption, tracking
 from movprune.experiments.data import check_data, prepare_data
 from movprune.io import atomic_write_json, atomic_write_text
-from movprune.models import resolve_model
+from movprune.models import check_encoder, resolve_model
 from movprune.pruners.counting import prunable_linears, remaining_by_module, remaining_pct
 from movprune.recipe import Recipe, TrainConfig
 from movprune.results import RunResult
@@ -52,14 +52,14 @@ class SilentObserver:
 
 def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
     """Fail early, before any training, on missing data files or an unresolvable model."""
-    task = tasks.get_task(recipe.task)
+    task = tasks.get_task(recipe.task, recipe.dataset)
     splits = [recipe.train_split] + ([recipe.eval_split] if recipe.eval_split
                                      else [s for s, _ in task.default_eval_splits()])
     problems = task.check_data(recipe.data_dir, splits)
     if problems:
         raise RecipeError(source, problems)
     guards.check_output_dir(recipe.output_dir, source)
-    resolve_model(recipe.model)
+    check_encoder(resolve_model(recipe.model))
     distill.check_teacher(recipe)
     check_data(task, recipe)
     tracking.check_available(recipe, source)
@@ -253,7 +253,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
     log = results.MetricsLog(run_dir)
 
     set_seed(recipe.seed)
-    task = tasks.get_task(recipe.task)
+    task = tasks.get_task(recipe.task, recipe.dataset)
     resolved = resolve_model(recipe.model)
     tokenizer = resolved.tokenizer()
     obs.on_phase("preparing data")

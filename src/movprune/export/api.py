@@ -14,7 +14,7 @@ from torch import nn
 
 from movprune import results
 from movprune.errors import ExportError, ModelError, RunFailedError
-from movprune.export import bench, compact, sparse
+from movprune.export import bench, card, compact, sparse
 from movprune.export.folders import (
     EXPORT_INFO,
     check_destination,
@@ -116,7 +116,8 @@ def load_hint(fmt: str, architecture: str, path: str | Path) -> str:
 
 
 def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = False, force: bool = False,
-               measure_kernels: bool = True, onnx_source: str = "compact") -> ExportResult:
+               measure_kernels: bool = True, onnx_source: str = "compact",
+               hub_repo: str | None = None) -> ExportResult:
     """Export a finished run's model to the folder ``to`` in format ``fmt``.
 
     ``dense`` copies the saved model; ``compact`` removes emptied heads and neurons (custom code,
@@ -124,8 +125,9 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
     timing CSR against dense kernels per matrix when ``measure_kernels``. Compact and fp32 sparse
     exports are checked against the dense model (max |output difference| ≤ 1e-4) before the folder
     is renamed into place. ``onnx`` traces the compact (``onnx_source``) or dense model into
-    ``model.onnx`` and checks ONNX Runtime's outputs the same way. Raises :class:`ExportError` /
-    :class:`ResultExistsError`.
+    ``model.onnx`` and checks ONNX Runtime's outputs the same way. Every export holds a model card
+    (``README.md``) whose loading snippet names ``hub_repo`` when the folder is to be uploaded there.
+    Raises :class:`ExportError` / :class:`ResultExistsError`.
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
@@ -198,6 +200,8 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
                               encoder_prefix=encoder_prefix(model), max_abs_diff=diff, details=details)
         atomic_write_json(tmp / EXPORT_INFO, {**asdict(result), "load": load_hint(fmt, arch, to),
                                               "versions": results.versions()})
+        hint = load_hint(fmt, arch, hub_repo or to)
+        (tmp / card.CARD_FILE).write_text(card.model_card(run_dir, fmt, hint, diff), encoding="utf-8")
     return result
 
 

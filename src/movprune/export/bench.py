@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -45,10 +46,22 @@ def text_batches(tokenizer, texts: list[str], batch_size: int, max_length: int) 
             for i in range(0, len(texts), batch_size)]
 
 
+def model_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of ``batch`` that ``model.forward`` takes (DistilBERT and ModernBERT take no
+    ``token_type_ids``)."""
+    try:  # a torch module's forward, or any other callable model (the ONNX Runtime wrapper)
+        params = inspect.signature(getattr(model, "forward", model)).parameters
+    except (TypeError, ValueError):
+        return batch
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return batch
+    return {k: v for k, v in batch.items() if k in params}
+
+
 def model_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The output tensors of ``model`` on ``batch`` (logits, start/end logits, hidden states...)."""
     with torch.inference_mode():
-        out = model(**batch)
+        out = model(**model_inputs(model, batch))
     return {k: v for k, v in out.items() if isinstance(v, torch.Tensor) and k != "loss"}
 
 
@@ -103,7 +116,8 @@ def compare_latency(models: dict[str, torch.nn.Module], batches_by_size: dict[in
     """Latency summaries (ms per batch) of every model at every batch size: model -> "batch_<n>" -> stats."""
     out: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
     for size, batches in batches_by_size.items():
-        calls = {name: (lambda b, m=m: m(**b)) for name, m in models.items()}
+        keys = {name: list(model_inputs(m, batches[0])) for name, m in models.items()}
+        calls = {name: (lambda b, m=m, ks=keys[name]: m(**{k: b[k] for k in ks})) for name, m in models.items()}
         for name, stats in summarize(time_interleaved(calls, batches, repeats)).items():
             out[name][f"batch_{size}"] = stats
     return out

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Children of a Hugging Face base model that the paper leaves dense.
-_DENSE_PARTS = ("embeddings", "pooler")
+# Children of a Hugging Face base model that the paper leaves dense (ELECTRA's projection of its
+# smaller embeddings to the hidden size belongs to the embeddings).
+_DENSE_PARTS = ("embeddings", "pooler", "embeddings_project")
 
 
 def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:

@@ -67,6 +67,8 @@ class Task:
     """Base class of a task family; one instance per task name."""
 
     name: ClassVar[str]
+    #: The family this task belongs to (``text_classification``, ``regression``, ``extractive_qa``).
+    family: ClassVar[str] = ""
     #: Metric names in report order; the first is the headline metric.
     metric_names: ClassVar[tuple[str, ...]]
     default_max_seq_length: ClassVar[int] = 128
@@ -79,6 +81,11 @@ class Task:
     def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:
         """Problems (one line each) with the local files the splits need; none for the Hub."""
         return []
+
+    def hub_dataset(self) -> tuple[str, str | None] | None:
+        """(Hub id, configuration) of the dataset this task is about, when it has one (model cards)."""
+        hub_id = getattr(self, "hub_id", None)
+        return (hub_id, None) if hub_id else None
 
     def load_split(self, data_dir: str | None, split: str) -> Dataset:
         """Raw examples of ``split`` (Hugging Face slicing syntax, e.g. ``validation[:80%]``)."""

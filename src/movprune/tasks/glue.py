@@ -1,4 +1,5 @@
-"""GLUE sentence and sentence-pair classification (and STS-B regression).
+"""GLUE sentence and sentence-pair classification (and STS-B regression): presets of the
+``text_classification`` / ``regression`` families (:class:`SequenceTask`) with their own data source.
 
 Data comes from the Hugging Face Hub (``nyu-mll/glue``) or from a folder in the original GLUE
 layout (``<data_dir>/<TASK>/train.tsv``, ``dev.tsv``, ...), read with the same columns and label
@@ -8,27 +9,19 @@ ids as the Hub so both sources give identical examples.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from datasets import Dataset
 
 from movprune.errors import DataError
-from movprune.tasks.base import (
-    EvalOutput,
-    EvalSet,
-    Task,
-    file_fingerprint,
-    load_hub_split,
-    predict,
-    slice_split,
-    split_name,
-)
+from movprune.tasks.base import Task, file_fingerprint, load_hub_split, slice_split, split_name
+
+# Re-exported: the metrics lived here before the families shared them.
+from movprune.tasks.metrics import accuracy, f1_binary, matthews_correlation, pearson, spearmanr  # noqa: F401
+from movprune.tasks.sequence import SequenceTask
 
 
 @dataclass(frozen=True)
@@ -42,6 +35,8 @@ class GlueSpec:
     metrics: tuple[str, ...]
     files: dict[str, str]  # split name -> file in the folder
     parse_row: Callable[[dict[str, str] | list[str]], dict[str, Any] | None]
+    #: Class names in id order, as the Hub's ClassLabel (None: regression).
+    label_names: tuple[str, ...] | None
     has_header: bool = True
     eval_splits: tuple[tuple[str, str], ...] = (("validation", ""),)
 
@@ -62,30 +57,38 @@ def _pair(k1: str, k2: str, c1: str, c2: str, label_col: str, conv) -> Callable:
 SPECS: dict[str, GlueSpec] = {s.name: s for s in [
     GlueSpec("sst2", "SST-2", ("sentence",), 2, ("accuracy",),
              {"train": "train.tsv", "validation": "dev.tsv"},
-             lambda r: {"sentence": r["sentence"].strip(), "label": int(r["label"])}),
+             lambda r: {"sentence": r["sentence"].strip(), "label": int(r["label"])},
+             label_names=("negative", "positive")),
     GlueSpec("cola", "CoLA", ("sentence",), 2, ("matthews_correlation",),
              {"train": "train.tsv", "validation": "dev.tsv"},
-             lambda r: {"sentence": r[3], "label": int(r[1])}, has_header=False),
+             lambda r: {"sentence": r[3], "label": int(r[1])},
+             label_names=("unacceptable", "acceptable"), has_header=False),
     GlueSpec("mrpc", "MRPC", ("sentence1", "sentence2"), 2, ("accuracy", "f1"),
              {"train": "train.tsv", "validation": "dev.tsv"},
-             _pair("sentence1", "sentence2", "#1 String", "#2 String", "Quality", int)),
+             _pair("sentence1", "sentence2", "#1 String", "#2 String", "Quality", int),
+             label_names=("not_equivalent", "equivalent")),
     GlueSpec("qqp", "QQP", ("question1", "question2"), 2, ("accuracy", "f1"),
              {"train": "train.tsv", "validation": "dev.tsv"},
-             _pair("question1", "question2", "question1", "question2", "is_duplicate", int)),
+             _pair("question1", "question2", "question1", "question2", "is_duplicate", int),
+             label_names=("not_duplicate", "duplicate")),
     GlueSpec("stsb", "STS-B", ("sentence1", "sentence2"), 1, ("pearson", "spearmanr"),
              {"train": "train.tsv", "validation": "dev.tsv"},
-             _pair("sentence1", "sentence2", "sentence1", "sentence2", "score", float)),
+             _pair("sentence1", "sentence2", "sentence1", "sentence2", "score", float),
+             label_names=None),
     GlueSpec("mnli", "MNLI", ("premise", "hypothesis"), 3, ("accuracy",),
              {"train": "train.tsv", "validation_matched": "dev_matched.tsv",
               "validation_mismatched": "dev_mismatched.tsv"},
              _pair("premise", "hypothesis", "sentence1", "sentence2", "gold_label", _NLI3),
+             label_names=("entailment", "neutral", "contradiction"),
              eval_splits=(("validation_matched", ""), ("validation_mismatched", "_mm"))),
     GlueSpec("qnli", "QNLI", ("question", "sentence"), 2, ("accuracy",),
              {"train": "train.tsv", "validation": "dev.tsv"},
-             _pair("question", "sentence", "question", "sentence", "label", _NLI2)),
+             _pair("question", "sentence", "question", "sentence", "label", _NLI2),
+             label_names=("entailment", "not_entailment")),
     GlueSpec("rte", "RTE", ("sentence1", "sentence2"), 2, ("accuracy",),
              {"train": "train.tsv", "validation": "dev.tsv"},
-             _pair("sentence1", "sentence2", "sentence1", "sentence2", "label", _NLI2)),
+             _pair("sentence1", "sentence2", "sentence1", "sentence2", "label", _NLI2),
+             label_names=("entailment", "not_entailment")),
 ]}
 
 
@@ -123,81 +126,20 @@ def read_glue_tsv(path: Path, spec: GlueSpec) -> Dataset:
     return Dataset.from_list(rows)
 
 
-# ------------------------------------------------------------------------------------------------
-# Metrics, in % (names as Hugging Face `evaluate` reports them)
-
-
-def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
-    """% of predictions equal to the label."""
-    return 100.0 * float(np.mean(preds == labels))
-
-
-def f1_binary(preds: np.ndarray, labels: np.ndarray) -> float:
-    """F1 of the positive class (label 1), in %."""
-    tp = float(np.sum((preds == 1) & (labels == 1)))
-    fp = float(np.sum((preds == 1) & (labels == 0)))
-    fn = float(np.sum((preds == 0) & (labels == 1)))
-    return 0.0 if tp == 0 else 100.0 * 2 * tp / (2 * tp + fp + fn)
-
-
-def matthews_correlation(preds: np.ndarray, labels: np.ndarray) -> float:
-    """Matthews correlation coefficient of binary predictions, x100 (0 when undefined)."""
-    tp = float(np.sum((preds == 1) & (labels == 1)))
-    tn = float(np.sum((preds == 0) & (labels == 0)))
-    fp = float(np.sum((preds == 1) & (labels == 0)))
-    fn = float(np.sum((preds == 0) & (labels == 1)))
-    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return 0.0 if denom == 0 else 100.0 * (tp * tn - fp * fn) / denom
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation, x100."""
-    x = x - x.mean()
-    y = y - y.mean()
-    denom = math.sqrt(float(np.sum(x * x)) * float(np.sum(y * y)))
-    return 0.0 if denom == 0 else 100.0 * float(np.sum(x * y)) / denom
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks with ties given their average rank (as scipy's rankdata)."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
-        i = j + 1
-    return ranks
-
-
-def spearmanr(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation, x100."""
-    return pearson(_ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64)))
-
-
-_METRICS = {"accuracy": accuracy, "f1": f1_binary, "matthews_correlation": matthews_correlation,
-            "pearson": pearson, "spearmanr": spearmanr}
-
-
-class GlueTask(Task):
+class GlueTask(SequenceTask):
     """One GLUE task, configured by a :class:`GlueSpec`."""
 
     hub_id = "nyu-mll/glue"
 
     def __init__(self, spec: GlueSpec):
+        super().__init__(spec.name, spec.text_keys, spec.metrics, spec.eval_splits)
         self.spec = spec
-        self.name = spec.name
-        self.metric_names = tuple(m + s for _, s in spec.eval_splits for m in spec.metrics)
 
-    @property
-    def is_regression(self) -> bool:  # type: ignore[override]
-        return self.spec.num_labels == 1
+    def label_names(self) -> list[str] | None:
+        return None if self.spec.label_names is None else list(self.spec.label_names)
 
-    def default_eval_splits(self) -> list[tuple[str, str]]:
-        return list(self.spec.eval_splits)
+    def hub_dataset(self) -> tuple[str, str | None]:
+        return self.hub_id, self.name
 
     def _file(self, data_dir: str, split: str) -> Path:
         name = split_name(split)
@@ -243,64 +185,6 @@ class GlueTask(Task):
         if not path.is_file():
             raise DataError(self.check_data(data_dir, [split])[0])
         return slice_split(read_glue_tsv(path, self.spec), split)
-
-    def check_labels(self, examples: Dataset, where: str) -> None:
-        """Raise :class:`DataError` when a class label lies outside the task's classes (GLUE's
-        test splits carry -1: they have no labels), before it can fail mid-training."""
-        if self.is_regression or len(examples) == 0:
-            return
-        labels = np.asarray(examples["label"])
-        bad = np.flatnonzero((labels < 0) | (labels >= self.spec.num_labels))
-        if bad.size:
-            raise DataError(f"{where}: example {int(bad[0])} has label {int(labels[bad[0]])}, outside "
-                            f"{self.name}'s classes 0 .. {self.spec.num_labels - 1} ({bad.size} such examples; "
-                            "a test split has no labels: train and evaluate on labelled splits)")
-
-    def tokenize(self, examples, tokenizer, *, max_seq_length: int, doc_stride: int,
-                 train: bool) -> Dataset:
-        max_len = max_seq_length
-        keys = self.spec.text_keys
-
-        def encode(batch):
-            texts = [batch[k] for k in keys]
-            enc = tokenizer(*texts, truncation=True, max_length=max_len)
-            enc["labels"] = batch["label"]
-            return enc
-
-        feats = examples.map(encode, batched=True, remove_columns=examples.column_names,
-                             desc=f"tokenizing {self.name}")
-        if self.is_regression:
-            from datasets import Value
-
-            feats = feats.cast_column("labels", Value("float32"))
-        return feats
-
-    def build_model(self, model):
-        from transformers import AutoModelForSequenceClassification
-
-        kwargs: dict[str, Any] = {"num_labels": self.spec.num_labels}
-        if self.is_regression:
-            kwargs["problem_type"] = "regression"
-        return model.instantiate(AutoModelForSequenceClassification, **kwargs)
-
-    def compute_metrics(self, logits: np.ndarray, labels: np.ndarray, suffix: str = "") -> dict[str, float]:
-        """The task's metrics (in %) from model outputs and gold labels."""
-        preds = logits.reshape(-1) if self.is_regression else logits.argmax(-1)
-        return {m + suffix: _METRICS[m](preds, labels) for m in self.spec.metrics}
-
-    def evaluate(self, model, evalset: EvalSet, tokenizer, batch_size: int, autocast) -> EvalOutput:
-        outs = predict(model, evalset.features, self.collate(tokenizer), batch_size, autocast)
-        logits = torch.cat([o.logits.float().cpu() for o in outs]).numpy()
-        labels = np.asarray(evalset.features["labels"])
-        return EvalOutput(self.compute_metrics(logits, labels, evalset.suffix),
-                          prediction_counts=self.prediction_counts(logits))
-
-    def prediction_counts(self, logits: np.ndarray) -> dict[str, int] | None:
-        """How often each class was predicted (None for a regression task)."""
-        if self.is_regression:
-            return None
-        counts = np.bincount(logits.argmax(-1), minlength=self.spec.num_labels)
-        return {str(label): int(n) for label, n in enumerate(counts)}
 
 
 def glue_tasks() -> dict[str, Task]:

@@ -60,7 +60,7 @@ def teacher_key_parts(recipe: Recipe) -> dict[str, Any]:
     from movprune import tasks
     from movprune.tasks.base import PREPROCESSING_VERSION
 
-    task = tasks.get_task(recipe.task)
+    task = tasks.get_task(recipe.task, recipe.dataset)
     data_dir = _absolute(recipe.data_dir)
     eval_splits = [recipe.eval_split] if recipe.eval_split else [s for s, _ in task.default_eval_splits()]
     train = recipe.train.model_dump(mode="json")

@@ -1,0 +1,114 @@
+"""The model card (``README.md`` with Hugging Face YAML metadata) written into every export.
+
+Everything on it is read from the run folder (``result.json``, ``recipe.yaml``) and the export
+itself: nothing is typed by hand, so the card cannot disagree with the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from movprune import results, tasks
+from movprune.models import hub_id
+from movprune.tasks.config import DatasetConfig
+
+CARD_FILE = "README.md"
+_PIPELINE_TAGS = {"text_classification": "text-classification", "regression": "text-classification",
+                  "extractive_qa": "question-answering"}
+_FORMAT_TEXT = {
+    "dense": "an ordinary `transformers` model whose pruned weights are zeros",
+    "compact": "emptied attention heads and FFN neurons physically removed (custom code: load with "
+               "`trust_remote_code=True`)",
+    "sparse": "pruned matrices stored in CSR (load with movprune's `load_sparse`)",
+    "onnx": "an ONNX graph (`model.onnx`) for ONNX Runtime",
+}
+
+
+def _task_of(recipe: dict[str, Any]) -> tasks.Task | None:
+    try:
+        dataset = recipe.get("dataset")
+        return tasks.get_task(str(recipe.get("task")), DatasetConfig(**dataset) if dataset else None)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def card_metadata(result: dict[str, Any], recipe: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """The card's YAML metadata (``base_model``, ``datasets``, ``metrics``, ``tags``, ``model-index``)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    task = _task_of(recipe)
+    family = task.family if task is not None else None
+    dataset = task.hub_dataset() if task is not None else None
+    method = str(result.get("pruner"))
+    metrics = result.get("metrics") or {}
+    eval_split = recipe.get("eval_split") or (task.default_eval_splits()[0][0] if task else "validation")
+    pipeline_tag = _PIPELINE_TAGS.get(family or "")
+    evals = []
+    if dataset is not None and pipeline_tag:
+        evals = [EvalResult(task_type=pipeline_tag, dataset_type=dataset[0],
+                            dataset_name=f"{dataset[0]}" + (f" {dataset[1]}" if dataset[1] else ""),
+                            dataset_config=dataset[1], dataset_split=eval_split, metric_type=name,
+                            metric_name=name, metric_value=round(float(value), 2))
+                 for name, value in metrics.items()]
+    tags = ["pruning", "movement-pruning", "movprune", f"{method.replace('_', '-')}-pruning",
+            f"{fmt}-export"]
+    data = ModelCardData(
+        base_model=hub_id(str(result.get("model"))), datasets=[dataset[0]] if dataset else None,
+        metrics=sorted({m.removesuffix("_mm") for m in metrics}) or None, tags=tags,
+        library_name="transformers" if fmt in ("dense", "compact") else None, pipeline_tag=pipeline_tag,
+        model_name=str(result.get("name")) if evals else None, eval_results=evals or None)
+    return data.to_dict()
+
+
+def _model_text(spec: str) -> str:
+    base = hub_id(spec)
+    if base is None:
+        return f"`{spec}`"
+    return f"[{base}](https://huggingface.co/{base})" + (f" (movprune's `{spec}`)" if base != spec else "")
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}%"
+
+
+def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: float | None) -> str:
+    """The model card of an export of the run in ``run_dir`` in format ``fmt``."""
+    run_dir = Path(run_dir)
+    result = results.load_result(run_dir).as_dict()
+    recipe_text = (run_dir / results.RECIPE_FILE).read_text(encoding="utf-8")
+    recipe = yaml.safe_load(recipe_text) or {}
+    meta = card_metadata(result, recipe, fmt)
+    method = str(result.get("pruner"))
+    target = result.get("target_remaining_pct")
+    distill = result.get("distill")
+    metrics = result.get("metrics") or {}
+    lines = [
+        "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
+        f"# {result.get('name')}", "",
+        f"{_model_text(str(result.get('model')))} fine-pruned on the task `{result.get('task')}` with "
+        f"movprune ({method} pruning; Sanh, Wolf & Rush 2020, *Movement "
+        f"Pruning: Adaptive Sparsity by Fine-Tuning*). This folder is the **{fmt}** export: "
+        f"{_FORMAT_TEXT[fmt]}.", "",
+        "| | |", "| --- | --- |",
+        f"| pruning method | {method} |",
+        f"| budget (target remaining encoder weights) | {'dense (no pruning)' if target is None else _pct(target)} |",
+        f"| remaining encoder weights (measured) | {_pct(result.get('remaining_pct'))} |",
+        f"| training steps | {result.get('steps')} |",
+        f"| distillation | {'teacher ' + str(distill.get('teacher_spec')) if distill else 'none'} |",
+        f"| seed | {result.get('seed')} |",
+        "", "Remaining weights count the encoder's Linear matrices (Q, K, V, attention output, FFN); "
+        "embeddings and the task head stay dense, as in the paper.", "",
+        "## Metrics", "", "Measured by movprune at the end of the run, on the recipe's evaluation "
+        "split (in %).", "", "| metric | value |", "| --- | --- |",
+        *(f"| {name} | {float(value):.2f} |" for name, value in metrics.items()), "",
+        "## Use it", "", "```python", load_hint, "```", "",
+    ]
+    if max_abs_diff is not None:
+        lines += [f"The export's outputs were checked against the run's dense model: max |difference| "
+                  f"{max_abs_diff:.2e} on a check batch.", ""]
+    lines += ["## Recipe", "", "The run's resolved recipe (`movprune run recipe.yaml` reproduces it):", "",
+              "```yaml", recipe_text.rstrip(), "```", ""]
+    return "\n".join(lines)
