@@ -21,10 +21,8 @@ from conftest import tiny_recipe_dict
 SEPARATE_QKV = ["Q", "K", "V", "attention output", "FFN in", "FFN out"]
 EXPECTED_COLUMNS = {kind: SEPARATE_QKV for kind in ENCODERS} | {
     "modernbert": ["QKV", "attention output", "FFN in", "FFN out"]}
-#: Architectures compact export must handle; RoBERTa support is being added beside this work, so
-#: until it lands a RoBERTa run may also get the refusal the others get.
-COMPACT = {"bert"}
-MAYBE_COMPACT = {"roberta"}
+#: Architectures compact export handles; the others get a clear refusal.
+COMPACT = {"bert", "roberta"}
 TRAIN = {"max_steps": 6, "max_train_samples": 96, "max_eval_samples": 32}
 
 
@@ -58,7 +56,7 @@ def test_encoder_is_pruned_inspected_and_exported(tmp_path, kind):
         assert kind not in COMPACT
         assert f"this run's model is '{kind}'. Use --format sparse" in str(e)
     else:
-        assert kind in COMPACT | MAYBE_COMPACT
+        assert kind in COMPACT
         assert out.max_abs_diff is not None and out.max_abs_diff <= 1e-4
 
 
