@@ -23,7 +23,10 @@ _RECENT_SIZE = 4
 
 def load_examples(task: Task, data_dir: str | None, split: str) -> Dataset:
     """``task.load_split``, remembered for the last few splits; an empty split is a :class:`DataError`."""
-    key = (task.name, data_dir, split, task.data_fingerprint(data_dir, split))
+    # Keyed by the task object, not its name: a family task learns its data folder (and so its
+    # label names) from loading, so a new instance of it must load for itself. Presets are shared
+    # instances, so their check before training and the training itself read each file once.
+    key = (task, data_dir, split, task.data_fingerprint(data_dir, split))
     if key in _RECENT:
         _RECENT.move_to_end(key)
         return _RECENT[key]
