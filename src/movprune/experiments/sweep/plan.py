@@ -1,0 +1,195 @@
+"""Planning a sweep: every combination of method, remaining-weights level and seed, each a recipe
+validated (and its inputs checked) before the first run starts."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from movprune.errors import RecipeError
+from movprune.experiments.sweep.axes import _unique
+from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
+from movprune.run_folder import check_run_name
+from movprune.suggest import did_you_mean
+
+#: Recipe keys the sweep sets itself; overriding them with key=value would be silently lost.
+_SWEPT_KEYS = {"pruner.method": "--pruners", "pruner.remaining_pct": "--sparsity/--remaining",
+               "seed": "--seeds"}
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One combination of a sweep and the validated recipe that runs it."""
+
+    method: str
+    remaining_pct: float | None
+    seed: int
+    recipe: Recipe
+
+    @property
+    def name(self) -> str:
+        """The run folder's name inside the sweep folder."""
+        return self.recipe.run_name
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the run writes its files."""
+        return self.recipe.run_dir
+
+
+def format_level(remaining_pct: float) -> str:
+    """``10.0`` -> ``"10"``, ``0.5`` -> ``"0.5"`` (for names and labels)."""
+    return f"{remaining_pct:g}"
+
+
+def run_name(method: str, remaining_pct: float | None, seed: int) -> str:
+    """``movement-r10-s1`` (10% remaining, seed 1); ``<method>-s1`` for a method without a level."""
+    level = "" if remaining_pct is None else f"-r{format_level(remaining_pct)}"
+    return f"{method}{level}-s{seed}"
+
+
+def _method_levels(method: str, levels: list[float] | None) -> tuple[list[float | None], str | None]:
+    """The levels a method runs at, and a problem when it cannot.
+
+    A method that takes a target (magnitude, movement) runs once per level; one that refuses any
+    target (dense fine-tuning) runs once, at the level it reports itself (100% for dense).
+    """
+    from movprune import pruners
+    from movprune.recipe import PrunerConfig
+
+    if method not in pruners.method_names():
+        return [], None  # reported by validation, with a 'did you mean'
+    cls = pruners.pruner_class(method)
+    takes_target = not cls.check(PrunerConfig(method=method, remaining_pct=50.0))
+    if takes_target:
+        if levels is None:
+            return [], (f"method '{method}' needs remaining-weight levels: pass --sparsity (e.g. "
+                        "--sparsity 3,10 for 3% and 10% remaining) or set pruner.remaining_pct in the recipe")
+        return list(levels), None
+    own = cls(PrunerConfig(method=method), 1).target_remaining_pct
+    return [own], None
+
+
+def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | None = None,
+               methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+               overrides: Sequence[str] = ()) -> list[SweepRun]:
+    """Every run of the sweep, validated, in the order they run (seed, then level, then method).
+
+    ``None`` for an axis takes the recipe's own value. ``key=value`` overrides apply to every run.
+    Method-specific pruner keys written in the recipe file (e.g. ``scores_lr``) apply only to the
+    recipe's own method; other methods take their defaults unless an override sets the key.
+    Raises :class:`RecipeError` listing every problem of every combination at once.
+    """
+    source = str(recipe_path)
+    base = read_recipe_data(recipe_path)
+    problems: list[str] = []
+    for text in overrides:
+        try:
+            path, _ = _parse_override(text)
+        except ValueError:
+            continue  # apply_overrides reports it below
+        option = _SWEPT_KEYS.get(".".join(path))
+        if option:
+            problems.append(f"override '{text}': the sweep sets {'.'.join(path)} itself; use {option}")
+    probe = copy.deepcopy(base)
+    malformed = apply_overrides(probe, list(overrides))
+    if malformed:  # every combination would repeat them; nothing more can be checked
+        raise RecipeError(source, problems + malformed)
+
+    file_pruner = base.get("pruner") if isinstance(base.get("pruner"), dict) else {}
+    file_method = file_pruner.get("method", "none")
+    methods = list(methods) if methods else [file_method]
+    registered = _registered_methods()
+    for method in methods:
+        if method not in registered:
+            hint = did_you_mean(method, registered, listing="choose from")
+            problems.append(f"--pruners: unknown pruning method '{method}' ({hint})")
+    if remaining_pcts is None and file_pruner.get("remaining_pct") is not None:
+        remaining_pcts = [file_pruner["remaining_pct"]]
+    seeds = list(seeds) if seeds else [probe.get("seed", 42)]
+    sweep_name = probe.get("name") or Path(source).stem
+    name_problem = check_run_name(str(sweep_name))
+    if name_problem:
+        origin = "name" if probe.get("name") else f"the recipe file's name '{Path(source).stem}'"
+        problems.append(f"{origin}: names the sweep's folder, and {name_problem}; set name=<sweep name>")
+        sweep_name = "sweep"
+    sweep_dir = Path(probe.get("output_dir") or "results") / str(sweep_name)
+    method_specific = _method_specific_keys()
+
+    combos: list[tuple[int, float | None, str]] = []
+    for method in methods:
+        levels, problem = _method_levels(method, list(remaining_pcts) if remaining_pcts is not None else None)
+        if problem:
+            problems.append(problem)
+        combos += [(seed, level, method) for seed in seeds for level in levels]
+    combos.sort(key=lambda c: (seeds.index(c[0]), -(c[1] if c[1] is not None else 101),
+                               methods.index(c[2])))
+
+    plan: list[SweepRun] = []
+    per_combo: dict[str, list[str]] = {}
+    for seed, level, method in combos:
+        data = copy.deepcopy(base)
+        pruner = data.get("pruner")
+        if isinstance(pruner, dict) and method != file_method:
+            for key in method_specific:
+                pruner.pop(key, None)
+        apply_overrides(data, list(overrides))
+        if not isinstance(data.get("pruner"), dict):
+            data["pruner"] = {}
+        name = run_name(method, level, seed)
+        data["pruner"]["method"] = method
+        data["pruner"]["remaining_pct"] = level
+        data.update(seed=seed, name=name, output_dir=str(sweep_dir))
+        try:
+            plan.append(SweepRun(method, level, seed, validate_recipe(data, source)))
+        except RecipeError as e:
+            per_combo[name] = e.problems
+    if per_combo:
+        problems += _merge_problems(per_combo)
+    if problems:
+        raise RecipeError(source, _unique(problems))
+    _check_inputs_once(plan, source)
+    return plan
+
+
+def _registered_methods() -> list[str]:
+    from movprune import pruners
+
+    return pruners.method_names()
+
+
+def _method_specific_keys() -> set[str]:
+    """Pruner keys that only some methods use (those with a per-method default)."""
+    from movprune import pruners
+
+    return {key for m in pruners.method_names() for key in pruners.pruner_class(m).DEFAULTS}
+
+
+def _merge_problems(per_combo: dict[str, list[str]]) -> list[str]:
+    """A problem every combination has is reported once; others name their runs."""
+    everyone = set.intersection(*(set(p) for p in per_combo.values())) if per_combo else set()
+    merged = [p for p in next(iter(per_combo.values())) if p in everyone]
+    by_problem: dict[str, list[str]] = {}
+    for name, probs in per_combo.items():
+        for p in probs:
+            if p not in everyone:
+                by_problem.setdefault(p, []).append(name)
+    merged += [f"{p} (runs {', '.join(names)})" for p, names in by_problem.items()]
+    return merged
+
+
+def _check_inputs_once(plan: list[SweepRun], source: str) -> None:
+    """Data files and model of every distinct setting, before anything trains."""
+    from movprune.experiments.train import check_inputs
+
+    seen = set()
+    for run in plan:
+        r = run.recipe
+        key = (r.task, None if r.dataset is None else r.dataset.model_dump_json(), r.data_dir,
+               r.train_split, r.eval_split, r.model,
+               None if r.distill is None else r.distill.model_dump_json())
+        if key not in seen:
+            seen.add(key)
+            check_inputs(r, source)
