@@ -37,16 +37,13 @@ def rich_table(comparison, paper: bool) -> Table:
     table.add_column("remaining weights", no_wrap=True)
     for pruner in comparison.pruners:
         table.add_column(compare.pruner_header(comparison, pruner), justify="right")
-    for row in comparison.rows:
-        cells = []
-        for pruner in comparison.pruners:
-            cell = row.cells.get(pruner)
-            text = Text(compare.cell_text(cell, comparison.metric_names),
-                        style="bold" if cell is not None and cell.best else "")
-            if paper and pruner in row.paper:
-                text.append("\npaper " + compare.paper_text(row.paper[pruner], comparison.metric_names),
-                            style="cyan")
-            cells.append(text)
+    for row, shown in compare.shown_rows(comparison, paper):
+        cells: list[Text] = []
+        for c in shown:
+            if c.kind == "ours":
+                cells.append(Text(c.text, style="bold" if c.best else ""))
+            elif c.paper_values is not None:  # the paper's number goes under ours, in its column
+                cells[-1].append("\npaper " + c.text, style="cyan")
         table.add_row(row.label, *cells)
     return table
 
