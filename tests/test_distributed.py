@@ -13,7 +13,8 @@ import pytest
 from movprune import distributed
 from movprune.errors import RecipeError
 from movprune.experiments.data import prepare_data
-from movprune.experiments.train import check_batch_split, evaluate_all, run
+from movprune.experiments.processes import check_batch_split
+from movprune.experiments.train import evaluate_all, run
 from movprune.export.api import load_run_model
 from movprune.pruners.counting import prunable_linears
 from movprune.recipe import load_recipe

@@ -1,4 +1,9 @@
-"""The one training loop: every task and every pruner run through :func:`run`."""
+"""The one training loop: every task and every pruner run through :func:`run`.
+
+Its parts are public (:func:`build_optimizer`, :func:`train_step`, :func:`evaluate_all`) and shared
+with the benchmarks and tests; :func:`run` / ``_run`` / ``_train`` are the loop's phases (claim the
+folder, train, publish), kept together so that the order of a run reads top to bottom. Checkpoints,
+signals, trackers, guards and multi-process rules live in their own modules beside this one."""
 
 from __future__ import annotations
 
@@ -9,45 +14,21 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from movprune import distributed, pruners, results, run_folder, tasks
-from movprune.errors import DataError, DistributedError, RecipeError, RunInterrupted
-from movprune.experiments import checkpoint, distill, guards, preemption, tracking
+from movprune.errors import DataError, RecipeError, RunInterrupted
+from movprune.experiments import checkpoint, distill, guards, preemption, processes, tracking
 from movprune.experiments.data import check_data, prepare_data
+from movprune.experiments.observer import Observer, SilentObserver
 from movprune.io import atomic_write_json, atomic_write_text
 from movprune.models import check_encoder, resolve_model
-from movprune.pruners.counting import prunable_linears, remaining_by_module, remaining_pct
+from movprune.pruners.counting import remaining_by_module, remaining_pct
 from movprune.recipe import Recipe, TrainConfig
 from movprune.results import RunResult
 from movprune.tasks.base import TaskData
-
-
-class Observer(Protocol):
-    """Receives progress from the loop (the CLI draws it; the library never prints)."""
-
-    def on_phase(self, text: str) -> None: ...
-    def on_start(self, total_steps: int, run_dir: Path) -> None: ...
-    def on_step(self, step: int, values: dict[str, float]) -> None: ...
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None: ...
-
-
-class SilentObserver:
-    """An observer that ignores everything (library and test use)."""
-
-    def on_phase(self, text: str) -> None:
-        pass
-
-    def on_start(self, total_steps: int, run_dir: Path) -> None:
-        pass
-
-    def on_step(self, step: int, values: dict[str, float]) -> None:
-        pass
-
-    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
-        pass
 
 
 def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
@@ -145,40 +126,6 @@ def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Rec
     return metrics, artifacts
 
 
-def check_batch_split(recipe: Recipe, num_processes: int) -> None:
-    """``train.batch_size`` is the global batch: it must split evenly over the processes."""
-    if distributed.per_process_batch_size(recipe.train.batch_size, num_processes) is None:
-        b = recipe.train.batch_size
-        fit = -(-b // num_processes) * num_processes
-        raise RecipeError(f"train.batch_size={b}", [
-            f"the global batch is split across the {num_processes} processes of this launch, so it must "
-            f"be a multiple of {num_processes}: set train.batch_size={fit} (or launch a number of "
-            f"processes that divides {b})"])
-
-
-def _mean_across_processes(accelerator: Any, window: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The logged loss parts averaged over the processes (each saw its share of the global batch):
-    one collective per logged step, none per training step."""
-    if accelerator.num_processes == 1 or not window:
-        return window
-    keys = sorted(window)
-    stacked = torch.stack([window[k].float().reshape(()) for k in keys]).to(accelerator.device)
-    reduced = accelerator.reduce(stacked, reduction="mean")
-    return dict(zip(keys, reduced.cpu()))
-
-
-def _check_masks_agree(model: torch.nn.Module) -> list[str]:
-    """Digests of the baked masks of every process; raises when the processes disagree (the run
-    would then depend on which process saved it)."""
-    digest = distributed.mask_digest([layer.weight for layer in prunable_linears(model).values()])
-    digests = distributed.gather_in_order([digest])
-    if len(set(digests)) > 1:
-        raise DistributedError(
-            f"the {len(digests)} processes ended with different masks ({', '.join(d[:12] for d in digests)}); "
-            "the run is not valid. Please report this with the recipe and the launch command.")
-    return digests
-
-
 def run(recipe: Recipe, *, force: bool = False, resume: bool = False,
         observer: Observer | None = None) -> RunResult:
     """Fine-prune ``recipe``'s model on its task and publish the run folder; returns its result.
@@ -203,7 +150,7 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
     obs = observer or SilentObserver()
     check_inputs(recipe)
     state = distributed.init_process_state()  # before the teacher: it may train on every process
-    check_batch_split(recipe, state.num_processes)
+    processes.check_batch_split(recipe, state.num_processes)
     if not state.is_main_process:  # one process reports progress
         obs = SilentObserver()
     run_dir = recipe.run_dir
@@ -321,7 +268,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
         done = step + 1
         if done % recipe.train.log_every_steps == 0 or done == steps:
             now = time.perf_counter()
-            window = _mean_across_processes(accelerator, window)
+            window = processes.mean_across_processes(accelerator, window)
             record = {"step": done, **{k: float(v) / window_n for k, v in window.items()},
                       "lr": scheduler.get_last_lr()[0], **pruner.log_values(),
                       "samples_per_second": window_samples / max(now - window_start, 1e-9)}
@@ -363,7 +310,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
     eval_seconds += time.perf_counter() - t0
     measured = remaining_pct(final_model)
     by_module = remaining_by_module(final_model)
-    mask_digests = _check_masks_agree(final_model)
+    mask_digests = processes.check_masks_agree(final_model)
     obs.on_eval(steps, metrics)
     accelerator.log(tracking.eval_scalars(metrics, measured), step=steps)
 
