@@ -12,14 +12,14 @@ because the machine may be shared. Prints JSON (and writes it to --out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import emit  # benchmarks/_report.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEXTS = REPO / ".." / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
@@ -116,12 +116,7 @@ def main() -> None:
         "versions": results.versions(),
         "formats": formats,
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        from movprune.io import atomic_write_text
-
-        atomic_write_text(args.out, text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

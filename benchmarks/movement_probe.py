@@ -37,11 +37,12 @@ Prints JSON (and writes it to --out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
+
+from _report import emit  # benchmarks/_report.py, beside this script
 
 
 def main() -> None:
@@ -238,10 +239,7 @@ def main() -> None:
         "threads": args.threads, "python": platform.python_version(), "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ formats against dense PyTorch, ONNX against dense ONNX; ``speedup_vs_dense_pytor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import emit  # benchmarks/_report.py, beside this script
 
 
 def main() -> None:
@@ -126,12 +127,7 @@ def main() -> None:
         "versions": results.versions(),
         "runs": entries,
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        from movprune.io import atomic_write_text
-
-        atomic_write_text(args.out, text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import statistics
 import time
 from pathlib import Path
 
+from _report import emit  # benchmarks/_report.py, beside this script
+
 METHODS = {  # label -> PrunerConfig fields
     "dense": {"method": "none"},
     "magnitude": {"method": "magnitude", "remaining_pct": 10},
@@ -157,10 +159,7 @@ def main() -> None:
                     "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         "wall_seconds": round(time.perf_counter() - wall_start, 1),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
