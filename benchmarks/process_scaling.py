@@ -1,6 +1,6 @@
 """One training run on 2 CPU processes (torchrun, gloo) against the same run on 1 process.
 
-    .venv/bin/python benchmarks/multiprocess.py --out multiprocess.json
+    .venv/bin/python benchmarks/process_scaling.py --out process_scaling.json
 
 Runs ``movprune run`` on the same recipe (the quickstart's MiniLM soft-movement recipe, shortened
 with ``--steps``; same global batch) once on one process and once under ``torchrun --standalone
@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _report import emit  # benchmarks/_report.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,16 +84,13 @@ def main() -> None:
                         args.override) for n in (1, 2)]
     report = {
         "benchmark": "multiprocess", "recipe": args.recipe, "overrides": args.override,
-        "command": " ".join([Path(sys.executable).name, "benchmarks/multiprocess.py", *sys.argv[1:]]),
+        "command": " ".join([Path(sys.executable).name, "benchmarks/process_scaling.py", *sys.argv[1:]]),
         "cores": args.cores, "machine": platform.processor() or platform.machine(),
         "loadavg_before": loadavg_before, "loadavg_after": list(os.getloadavg()),
         "runs": runs,
         "speedup_2_vs_1_processes": runs[0]["median_step_seconds"] / runs[1]["median_step_seconds"],
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
