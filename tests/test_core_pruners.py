@@ -151,7 +151,7 @@ def test_boolean_mask_path_gives_the_float_mask_path_numbers_exactly(bf16, metho
     model = nn.Module()
     model.base_model = nn.Module()
     model.base_model.encoder = layer
-    pruner = build_pruner(PrunerConfig(method=method, remaining_pct=30, **SCORED[method]), 10)
+    pruner = build_pruner(pruner_config(method=method, remaining_pct=30, **SCORED[method]), 10)
     pruner.attach(model)
     (mask_module,) = pruner.masks.values()
     mask_module.scores.data.normal_()
