@@ -10,8 +10,11 @@ interleaved: every round runs each method for ``--steps`` steps, the order rotat
 so load on a shared machine hits all methods alike; medians over all timed steps are reported, with
 each method's ratio to dense in the same precision. ``--threads 1,2`` repeats the whole measurement
 for each torch thread count (results keyed by thread count, then precision). The pruners run
-mid-ramp (the schedule at 50%), soft movement and L0 with a target (controller on). Prints JSON
-(and writes it to --out).
+mid-ramp (the schedule at 50%), soft movement and L0 with a target (controller on). Learned scores
+start spread (normal noise of std ``--score-spread``, 0.1 by default) as they are after the first
+hundred steps of a real run: freshly initialised scores are all equal, and every top-k selection
+would then take its slow path (``--score-spread 0`` times that state). Prints JSON (and writes it
+to --out).
 
     .venv/bin/python benchmarks/train_overhead.py --threads 1,2 --out train_overhead.json
 """
@@ -41,8 +44,9 @@ TOTAL_STEPS = 1000
 START_STEP = 450
 
 
-def build(label: str, fields: dict, model_spec: str, seed: int):
-    """(model, pruner, optimizer) for one method, built as the training loop builds them."""
+def build(label: str, fields: dict, model_spec: str, seed: int, score_spread: float = 0.0):
+    """(model, pruner, optimizer) for one method, built as the training loop builds them, its
+    learned scores (if any) moved by normal noise of std ``score_spread``."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -57,6 +61,12 @@ def build(label: str, fields: dict, model_spec: str, seed: int):
     model.base_model.embeddings.requires_grad_(False)
     pruner = pruners.build_pruner(config, TOTAL_STEPS)
     pruner.attach(model)
+    if score_spread > 0:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for group in pruner.parameter_groups():
+                for scores in group["params"]:
+                    scores.add_(torch.randn(scores.shape, generator=gen), alpha=score_spread)
     optimizer = build_optimizer(model, pruner, TrainConfig(lr=1e-4))
     model.train()
     return {"label": label, "model": model, "pruner": pruner, "optimizer": optimizer, "step": START_STEP}
@@ -105,6 +115,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per method and precision")
     parser.add_argument("--threads", default="1", help="comma-separated torch thread counts, e.g. 1,2")
+    parser.add_argument("--score-spread", type=float, default=0.1,
+                        help="std of the normal noise added to learned scores (0: all equal, as at step 0)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
 
@@ -127,7 +139,7 @@ def main() -> None:
     batch = {"input_ids": torch.randint(1000, 29000, (args.batch_size, args.seq_length), generator=gen),
              "attention_mask": torch.ones(args.batch_size, args.seq_length, dtype=torch.long),
              "labels": torch.randint(0, 2, (args.batch_size,), generator=gen)}
-    runs = [build(label, METHODS[label], args.model, seed=0) for label in labels]
+    runs = [build(label, METHODS[label], args.model, seed=0, score_spread=args.score_spread) for label in labels]
     results: dict[str, dict[str, dict]] = {}
     loads: dict[str, list[float]] = {}
     for threads in thread_counts:
@@ -148,6 +160,7 @@ def main() -> None:
     report = {
         "benchmark": "train_overhead", "model": args.model, "batch_size": args.batch_size,
         "seq_length": args.seq_length, "steps_per_round": args.steps, "rounds": args.repeats,
+        "score_spread": args.score_spread,
         "threads": thread_counts, "schedule": f"from step {START_STEP} of a {TOTAL_STEPS}-step schedule (mid-ramp)",
         "results": results,
         "worst_ratio": {t: {p: max(v["ratio_to_dense"] for v in r.values()) for p, r in by_p.items()}

@@ -7,8 +7,11 @@
 #   bash docs/reproduce.sh report     # tables and plots from whatever runs have finished
 #   bash docs/reproduce.sh budget     # movement at 10% with 3000 steps (the budget check, ~25 min)
 #   bash docs/reproduce.sh bf16       # dense and magnitude-10% SST-2 runs in fp32 (does bf16 hold?)
-#   bash docs/reproduce.sh remedies   # the collapse remedies on SST-2 at 10% and 3%, then their table
-#                                     # (REMEDY_SEEDS, default 42; REMEDY_OUT, default results)
+#   bash docs/reproduce.sh remedies   # the collapse remedies (SST-2, and the shipped one on MRPC), 3 seeds,
+#                                     # then their tables (REMEDY_SEEDS, default 42,43,44; REMEDY_OUT);
+#                                     # remedies-sst2 / remedies-mrpc / remedies-report run one part
+#   bash docs/reproduce.sh speed      # hybrid vs unstructured on SST-2, every export timed, the frontier
+#                                     # plot (SPEED_OUT); speed-runs / speed-report run one part
 #
 # TASKS (default "sst2 mrpc squad") picks the tasks; SEEDS the seeds of the plain sweeps (default:
 # 42,43 for SST-2 and MRPC, 42 for SQuAD, as in docs/REPRODUCTION.md), e.g.
@@ -91,18 +94,52 @@ bf16() {  # the sweep trains under bf16 autocast: the same dense and 10% magnitu
         train.bf16=false output_dir=results/repro-fp32 name=sst2-magnitude-r10-fp32
 }
 
-remedies() {  # hard movement's collapse: each remedy (docs/methods.md#remedies-for-the-collapse)
-    local out=${REMEDY_OUT:-results} seeds=${REMEDY_SEEDS:-42}
-    local common=(--remaining 10,3 --seeds "$seeds" "output_dir=$out")
-    sweep_r() { "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml "$@"; }
-    sweep_r --pruners movement "${common[@]}" name=remedy-bias pruner.bias_correction=true
-    sweep_r --pruners sensitivity "${common[@]}" name=remedy-sensitivity
-    sweep_r --pruners movement "${common[@]}" name=remedy-maginit pruner.scores_init_from=magnitude
-    "$MOVPRUNE" compare "$out"/remedy-* --format markdown --plot docs/repro/sst2-remedies.png \
-        > docs/repro/sst2-remedies.md
-    "$MOVPRUNE" compare "$out"/remedy-* --format csv > docs/repro/sst2-remedies.csv
+remedies_sst2() {  # hard movement's collapse on SST-2: each remedy (docs/methods.md#remedies-for-the-collapse)
+    local out=${REMEDY_OUT:-results} seeds=${REMEDY_SEEDS:-42,43,44}
+    sweep_r() { "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml --seeds "$seeds" "output_dir=$out" "$@"; }
+    sweep_r --pruners sensitivity --remaining 10,3 name=remedy-sensitivity
+    sweep_r --pruners magnitude --remaining 10,3 name=remedy-magnitude  # the bar: the same seeds
+    sweep_r --pruners movement --remaining 10,3 name=remedy-maginit pruner.scores_init_from=magnitude
+    sweep_r --pruners sensitivity --remaining 70,30 name=remedy-sensitivity
+    "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml --pruners movement --remaining 10,3 --seeds 42 \
+        "output_dir=$out" name=remedy-bias pruner.bias_correction=true
+}
+
+remedies_mrpc() {  # the shipped remedy on MRPC, every level and seed
+    local out=${REMEDY_OUT:-results} seeds=${REMEDY_SEEDS:-42,43,44}
+    "$MOVPRUNE" sweep src/movprune/recipes/repro/mrpc.yaml --pruners sensitivity --remaining 70,30,10,3 \
+        --seeds "$seeds" "output_dir=$out" name=remedy-mrpc-sensitivity
+}
+
+remedies_report() {
+    local out=${REMEDY_OUT:-results}
+    "$MOVPRUNE" compare "$out"/remedy-{sensitivity,magnitude,maginit,bias} --format markdown \
+        --plot docs/repro/sst2-remedies.png > docs/repro/sst2-remedies.md
+    "$MOVPRUNE" compare "$out"/remedy-{sensitivity,magnitude,maginit,bias} --format csv > docs/repro/sst2-remedies.csv
+    "$MOVPRUNE" compare "$out"/remedy-mrpc-sensitivity --format markdown > docs/repro/mrpc-remedies.md
+    "$MOVPRUNE" compare "$out"/remedy-mrpc-sensitivity --format csv > docs/repro/mrpc-remedies.csv
+}
+
+remedies_probe() {  # each remedy's loss after removing 2% and 20% of the weights by lowest score
     .venv/bin/python benchmarks/movement_probe.py --dense-steps 40 --fractions 0.02,0.2 \
         --out docs/repro/movement_probe_remedies.json
+}
+
+speed() {  # issue 16's frontier: hybrid vs unstructured pruning, accuracy against measured speed-up
+    local out=${SPEED_OUT:-results}
+    sweep_s() { "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml --seeds 42 "output_dir=$out" "$@"; }
+    sweep_s --pruners none name=frontier-hybrid
+    sweep_s --pruners soft_movement,magnitude --remaining 50,25,15 name=frontier-hybrid pruner.pattern=hybrid "$SOFT"
+    sweep_s --pruners sensitivity --remaining 25 name=frontier-hybrid pruner.pattern=hybrid
+    sweep_s --pruners soft_movement --remaining 30,10,3 name=frontier-unstructured "$SOFT"
+}
+
+speed_report() {  # times every export against dense (quiet machine: it runs alone), then the plot
+    local out=${SPEED_OUT:-results}
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sweep_speed.py "$out"/frontier-hybrid \
+        "$out"/frontier-unstructured --sparse --out docs/repro/frontier-speed.json > /dev/null
+    "$MOVPRUNE" compare "$out"/frontier-hybrid "$out"/frontier-unstructured --speed docs/repro/frontier-speed.json \
+        --plot-speed docs/repro/frontier-speed.png --format markdown > docs/repro/frontier-speed.md
 }
 
 case "${1:-all}" in
@@ -111,12 +148,19 @@ case "${1:-all}" in
     report) report ;;
     budget) budget ;;
     bf16) bf16 ;;
-    remedies) OMP_NUM_THREADS=1 remedies ;;
+    remedies) OMP_NUM_THREADS=1 remedies_sst2; OMP_NUM_THREADS=1 remedies_mrpc; remedies_report ;;
+    remedies-sst2) OMP_NUM_THREADS=1 remedies_sst2 ;;
+    remedies-mrpc) OMP_NUM_THREADS=1 remedies_mrpc ;;
+    remedies-report) remedies_report ;;
+    remedies-probe) OMP_NUM_THREADS=1 remedies_probe ;;
+    speed) OMP_NUM_THREADS=1 speed; speed_report ;;
+    speed-runs) OMP_NUM_THREADS=1 speed ;;
+    speed-report) speed_report ;;
     all)
         mkdir -p results
         OMP_NUM_THREADS=1 lane_a > results/reproduce-lane-a.log 2>&1 &
         OMP_NUM_THREADS=1 lane_b > results/reproduce-lane-b.log 2>&1 &
         wait
         report ;;
-    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|bf16|remedies|all]" >&2; exit 2 ;;
+    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|bf16|remedies[-sst2|-mrpc|-report]|speed[-runs|-report]|all]" >&2; exit 2 ;;
 esac
