@@ -34,6 +34,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The CLI's rich consoles are made when movprune.cli is imported (at collection) and keep the width
+# COLUMNS gives then; each call sets its own (run_cli: 200). pytest-xdist's workers start with
+# COLUMNS=80 and LINES=24, which would fix every console at 80 columns.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+# One torch thread per test process (and, through the environment, per process a test starts): the
+# models are tiny, so a second thread buys little on a quiet machine and, on a busy one, each small
+# op waits for a descheduled thread (a 12-step test took 5.8 s with 2 threads, 0.4 s with 1). The
+# suite's parallelism is pytest-xdist's workers instead (addopts in pyproject.toml).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    """The same count for this process's torch, should something have imported it before this file."""
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -115,13 +133,25 @@ def finished_run(tmp_path_factory) -> Path:
     """One finished run, made once per session by ``movprune run`` (in-process): the tiny recipe with
     global movement pruning to 10% remaining (matrices end at different densities), 12 steps on the
     SST-2 fixture. Shared by the run, export, inspect and global-scope tests: read it, or take
-    :func:`finished_run_copy` to change it."""
-    root = tmp_path_factory.mktemp("finished-run")
-    recipe = root / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(root / "results", pruner=FINISHED_RUN_PRUNER)))
-    proc = run_cli("run", str(recipe))
-    assert proc.returncode == 0, proc.stderr
-    return root / "results" / "tiny-sst2"
+    :func:`finished_run_copy` to change it.
+
+    Under pytest-xdist the workers share one: the first to need it makes it under a file lock in the
+    session's common temporary folder, the others wait for it and read it."""
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        root = tmp_path_factory.mktemp("finished-run")
+    else:
+        root = tmp_path_factory.getbasetemp().parent / "finished-run"
+    run_dir = root / "results" / "tiny-sst2"
+    with FileLock(str(root) + ".lock"):
+        if not (run_dir / "result.json").is_file():
+            root.mkdir(exist_ok=True)
+            recipe = root / "recipe.yaml"
+            recipe.write_text(yaml.safe_dump(tiny_recipe_dict(root / "results", pruner=FINISHED_RUN_PRUNER)))
+            proc = run_cli("run", str(recipe))
+            assert proc.returncode == 0, proc.stderr
+    return run_dir
 
 
 @pytest.fixture

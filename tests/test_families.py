@@ -20,7 +20,7 @@ from movprune.tasks.config import DatasetConfig
 from movprune.tasks.glue import SPECS, read_glue_tsv
 from movprune.tasks.squad import read_squad_json
 
-from conftest import GLUE_DIR, SQUAD_DIR, tiny_recipe_dict
+from conftest import GLUE_DIR, TINY_SQUAD_DIR, tiny_recipe_dict
 
 N_TRAIN, N_EVAL = 64, 32
 TRAIN = {"max_steps": 4, "batch_size": 16, "max_train_samples": N_TRAIN, "max_eval_samples": N_EVAL}
@@ -101,7 +101,7 @@ def test_regression_parquet_matches_stsb(tmp_path):
 
 
 def test_extractive_qa_jsonl_matches_squad(tmp_path):
-    dev = read_squad_json(SQUAD_DIR / "dev-v1.1.json")
+    dev = read_squad_json(TINY_SQUAD_DIR / "dev-v1.1.json")  # the dev file's first 180 questions
     # Own column names (question -> q); the title column is optional.
     dev.select(range(48)).rename_column("question", "q").to_json(tmp_path / "train.jsonl", lines=True)
     dev.select(range(48, 64)).remove_columns("title").rename_column("question", "q") \
@@ -111,7 +111,7 @@ def test_extractive_qa_jsonl_matches_squad(tmp_path):
     dataset = {"files": {"train": str(tmp_path / "train.jsonl"), "validation": str(tmp_path / "validation.jsonl")},
                "question_column": "q"}
     family = _run(tmp_path, "qa", "extractive_qa", dataset=dataset, train=train)
-    preset = _run(tmp_path, "squad", "squad", data_dir=str(SQUAD_DIR), train_split="validation[:48]",
+    preset = _run(tmp_path, "squad", "squad", data_dir=str(TINY_SQUAD_DIR), train_split="validation[:48]",
                   eval_split="validation[48:64]", train=train)
     _same_metrics(family, preset)
     predictions = json.loads((Path(family["run_dir"]) / "predictions.json").read_text())
