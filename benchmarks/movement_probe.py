@@ -73,7 +73,6 @@ def main() -> None:
         task="sst2", model="minilm-l6", data_dir=args.data_dir, output_dir="/tmp/movement-probe",
         pruner={"method": "movement", "remaining_pct": 10},
         train={"max_steps": 400, "batch_size": 32, "lr": 1e-4, "max_seq_length": 64, "bf16": True})
-    recipe = recipe.model_copy(update={"pruner": pruners.resolve_defaults(recipe.pruner)})
     task = tasks.get_task("sst2")
     resolved = resolve_model(recipe.model)
     tokenizer = resolved.tokenizer()

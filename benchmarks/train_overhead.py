@@ -55,7 +55,7 @@ def build(label: str, fields: dict, model_spec: str, seed: int, score_spread: fl
     from movprune.models import resolve_model
     from movprune.recipe import TrainConfig
 
-    config = pruners.resolve_defaults(pruners.PrunerConfig(**fields))
+    config = pruners.pruner_config(**fields)
     torch.manual_seed(seed)
     model = resolve_model(model_spec).instantiate(AutoModelForSequenceClassification, num_labels=2)
     model.base_model.embeddings.requires_grad_(False)

@@ -6,11 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from movprune.pruners import build_pruner
+from movprune.pruners import build_pruner, pruner_config
 from movprune.pruners.counting import prunable_linears, remaining_pct
 from movprune.pruners.schedule import cubic_schedule
 from movprune.pruners.topk import kept_count, topk_mask
-from movprune.recipe import PrunerConfig
 
 
 @pytest.mark.parametrize("k", [1, 7, 50, 99, 100, 64 * 48 // 3, 64 * 48 - 1, 64 * 48])
@@ -61,7 +60,7 @@ def test_prunable_linears_are_exactly_the_encoder_matrices():
 @pytest.mark.parametrize("pct", [50.0, 10.0, 3.0, 0.5])
 def test_final_mask_keeps_the_exact_count_per_matrix(method, pct):
     model = _tiny_bert()
-    pruner = build_pruner(PrunerConfig(method=method, remaining_pct=pct, scores_lr=0.01, scores_init=0.0), 100)
+    pruner = build_pruner(pruner_config(method=method, remaining_pct=pct), 100)
     pruner.attach(model)
     if method == "movement":  # distinct scores, so "which" is checkable too
         for m in pruner.masks.values():
@@ -78,7 +77,7 @@ def test_final_mask_keeps_the_exact_count_per_matrix(method, pct):
 def test_magnitude_keeps_the_largest_weights():
     model = _tiny_bert()
     original = {n: lin.weight.detach().clone() for n, lin in prunable_linears(model).items()}
-    pruner = build_pruner(PrunerConfig(method="magnitude", remaining_pct=20), 10)
+    pruner = build_pruner(pruner_config(method="magnitude", remaining_pct=20), 10)
     pruner.attach(model)
     pruner.finalize()
     for name, layer in prunable_linears(model).items():
@@ -93,7 +92,7 @@ def test_magnitude_pruned_weights_get_zero_gradient():
     model = nn.Module()
     model.base_model = nn.Module()
     model.base_model.encoder = layer
-    pruner = build_pruner(PrunerConfig(method="magnitude", remaining_pct=30), 10)
+    pruner = build_pruner(pruner_config(method="magnitude", remaining_pct=30), 10)
     pruner.attach(model)
     pruner.finalize()
     layer(torch.randn(4, 20)).pow(2).sum().backward()
@@ -111,7 +110,7 @@ def test_movement_score_gradient_is_masked_weight_gradient_times_weight(pct):
     model = nn.Module()
     model.base_model = nn.Module()
     model.base_model.encoder = layer
-    pruner = build_pruner(PrunerConfig(method="movement", remaining_pct=pct, scores_lr=0.01, scores_init=0.0), 10)
+    pruner = build_pruner(pruner_config(method="movement", remaining_pct=pct, scores_lr=0.01, scores_init=0.0), 10)
     pruner.attach(model)
     masks = pruner.masks
     mask_module = masks["base_model.encoder"] if "base_model.encoder" in masks else next(iter(masks.values()))
@@ -152,7 +151,7 @@ def test_boolean_mask_path_gives_the_float_mask_path_numbers_exactly(bf16, metho
     model = nn.Module()
     model.base_model = nn.Module()
     model.base_model.encoder = layer
-    pruner = build_pruner(PrunerConfig(method=method, remaining_pct=30, **SCORED[method]), 10)
+    pruner = build_pruner(pruner_config(method=method, remaining_pct=30, **SCORED[method]), 10)
     pruner.attach(model)
     (mask_module,) = pruner.masks.values()
     mask_module.scores.data.normal_()
@@ -193,7 +192,7 @@ def test_cubic_schedule_endpoints_and_shape():
 
 def test_pruner_follows_schedule_during_training():
     model = _tiny_bert()
-    pruner = build_pruner(PrunerConfig(method="movement", remaining_pct=10, scores_lr=0.01, scores_init=0.0), 100)
+    pruner = build_pruner(pruner_config(method="movement", remaining_pct=10, scores_lr=0.01, scores_init=0.0), 100)
     pruner.attach(model)
     for step, expected in ((0, 100.0), (45, 100 * cubic_schedule(45, 100, 1.0, 0.1, 0.1, 0.2)), (90, 10.0)):
         pruner.step(step)
@@ -203,7 +202,7 @@ def test_pruner_follows_schedule_during_training():
 
 def test_bake_leaves_an_ordinary_linear_with_masked_weights():
     model = _tiny_bert()
-    pruner = build_pruner(PrunerConfig(method="magnitude", remaining_pct=25), 10)
+    pruner = build_pruner(pruner_config(method="magnitude", remaining_pct=25), 10)
     pruner.attach(model)
     pruner.finalize()
     before = {n: lin.weight.detach().clone() for n, lin in prunable_linears(model).items()}

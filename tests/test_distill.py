@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from movprune import results, tasks
+from movprune import pruners, results, tasks
 from movprune.errors import ModelError
 from movprune.experiments import distill
 from movprune.experiments.train import run
@@ -247,7 +247,7 @@ def test_teacher_key_depends_on_what_determines_the_teacher_only(tmp_path):
     base = _recipe(tmp_path)
     key = distill.teacher_key(base)
     same = [
-        {"pruner": base.pruner.model_copy(update={"method": "magnitude", "remaining_pct": 3})},
+        {"pruner": pruners.pruner_config(method="magnitude", remaining_pct=3)},
         {"distill": base.distill.model_copy(update={"alpha_ce": 0.1, "temperature": 4.0})},
         {"name": "other", "output_dir": str(tmp_path / "elsewhere")},
         {"train": base.train.model_copy(update={"log_every_steps": 1})},
@@ -339,11 +339,10 @@ def test_auto_teacher_is_trained_once_then_reused_by_other_pruners(tmp_path, mon
     assert r1.distill["teacher_metrics"] == teacher_result.metrics
     stamp = (cache_dir / "result.json").stat()
 
-    from movprune import pruners
-
+    shared = first.pruner.model_dump(include=set(pruners.BasePrunerConfig.model_fields))
     second = first.model_copy(update={
         "name": "second",
-        "pruner": pruners.resolve_defaults(first.pruner.model_copy(update={"method": "magnitude"})),
+        "pruner": pruners.pruner_config(**{**shared, "method": "magnitude"}),
         "distill": first.distill.model_copy(update={"alpha_ce": 0.2, "alpha_distil": 0.8})})
     obs2 = _Phases()
     r2 = run(second, observer=obs2)

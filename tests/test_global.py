@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from movprune.pruners import build_pruner
+from movprune.pruners import build_pruner, pruner_config
 from movprune.pruners.counting import remaining_pct
 from movprune.pruners.topk import global_topk_masks, kept_count, kth_largest
-from movprune.recipe import PrunerConfig
 
 
 @pytest.mark.parametrize("k", [0, 1, 17, 500, 999, 1000, 1336, 1337])
@@ -60,7 +59,7 @@ def two_layer_model() -> nn.Module:
 @pytest.mark.parametrize("method", ["magnitude", "movement"])
 def test_global_scope_keeps_the_exact_total_and_lets_densities_differ(method):
     model = two_layer_model()
-    config = PrunerConfig(method=method, remaining_pct=25, scope="global", scores_lr=0.01, scores_init=0.0)
+    config = pruner_config(method=method, remaining_pct=25, scope="global")
     pruner = build_pruner(config, 10)
     pruner.attach(model)
     if method == "movement":  # scores copy |W|, so the two methods must choose alike
@@ -82,7 +81,7 @@ def test_global_scope_keeps_the_exact_total_and_lets_densities_differ(method):
 
 def test_local_scope_keeps_the_fraction_in_every_matrix():
     model = two_layer_model()
-    pruner = build_pruner(PrunerConfig(method="magnitude", remaining_pct=25, scope="local"), 10)
+    pruner = build_pruner(pruner_config(method="magnitude", remaining_pct=25, scope="local"), 10)
     pruner.attach(model)
     pruner.finalize()
     assert {n: int(torch.count_nonzero(lin.weight)) for n, lin in pruner.layers.items()} == \

@@ -91,6 +91,10 @@ CASES = [
      "name: Input should be a valid string (got ['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x',... "
      "(250,000 characters))"),
     ("alias bomb in an override", lambda s: s.run(OVERRIDE_BOMB), "YAML values counting every alias use"),
+    ("key of another method", lambda s: s.run("pruner.lambda_final=400"),
+     "pruner.lambda_final: method 'movement' has no key lambda_final; it is a key of soft_movement, l0"),
+    ("method not a name", lambda s: s.run("pruner.method=[movement]"),
+     "pruner.method: unknown value '['movement']' (choose one of 'none', 'magnitude', 'movement'"),
     ("seed -1", lambda s: s.run("seed=-1"), "seed: Input should be greater than or equal to 0"),
     ("seed past 2**32", lambda s: s.run(f"seed={2**32}"), "seed: Input should be less than"),
     ("empty TSV", lambda s: s.run(s.glue("")), "train.tsv: no rows found"),

@@ -11,8 +11,7 @@ from torch.nn.utils import parametrize
 from transformers import BertConfig, BertForSequenceClassification
 
 from movprune.errors import RecipeError
-from movprune.pruners import build_pruner, check_config, resolve_defaults
-from movprune.pruners.config import PrunerConfig
+from movprune.pruners import build_pruner, check_config, pruner_config
 from movprune.pruners.counting import prunable_linears, remaining_pct
 from movprune.pruners.grouping import build_groupings
 from movprune.pruners.topk import kept_count
@@ -31,7 +30,7 @@ def _model(seed: int = 0) -> BertForSequenceClassification:
 
 
 def _pruner(model, steps: int = STEPS, **config):
-    pruner = build_pruner(resolve_defaults(PrunerConfig(**config)), steps)
+    pruner = build_pruner(pruner_config(**config), steps)
     pruner.attach(model)
     return pruner
 
@@ -193,10 +192,10 @@ def test_block_score_gradient_is_the_blocks_summed_straight_through_gradient():
 
 def test_pattern_settings_are_checked():
     with pytest.raises(ValueError, match="block_shape"):
-        PrunerConfig(method="movement", remaining_pct=10, pattern="block")
+        pruner_config(method="movement", remaining_pct=10, pattern="block")
     with pytest.raises(ValueError, match="pattern 'block' only"):
-        PrunerConfig(method="movement", remaining_pct=10, pattern="hybrid", block_shape=(4, 4))
-    problems = check_config(PrunerConfig(method="none", pattern="hybrid"))
+        pruner_config(method="movement", remaining_pct=10, pattern="hybrid", block_shape=(4, 4))
+    problems = check_config(pruner_config(method="none", pattern="hybrid"))
     assert problems and "pruner.pattern" in problems[0] and "magnitude" in problems[0]
     model = _model()
     with pytest.raises(RecipeError, match="does not tile"):

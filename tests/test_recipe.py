@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 
@@ -22,11 +24,33 @@ def test_overrides_are_typed_and_nested(write_recipe):
     assert recipe.data_dir is None
 
 
-def test_method_defaults_are_resolved_and_unused_keys_cleared(write_recipe):
+def test_each_method_has_its_own_keys_at_their_real_defaults(write_recipe):
     recipe = load_recipe(write_recipe(), ["pruner.method=movement"])
-    assert recipe.pruner.scores_lr == 1e-2 and recipe.pruner.scores_init == 0.0
-    recipe = load_recipe(write_recipe(), ["pruner.method=magnitude", "pruner.scores_lr=0.5"])
-    assert recipe.pruner.scores_lr is None  # magnitude has no scores
+    assert (recipe.pruner.scores_lr, recipe.pruner.scores_init, recipe.pruner.scores_init_from) == (1e-2, 0.0,
+                                                                                                    "constant")
+    recipe = load_recipe(write_recipe(), ["pruner.method=l0"])
+    assert (recipe.pruner.scores_lr, recipe.pruner.scores_init) == (1e-1, math.log(0.9 / 0.1))
+    assert recipe.pruner.lambda_final is None  # target mode: the controller sets lambda
+    recipe = load_recipe(write_recipe(), ["pruner.method=magnitude"])
+    assert not hasattr(recipe.pruner, "scores_lr")  # magnitude has no scores
+    # null is "the method's default", as in recipes written before the per-method configs
+    assert load_recipe(write_recipe(), ["pruner.scores_lr=null"]).pruner.scores_lr == 1e-2
+
+
+@pytest.mark.parametrize("overrides, key, method, takers", [
+    (["pruner.method=magnitude", "pruner.scores_lr=0.5"], "scores_lr", "magnitude", "movement, soft_movement, l0"),
+    (["pruner.lambda_final=400"], "lambda_final", "movement", "soft_movement, l0"),
+    (["pruner.method=soft_movement", "pruner.scores_init_from=magnitude"], "scores_init_from", "soft_movement",
+     "movement"),
+])
+def test_a_key_of_another_method_is_an_error_naming_the_methods_that_have_it(write_recipe, overrides, key, method,
+                                                                            takers):
+    """It was silently cleared: the run trained without the setting the recipe asked for."""
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write_recipe(), overrides)
+    assert info.value.problems == [f"pruner.{key}: method '{method}' has no key {key}; it is a key of {takers} "
+                                   f"(remove it, or set pruner.method to "
+                                   f"{'that method' if ',' not in takers else 'one of those'})"]
 
 
 def test_resolved_recipe_round_trips(write_recipe, tmp_path):
@@ -86,6 +110,8 @@ def test_yaml_is_read_safely(tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["pruner.methd=movement"], "unknown key 'pruner.methd' (did you mean 'method'?)"),
     (["pruner.method=prune_everything"], "unknown pruning method 'prune_everything'"),
+    (["pruner.method=magnitude", "pruner.scores_init=-1.5"],
+     "pruner.scores_init: method 'magnitude' has no key scores_init; it is a key of movement, soft_movement, l0"),
     (["pruner.remaining_pct=0"], "pruner.remaining_pct"),
     (["pruner.remaining_pct=150"], "pruner.remaining_pct"),
     (["data_dir=/nonexistent/glue"], "/nonexistent/glue/SST-2/{train.tsv, dev.tsv} not found"),

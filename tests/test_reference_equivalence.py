@@ -29,10 +29,10 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, get_linear_schedule_with_warmup
 
 from movprune.experiments.train import build_optimizer
-from movprune.pruners import build_pruner
+from movprune.pruners import build_pruner, pruner_config
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.topk import kept_count
-from movprune.recipe import PrunerConfig, Recipe, TrainConfig
+from movprune.recipe import Recipe, TrainConfig
 
 STEPS, LR_WARMUP = 40, 4  # reference units: initial_warmup=1, final_warmup=2 (x warmup_steps)
 LR, SCORES_LR, CLIP = 1e-3, 1e-2, 0.05
@@ -143,7 +143,7 @@ def test_training_matches_the_reference_implementation_step_for_step(method, wei
     ours.base_model.embeddings.requires_grad_(False)  # the paper freezes the embeddings
     ref = _reference_model(ours, method)
 
-    config = PrunerConfig(method=method, remaining_pct=10, initial_warmup=LR_WARMUP / STEPS,
+    config = pruner_config(method=method, remaining_pct=10, initial_warmup=LR_WARMUP / STEPS,
                           final_warmup=2 * LR_WARMUP / STEPS,
                           **({"scores_lr": SCORES_LR, "scores_init": 0.0} if method == "movement" else {}))
     recipe = Recipe(task="sst2", pruner=config, train=TrainConfig(lr=LR, lr_warmup_fraction=LR_WARMUP / STEPS,
@@ -203,7 +203,7 @@ def test_movement_masks_do_not_depend_on_the_scores_learning_rate():
     masks_by_lr = []
     for scores_lr in (1e-2, 4e-2):
         model = _tiny_bert()
-        config = PrunerConfig(method="movement", remaining_pct=10, initial_warmup=0.1, final_warmup=0.2,
+        config = pruner_config(method="movement", remaining_pct=10, initial_warmup=0.1, final_warmup=0.2,
                               scores_lr=scores_lr, scores_init=0.0)
         recipe = Recipe(task="sst2", pruner=config, train=TrainConfig(lr=LR))
         pruner = build_pruner(config, STEPS)

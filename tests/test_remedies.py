@@ -7,12 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from movprune import pruners
-from movprune.pruners import build_pruner, check_config, variant_label
+from movprune.pruners import BasePrunerConfig, build_pruner, check_config, pruner_config, variant_label
 from movprune.pruners.bias_correction import INPUT_MEAN_DECAY
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.topk import kept_count, topk_mask
-from movprune.recipe import PrunerConfig
 
 
 class Toy(nn.Module):
@@ -40,8 +38,8 @@ def _tiny_bert():
     return AutoModelForSequenceClassification.from_config(tiny_bert_config())
 
 
-def _magnitude(pct: float) -> PrunerConfig:
-    return PrunerConfig(method="magnitude", remaining_pct=pct, initial_warmup=0.0, final_warmup=0.0,
+def _magnitude(pct: float) -> BasePrunerConfig:
+    return pruner_config(method="magnitude", remaining_pct=pct, initial_warmup=0.0, final_warmup=0.0,
                         bias_correction=True)
 
 
@@ -99,7 +97,7 @@ def test_returning_weights_take_their_correction_with_them():
     """Movement masks change every step: the correction follows the current mask, so when every
     weight is back the bias is the trained bias exactly."""
     model = _toy()
-    pruner = build_pruner(PrunerConfig(method="movement", remaining_pct=25, initial_warmup=0.0,
+    pruner = build_pruner(pruner_config(method="movement", remaining_pct=25, initial_warmup=0.0,
                                        final_warmup=0.0, scores_lr=0.01, scores_init=0.0,
                                        bias_correction=True), 10)
     pruner.attach(model)
@@ -115,7 +113,7 @@ def test_returning_weights_take_their_correction_with_them():
 @pytest.mark.parametrize("method", ["movement", "sensitivity", "soft_movement", "l0"])
 def test_baked_model_equals_corrected_masked_model(method):
     model = _tiny_bert()
-    config = pruners.resolve_defaults(PrunerConfig(method=method, remaining_pct=20, bias_correction=True))
+    config = pruner_config(method=method, remaining_pct=20, bias_correction=True)
     pruner = build_pruner(config, 6)
     pruner.attach(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)  # the scores are the masks' parameters
@@ -146,7 +144,7 @@ def test_baked_model_equals_corrected_masked_model(method):
 
 
 def test_bias_correction_is_refused_for_dense_fine_tuning():
-    problems = check_config(PrunerConfig(method="none", bias_correction=True))
+    problems = check_config(pruner_config(method="none", bias_correction=True))
     assert len(problems) == 1 and "pruner.bias_correction" in problems[0] and "removes no weights" in problems[0]
 
 
@@ -154,8 +152,7 @@ def test_bias_correction_is_refused_for_dense_fine_tuning():
 
 def test_sensitivity_importance_follows_the_platon_formula_on_hand_made_gradients():
     model = _toy()
-    config = pruners.resolve_defaults(PrunerConfig(method="sensitivity", remaining_pct=50, initial_warmup=0.5,
-                                                   final_warmup=0.0))
+    config = pruner_config(method="sensitivity", remaining_pct=50, initial_warmup=0.5, final_warmup=0.0)
     assert (config.sensitivity_beta1, config.sensitivity_beta2) == (0.85, 0.95)
     pruner = build_pruner(config, 10)
     pruner.attach(model)
@@ -189,8 +186,7 @@ def test_sensitivity_importance_follows_the_platon_formula_on_hand_made_gradient
 @pytest.mark.parametrize("pct", [3, 10, 50])
 def test_sensitivity_kept_counts_are_exact(scope, pct):
     model = _tiny_bert()
-    pruner = build_pruner(pruners.resolve_defaults(PrunerConfig(method="sensitivity", remaining_pct=pct,
-                                                                scope=scope)), 10)
+    pruner = build_pruner(pruner_config(method="sensitivity", remaining_pct=pct, scope=scope), 10)
     pruner.attach(model)
     ids = torch.randint(0, model.config.vocab_size, (2, 7))
     model(input_ids=ids, labels=torch.tensor([0, 1])).loss.backward()
@@ -210,7 +206,7 @@ def test_sensitivity_kept_counts_are_exact(scope, pct):
 
 def test_magnitude_init_scores_start_at_normalised_magnitude_and_first_mask_is_magnitudes():
     model = _tiny_bert()
-    config = PrunerConfig(method="movement", remaining_pct=30, initial_warmup=0.0, final_warmup=0.0,
+    config = pruner_config(method="movement", remaining_pct=30, initial_warmup=0.0, final_warmup=0.0,
                           scores_lr=0.01, scores_init=0.0, scores_init_from="magnitude")
     pruner = build_pruner(config, 10)
     pruner.attach(model)

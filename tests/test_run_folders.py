@@ -306,6 +306,13 @@ def test_a_sweep_refuses_to_skip_a_finished_run_trained_with_another_recipe(tmp_
     same = plan[0].recipe.model_copy(update={"name": "elsewhere", "output_dir": "elsewhere"})
     (run_dir / "recipe.yaml").write_text(same.to_yaml())
     sweep.check_finished_recipes(plan, "recipe.yaml")  # name and output_dir aside: the same run
+    # As written before the per-method configs (every method's keys, the unused ones null): the same.
+    from movprune.pruners.config import METHOD_SPECIFIC_KEYS
+
+    older = yaml.safe_load(same.to_yaml())
+    older["pruner"] = {**{key: None for key in METHOD_SPECIFIC_KEYS}, **older["pruner"]}
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(older))
+    sweep.check_finished_recipes(plan, "recipe.yaml")
 
     changed = plan[0].recipe.model_copy(update={"train": plan[0].recipe.train.model_copy(update={"lr": 0.5})})
     (run_dir / "recipe.yaml").write_text(changed.to_yaml())

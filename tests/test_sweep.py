@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from movprune.errors import RecipeError
+
 from conftest import REPO, run_cli
 
 # A few seconds per run on tiny-random-bert.
@@ -121,14 +123,33 @@ def test_plan_names_orders_and_resolves_every_combination(write_recipe):
     by_name = {r.name: r.recipe for r in plan}
     assert by_name["none-r100-s1"].pruner.remaining_pct == 100
     assert by_name["magnitude-r3-s2"].pruner.remaining_pct == 3
-    # The file's method-specific keys belong to the file's method; other methods take their defaults.
+    # A pruner key of the file applies to the swept methods that have it, and only to them.
     assert by_name["movement-r10-s1"].pruner.scores_lr == 0.05
-    assert by_name["magnitude-r10-s1"].pruner.scores_lr is None
-    # A key=value override applies to every method that uses the key.
-    plan = plan_sweep(recipe, remaining_pcts=[10], methods=["magnitude", "movement"], seeds=None,
+    assert "scores_lr" not in by_name["magnitude-r10-s1"].pruner.model_dump()
+    # So does a key=value override.
+    plan = plan_sweep(recipe, remaining_pcts=[10], methods=["magnitude", "movement", "soft_movement"], seeds=None,
                       overrides=["pruner.scores_lr=0.2"])
-    assert [(r.name, r.recipe.pruner.scores_lr) for r in plan] == [("magnitude-r10-s0", None),
-                                                                   ("movement-r10-s0", 0.2)]
+    assert [(r.name, getattr(r.recipe.pruner, "scores_lr", None)) for r in plan] == [
+        ("magnitude-r10-s0", None), ("movement-r10-s0", 0.2), ("soft_movement-r10-s0", 0.2)]
+
+
+def test_a_pruner_key_goes_to_the_swept_methods_that_have_it_and_is_an_error_when_none_has(write_recipe):
+    """docs/reproduce.sh sweeps soft movement from the magnitude recipe with pruner.scores_init=-1.5."""
+    from movprune.experiments.sweep import plan_sweep
+
+    recipe = write_recipe(pruner={"method": "magnitude", "remaining_pct": 10})
+    plan = plan_sweep(recipe, methods=["soft_movement", "magnitude"], seeds=[0],
+                      overrides=["pruner.scores_init=-1.5"])
+    configs = {r.method: r.recipe.pruner.model_dump() for r in plan}
+    assert configs["soft_movement"]["scores_init"] == -1.5 and "scores_init" not in configs["magnitude"]
+    with pytest.raises(RecipeError) as info:
+        plan_sweep(recipe, methods=["magnitude", "movement"], seeds=[0],
+                   overrides=["pruner.lambda_final=400", "pruner.scores_init=-1.5"])
+    assert info.value.problems == [
+        "pruner.lambda_final: none of the swept methods (magnitude, movement) has this key; it is a key of "
+        "soft_movement, l0 (remove it or set pruner.lambda_final=null, or add one of those to --pruners)"]
+    # Null says nothing (older recipe.yaml files list every key, the unused ones null).
+    assert len(plan_sweep(recipe, methods=["magnitude"], seeds=[0], overrides=["pruner.lambda_final=null"])) == 1
 
 
 def test_one_failing_run_does_not_stop_the_others_and_the_cli_exits_1(write_recipe):

@@ -7,13 +7,13 @@ rename keys.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from movprune.errors import RecipeError
-from movprune.pruners.config import PrunerConfig
+from movprune.pruners.config import PrunerConfig, pruner_config
 from movprune.run_folder import check_run_name
 from movprune.schema import StrictModel
 from movprune.suggest import did_you_mean
@@ -69,7 +69,7 @@ class Recipe(StrictModel):
     eval_split: str | None = Field(default=None, description="null = the task's default")
     seed: int = Field(default=42, ge=0, lt=2**32, description="numpy and torch accept 0 .. 2**32-1")
     output_dir: str = "results"
-    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    pruner: PrunerConfig = Field(default_factory=pruner_config)
     train: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillConfig | None = None
 
@@ -155,29 +155,43 @@ def safe_load_bounded(text: str) -> Any:
     return yaml.load(text, Loader=BoundedSafeLoader)
 
 
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """The valid keys of the schema object at ``loc`` (for 'did you mean')."""
-    model: type[BaseModel] = Recipe
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return []
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if nxt is None:
-            return []
-        model = nxt
-    return list(model.model_fields)
+def _walk(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[BaseModel] | None]:
+    """``loc`` as the recipe's keys, and the schema section holding its last key (None when unknown).
+
+    pydantic puts the tag of a discriminated union's member into the location
+    (``pruner.movement.scores_lr``); the recipe has no such key, so it is left out."""
+    model: type[BaseModel] | None = Recipe
+    keys: list[Any] = []
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        keys.append(part)
+        if not parts:
+            break
+        field = model.model_fields.get(str(part)) if model is not None else None
+        ann = field.annotation if field is not None else None
+        members = [c for c in (ann, *get_args(ann)) if isinstance(c, type) and issubclass(c, BaseModel)]
+        tag = field.discriminator if field is not None else None
+        tagged = [m for m in members if isinstance(tag, str) and parts[0] in get_args(m.model_fields[tag].annotation)]
+        if tagged:
+            parts.pop(0)
+        model = (tagged or members or [None])[0]
+    return tuple(keys), model
 
 
 def _describe(err: dict[str, Any]) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc, model = _walk(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
     key = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
-        valid = _fields_at(loc[:-1])
+        explain = getattr(model, "unknown_key_problem", None)  # e.g. a key of another pruning method
+        if problem := explain and explain(str(loc[-1])):
+            return f"{key}: {problem}"
+        valid = list(model.model_fields) if model is not None else []
         hint = did_you_mean(str(loc[-1]), valid, listing="valid keys here")
         return f"unknown key '{key}' ({hint})"
+    if err["type"] == "union_tag_invalid":
+        tag_key, ctx = err["ctx"]["discriminator"].strip("'"), err["ctx"]
+        return f"{key}.{tag_key}: unknown value '{ctx['tag']}' (choose one of {ctx['expected_tags']})"
     if err["type"] == "missing":
         return f"missing required key '{key}'"
     shown = repr(err.get("input"))
@@ -236,9 +250,11 @@ def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
     except ValidationError as e:
         # The names are checked too, so that a typo'd task or method is not hidden until the
         # schema errors are fixed.
-        problems = [_describe(err) for err in e.errors()]
         pruner = data.get("pruner")
         method = pruner.get("method") if isinstance(pruner, dict) else None
+        # An unknown method, when a string, is reported by the registry (with a "did you mean").
+        problems = [_describe(err) for err in e.errors()
+                    if not (err["type"] == "union_tag_invalid" and isinstance(method, str))]
         if isinstance(data.get("task"), str):
             problems += tasks.check_name(data["task"])
         if isinstance(method, str):
@@ -247,7 +263,7 @@ def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
     problems = tasks.check_task(recipe.task, recipe.dataset) + pruners.check_config(recipe.pruner)
     if problems:
         raise RecipeError(source, problems)
-    return recipe.model_copy(update={"pruner": pruners.resolve_defaults(recipe.pruner)})
+    return recipe
 
 
 def read_recipe_data(path: str | Path) -> dict[str, Any]:

@@ -49,6 +49,11 @@ def run_settings(result: dict[str, Any]) -> dict[str, Any] | None:
     recipe = saved_recipe(result)
     if recipe is None:
         return None
+    if isinstance(recipe.get("pruner"), dict):
+        # Older runs list every method's keys, the unused ones null: the same settings as no key.
+        from movprune.pruners.config import without_null_method_keys
+
+        recipe["pruner"] = without_null_method_keys(recipe["pruner"])
     settings = {k: v for k, v in _flatten(recipe).items() if k not in NOT_SETTINGS}
     settings.update({key: result.get(key) for key in FROM_RESULT})
     if settings.get("train.max_seq_length") is None:

@@ -1,19 +1,19 @@
 """Pruning methods. Each method is one module defining a :class:`~movprune.pruners.base.Pruner`
-subclass; register it in ``_METHODS`` below. Nothing outside this package branches on a method's
-name."""
+subclass, registered in ``_METHODS`` below, and a config class in :mod:`movprune.pruners.config`
+(the union :data:`PrunerConfig`). Nothing outside this package branches on a method's name."""
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING
 
-from movprune.pruners.config import PrunerConfig
+from movprune.pruners.config import BasePrunerConfig, PrunerConfig, methods_taking, pruner_config
 from movprune.suggest import did_you_mean
 
 if TYPE_CHECKING:  # the pruners import torch; the recipe's validation need not
     from movprune.pruners.base import Pruner
 
-# method name -> "module:class"
+# method name -> "module:class" (the same names as movprune.pruners.config.CONFIGS)
 _METHODS = {
     "none": "movprune.pruners.none:NoPruner",
     "magnitude": "movprune.pruners.magnitude:MagnitudePruner",
@@ -23,9 +23,8 @@ _METHODS = {
     "sensitivity": "movprune.pruners.sensitivity:SensitivityPruner",
 }
 
-# Keys of PrunerConfig that some method, not all, uses.
-_METHOD_KEYS = ("scores_lr", "scores_init", "lambda_final", "sigmoid_threshold_initial",
-                "sigmoid_threshold_final", "scores_init_from", "sensitivity_beta1", "sensitivity_beta2")
+__all__ = ["BasePrunerConfig", "PrunerConfig", "base_method", "build_pruner", "check_config", "check_name",
+           "method_names", "methods_taking", "pruner_class", "pruner_config", "variant_label"]
 
 
 def variant_label(method: str, config: dict | None) -> str:
@@ -64,7 +63,7 @@ def check_name(method: str) -> list[str]:
     return []
 
 
-def check_config(config: PrunerConfig) -> list[str]:
+def check_config(config: BasePrunerConfig) -> list[str]:
     """Problems with a recipe's ``pruner:`` section, one line each."""
     problems = check_name(config.method) or pruner_class(config.method).check(config)
     if not problems and config.pattern != "unstructured" and not pruner_class(config.method).supports_patterns():
@@ -74,20 +73,6 @@ def check_config(config: PrunerConfig) -> list[str]:
     return problems
 
 
-def resolve_defaults(config: PrunerConfig) -> PrunerConfig:
-    """Fill the method's defaults into null method-specific keys and clear keys it does not use,
-    so the resolved recipe shows exactly what took effect."""
-    cls = pruner_class(config.method)
-    defaults = cls.defaults_for(config)
-    update = {}
-    for key in _METHOD_KEYS:
-        if key not in cls.DEFAULTS:
-            update[key] = None
-        elif getattr(config, key) is None and key in defaults:
-            update[key] = defaults[key]
-    return config.model_copy(update=update)
-
-
-def build_pruner(config: PrunerConfig, total_steps: int) -> Pruner:
+def build_pruner(config: BasePrunerConfig, total_steps: int) -> Pruner:
     """An un-attached pruner for ``config`` over ``total_steps`` training steps."""
     return pruner_class(config.method)(config, total_steps)

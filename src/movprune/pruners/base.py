@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from movprune.pruners.bias_correction import BiasCorrector
-from movprune.pruners.config import PrunerConfig
+from movprune.pruners.config import BasePrunerConfig
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.grouping import Grouping, build_groupings
 from movprune.pruners.schedule import cubic_schedule
@@ -64,14 +64,12 @@ class Pruner:
     """
 
     name: ClassVar[str]
-    #: Defaults for the method-specific ``PrunerConfig`` keys this method uses.
-    DEFAULTS: ClassVar[dict[str, Any]] = {}
     #: Whether ``remaining_pct`` is required (else it may be null, e.g. a fixed-lambda run).
     NEEDS_TARGET: ClassVar[bool] = True
     #: Whether the method masks weights at all (dense fine-tuning does not).
     MASKS_WEIGHTS: ClassVar[bool] = True
 
-    def __init__(self, config: PrunerConfig, total_steps: int):
+    def __init__(self, config: BasePrunerConfig, total_steps: int):
         self.config = config
         self.total_steps = total_steps
         self.layers: dict[str, nn.Linear] = {}
@@ -83,7 +81,7 @@ class Pruner:
 
     # -- configuration -------------------------------------------------------------------
     @classmethod
-    def check(cls, config: PrunerConfig) -> list[str]:
+    def check(cls, config: BasePrunerConfig) -> list[str]:
         """Problems with ``config`` for this method, one line each (empty when valid)."""
         problems = []
         if cls.NEEDS_TARGET and config.remaining_pct is None:
@@ -93,11 +91,6 @@ class Pruner:
             problems.append(f"pruner.bias_correction: method '{cls.name}' removes no weights, so there is "
                             "nothing to correct; drop the key or pick a pruning method")
         return problems
-
-    @classmethod
-    def defaults_for(cls, config: PrunerConfig) -> dict[str, Any]:
-        """The defaults that apply to ``config`` (``DEFAULTS`` unless a mode changes them)."""
-        return dict(cls.DEFAULTS)
 
     @property
     def target_remaining_pct(self) -> float | None:

@@ -1,35 +1,41 @@
 """The ``pruner:`` section of a recipe. It belongs to the pruners, which read it; the recipe above
-composes it with the other sections."""
+composes it with the other sections.
+
+Each method has its own config class holding the keys every method shares (:class:`BasePrunerConfig`)
+plus its own, with their real defaults; :data:`PrunerConfig` is their union, told apart by
+``method``. A key of another method is an error naming the methods that take it. No torch here:
+validating a recipe must not import it.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+import math
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, TypeAdapter, model_validator
 
 from movprune.schema import StrictModel
 
+#: The method of a ``pruner:`` section that names none.
+DEFAULT_METHOD = "none"
 
-class PrunerConfig(StrictModel):
-    """Which weights to prune, how many to keep, and on what schedule.
 
-    Method-specific keys left at ``null`` take the method's default (see ``movprune.pruners``),
-    and the resolved recipe written to the run folder shows the value used.
+class BasePrunerConfig(StrictModel):
+    """Which weights to prune, how many to keep, and on what schedule: the keys every method has.
+
+    A method's own key written as ``null`` takes the method's default; a null key of another method
+    is ignored (files written before the per-method configs list every key, the unused ones null).
     """
 
-    method: str = "none"
+    method: str
     remaining_pct: float | None = Field(
         default=None, gt=0, le=100,
         description="target % of encoder Linear weights kept at the end (the paper's remaining weights)",
     )
     initial_warmup: float = Field(default=0.1, ge=0, lt=1, description="fraction of steps kept dense")
     final_warmup: float = Field(default=0.2, ge=0, lt=1, description="fraction of final steps at the target")
-    scores_lr: float | None = Field(default=None, gt=0)
     scope: Literal["local", "global"] = "local"
-    scores_init: float | None = None
-    lambda_final: float | None = Field(default=None, ge=0)
-    sigmoid_threshold_initial: float | None = Field(default=None, ge=0, le=1)
-    sigmoid_threshold_final: float | None = Field(default=None, ge=0, le=1)
     pattern: Literal["unstructured", "block", "hybrid"] = Field(
         default="unstructured",
         description="what one score/importance decides: a weight, a block_shape block, or (hybrid) a whole "
@@ -41,14 +47,14 @@ class PrunerConfig(StrictModel):
         default=False,
         description="fold the removed weights' contribution at each layer's running input mean into its bias",
     )
-    scores_init_from: Literal["constant", "magnitude"] | None = Field(
-        default=None, description="movement: scores start at scores_init (constant) or at |W| / mean |W| per matrix",
-    )
-    sensitivity_beta1: float | None = Field(default=None, ge=0, lt=1, description="sensitivity: EMA of |W g|")
-    sensitivity_beta2: float | None = Field(default=None, ge=0, lt=1, description="sensitivity: EMA of its uncertainty")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_method_keys_are_unset(cls, data: Any) -> Any:
+        return without_null_method_keys(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
-    def _warmups_leave_a_ramp(self) -> PrunerConfig:
+    def _warmups_leave_a_ramp(self) -> BasePrunerConfig:
         if self.initial_warmup + self.final_warmup >= 1:
             raise ValueError(
                 f"initial_warmup ({self.initial_warmup}) + final_warmup ({self.final_warmup}) must be "
@@ -57,7 +63,7 @@ class PrunerConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _block_shape_with_block_pattern(self) -> PrunerConfig:
+    def _block_shape_with_block_pattern(self) -> BasePrunerConfig:
         if self.pattern == "block" and self.block_shape is None:
             raise ValueError("pattern 'block' needs block_shape: [rows, cols] (e.g. pruner.block_shape=[32,32])")
         if self.pattern != "block" and self.block_shape is not None:
@@ -66,3 +72,111 @@ class PrunerConfig(StrictModel):
         if self.block_shape is not None and min(self.block_shape) < 1:
             raise ValueError(f"block_shape {list(self.block_shape)}: rows and cols must be at least 1")
         return self
+
+    @classmethod
+    def unknown_key_problem(cls, key: str) -> str | None:
+        takers = methods_taking(key)
+        if not takers:
+            return None
+        method = cls.model_fields["method"].default
+        return (f"method '{method}' has no key {key}; it is a key of {', '.join(takers)} (remove it, or set "
+                f"pruner.method to {'that method' if len(takers) == 1 else 'one of those'})")
+
+
+class NoneConfig(BasePrunerConfig):
+    """``none``: dense fine-tuning."""
+
+    method: Literal["none"] = "none"
+
+
+class MagnitudeConfig(BasePrunerConfig):
+    """``magnitude``: no keys of its own."""
+
+    method: Literal["magnitude"] = "magnitude"
+
+
+class MovementConfig(BasePrunerConfig):
+    """``movement``: learned scores, top-k on the cubic schedule."""
+
+    method: Literal["movement"] = "movement"
+    scores_lr: float = Field(default=1e-2, gt=0, description="learning rate of the scores")
+    scores_init: float = Field(default=0.0, description="initial value of every score")
+    scores_init_from: Literal["constant", "magnitude"] = Field(
+        default="constant", description="scores start at scores_init (constant) or at |W| / mean |W| per matrix",
+    )
+
+
+class SoftMovementConfig(BasePrunerConfig):
+    """``soft_movement``: a threshold on sigmoid scores and an L1 penalty on them."""
+
+    #: The paper's fixed λ, the example given when neither remaining_pct nor lambda_final is set.
+    PAPER_LAMBDA_FINAL: ClassVar[float] = 400.0
+    method: Literal["soft_movement"] = "soft_movement"
+    scores_lr: float = Field(default=1e-2, gt=0, description="learning rate of the scores")
+    scores_init: float = Field(default=0.0, description="initial value of every score")
+    lambda_final: float | None = Field(
+        default=None, ge=0,
+        description="the paper's fixed λ, without remaining_pct (with it, a controller sets λ)")
+    sigmoid_threshold_initial: float = Field(default=0.0, ge=0, le=1, description="τ at the start of the ramp")
+    sigmoid_threshold_final: float = Field(default=0.1, ge=0, le=1, description="τ at its end")
+
+
+class L0Config(BasePrunerConfig):
+    """``l0``: hard-concrete gates with an expected-L0 penalty."""
+
+    PAPER_LAMBDA_FINAL: ClassVar[float] = 125.0
+    method: Literal["l0"] = "l0"
+    scores_lr: float = Field(default=1e-1, gt=0, description="learning rate of the log-alphas")
+    scores_init: float = Field(default=math.log(0.9 / 0.1), description="initial log-alpha (every gate ~90% open)")
+    lambda_final: float | None = Field(
+        default=None, ge=0,
+        description="the paper's fixed λ, without remaining_pct (with it, a controller sets λ)")
+
+
+class SensitivityConfig(BasePrunerConfig):
+    """``sensitivity``: top-k of PLATON's uncertainty-weighted sensitivity."""
+
+    method: Literal["sensitivity"] = "sensitivity"
+    sensitivity_beta1: float = Field(default=0.85, ge=0, lt=1, description="EMA of |W g|")
+    sensitivity_beta2: float = Field(default=0.95, ge=0, lt=1, description="EMA of its uncertainty")
+
+
+_CLASSES = (NoneConfig, MagnitudeConfig, MovementConfig, SoftMovementConfig, L0Config, SensitivityConfig)
+#: method name -> its config class (the registry in ``movprune.pruners`` names the same methods).
+CONFIGS: dict[str, type[BasePrunerConfig]] = {c.model_fields["method"].default: c for c in _CLASSES}
+#: Keys some method has beyond the shared ones.
+METHOD_SPECIFIC_KEYS = frozenset(k for c in _CLASSES for k in c.model_fields) - set(BasePrunerConfig.model_fields)
+
+
+def without_null_method_keys(section: dict[str, Any]) -> dict[str, Any]:
+    """A ``pruner:`` mapping without its method-specific keys set to null, which say nothing: the
+    method's default, or a key of another method in a file written before the per-method configs."""
+    return {k: v for k, v in section.items() if not (v is None and k in METHOD_SPECIFIC_KEYS)}
+
+
+def _method_defaults_to_none(data: Any) -> Any:
+    if isinstance(data, dict) and "method" not in data:
+        return {**data, "method": DEFAULT_METHOD}
+    return data
+
+
+#: A recipe's ``pruner:`` section: the config class of its ``method`` (``none`` when unnamed).
+PrunerConfig = Annotated[Union[NoneConfig, MagnitudeConfig, MovementConfig, SoftMovementConfig, L0Config,  # noqa: UP007
+                               SensitivityConfig],
+                         Field(discriminator="method"), BeforeValidator(_method_defaults_to_none)]
+
+
+@functools.cache
+def _adapter() -> TypeAdapter:
+    return TypeAdapter(PrunerConfig)
+
+
+def pruner_config(**fields: Any) -> BasePrunerConfig:
+    """The config of ``fields["method"]`` (``none`` when absent), validated; raises pydantic's
+    ``ValidationError`` like a recipe would."""
+    return _adapter().validate_python(fields)
+
+
+def methods_taking(key: str) -> list[str]:
+    """The methods whose config has ``key`` (all of them for a shared key; none for an unknown one)."""
+    return [m for m, c in CONFIGS.items() if key in c.model_fields]

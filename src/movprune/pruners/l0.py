@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from movprune.pruners.config import L0Config
 from movprune.pruners.grouping import Grouping
 from movprune.pruners.regularized import RegularizedPruner, ScoresMask
 
@@ -73,8 +74,8 @@ class L0Pruner(RegularizedPruner):
     """L0 regularisation; λ is constant (or set by the controller when a target is given)."""
 
     name = "l0"
-    DEFAULTS = {"scores_lr": 1e-1, "scores_init": math.log(0.9 / 0.1), "lambda_final": 125.0}
     masks: dict[str, L0Mask]
+    config: L0Config
 
     def penalty_terms(self, scores: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(scores - PENALTY_SHIFT)

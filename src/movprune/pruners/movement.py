@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from movprune.pruners.config import PrunerConfig
+from movprune.pruners.config import MovementConfig
 from movprune.pruners.grouping import Grouping
 from movprune.pruners.topk import MaskedByScores, StraightThrough
 from movprune.pruners.topk_base import TopKMask, TopKPruner
@@ -45,14 +45,14 @@ class MovementPruner(TopKPruner):
     """Movement pruning on the cubic schedule; scores train with their own learning rate."""
 
     name = "movement"
-    DEFAULTS = {"scores_lr": 1e-2, "scores_init": 0.0, "scores_init_from": "constant"}
+    config: MovementConfig
 
     def make_mask(self, name: str, layer: nn.Linear) -> MovementMask:
         return MovementMask(layer.weight.detach(), self.config.scores_init,
                             from_magnitude=self.config.scores_init_from == "magnitude")
 
     @classmethod
-    def check(cls, config: PrunerConfig) -> list[str]:
+    def check(cls, config: MovementConfig) -> list[str]:
         problems = super().check(config)
         if config.scores_init_from == "magnitude" and config.pattern != "unstructured":
             problems.append(f"pruner.scores_init_from: 'magnitude' starts one score per weight from its |W|; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from movprune.pruners.base import MaskedWeight, Pruner
-from movprune.pruners.config import PrunerConfig
+from movprune.pruners.config import NoneConfig
 
 
 class NoPruner(Pruner):
@@ -16,7 +16,7 @@ class NoPruner(Pruner):
     MASKS_WEIGHTS = False
 
     @classmethod
-    def check(cls, config: PrunerConfig) -> list[str]:
+    def check(cls, config: NoneConfig) -> list[str]:
         problems = super().check(config)
         if config.remaining_pct not in (None, 100):
             problems.append(f"pruner.remaining_pct: method 'none' keeps every weight, so remaining_pct "

@@ -20,7 +20,7 @@ from torch import nn
 
 from movprune import distributed
 from movprune.pruners.base import MaskedWeight, Pruner
-from movprune.pruners.config import PrunerConfig
+from movprune.pruners.config import L0Config, SoftMovementConfig
 from movprune.pruners.controller import LambdaController
 from movprune.pruners.grouping import weighted_cut
 from movprune.pruners.topk import kept_count, kth_largest
@@ -43,8 +43,9 @@ class RegularizedPruner(Pruner):
 
     NEEDS_TARGET = False
     masks: dict[str, ScoresMask]
+    config: SoftMovementConfig | L0Config
 
-    def __init__(self, config: PrunerConfig, total_steps: int):
+    def __init__(self, config: SoftMovementConfig | L0Config, total_steps: int):
         super().__init__(config, total_steps)
         self.controller = (LambdaController(horizon=self.controller_horizon())
                            if config.remaining_pct is not None else None)
@@ -57,13 +58,13 @@ class RegularizedPruner(Pruner):
         self._task_grad_n = 0
 
     @classmethod
-    def check(cls, config: PrunerConfig) -> list[str]:
+    def check(cls, config: SoftMovementConfig | L0Config) -> list[str]:
         problems = []
         if config.remaining_pct is None and config.lambda_final is None:
             problems.append(
                 f"pruner: method '{cls.name}' needs pruner.remaining_pct (a target the run is driven to, "
                 "e.g. pruner.remaining_pct=10) or pruner.lambda_final (the paper's fixed penalty, "
-                f"e.g. pruner.lambda_final={cls.DEFAULTS['lambda_final']:g})")
+                f"e.g. pruner.lambda_final={config.PAPER_LAMBDA_FINAL:g})")
         if config.remaining_pct is not None and config.lambda_final is not None:
             problems.append(
                 f"pruner: set either remaining_pct (λ is then adjusted to reach it) or lambda_final (the "
@@ -74,13 +75,6 @@ class RegularizedPruner(Pruner):
                 f"pruner.scope: method '{cls.name}' keeps the weights whose score passes one cut shared "
                 "by all matrices, so it is global by construction; leave scope at 'local' (its default)")
         return problems
-
-    @classmethod
-    def defaults_for(cls, config: PrunerConfig) -> dict[str, Any]:
-        if config.remaining_pct is not None:
-            # λ is the controller's in target mode; a default lambda_final would only mislead.
-            return {k: v for k, v in cls.DEFAULTS.items() if k != "lambda_final"}
-        return dict(cls.DEFAULTS)
 
     def controller_horizon(self) -> float:
         """Steps over which the controller lets the scores approach the cut: a sixth of the ramp

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from movprune.pruners.config import SensitivityConfig
 from movprune.pruners.magnitude import MagnitudeMask
 from movprune.pruners.topk_base import TopKPruner
 
@@ -51,18 +52,15 @@ class SensitivityPruner(TopKPruner):
     """PLATON-style sensitivity pruning on the cubic schedule."""
 
     name = "sensitivity"
-    DEFAULTS = {"sensitivity_beta1": 0.85, "sensitivity_beta2": 0.95}
     masks: dict[str, SensitivityMask]
+    config: SensitivityConfig
 
-    def __init__(self, config: Any, total_steps: int):
+    def __init__(self, config: SensitivityConfig, total_steps: int):
         super().__init__(config, total_steps)
         self._hooks: list[Any] = []
 
     def make_mask(self, name: str, layer: nn.Linear) -> SensitivityMask:
-        c = self.config
-        beta1 = c.sensitivity_beta1 if c.sensitivity_beta1 is not None else self.DEFAULTS["sensitivity_beta1"]
-        beta2 = c.sensitivity_beta2 if c.sensitivity_beta2 is not None else self.DEFAULTS["sensitivity_beta2"]
-        return SensitivityMask(layer.weight.detach(), beta1, beta2)
+        return SensitivityMask(layer.weight.detach(), self.config.sensitivity_beta1, self.config.sensitivity_beta2)
 
     def attach(self, model: nn.Module) -> None:
         super().attach(model)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from movprune.pruners.config import PrunerConfig
+from movprune.pruners.config import SoftMovementConfig
 from movprune.pruners.grouping import Grouping
 from movprune.pruners.regularized import RegularizedPruner, ScoresMask
 from movprune.pruners.schedule import cubic_schedule
@@ -70,16 +70,15 @@ class SoftMovementPruner(RegularizedPruner):
     """Soft movement pruning (threshold on sigmoid scores + L1 penalty on them)."""
 
     name = "soft_movement"
-    DEFAULTS = {"scores_lr": 1e-2, "scores_init": 0.0, "lambda_final": 400.0,
-                "sigmoid_threshold_initial": 0.0, "sigmoid_threshold_final": 0.1}
     masks: dict[str, SoftMovementMask]
+    config: SoftMovementConfig
 
-    def __init__(self, config: PrunerConfig, total_steps: int):
+    def __init__(self, config: SoftMovementConfig, total_steps: int):
         super().__init__(config, total_steps)
         self._calibrated_cut: float | None = None
 
     @classmethod
-    def check(cls, config: PrunerConfig) -> list[str]:
+    def check(cls, config: SoftMovementConfig) -> list[str]:
         problems = super().check(config)
         if config.sigmoid_threshold_final == 0:
             problems.append("pruner.sigmoid_threshold_final: must be above 0 (λ ramps as τ_t / τ_final, "

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from movprune.pruners.base import MaskedWeight, Pruner
-from movprune.pruners.config import PrunerConfig
+from movprune.pruners.config import BasePrunerConfig
 from movprune.pruners.grouping import Grouping, weighted_topk_masks
 from movprune.pruners.topk import TrackedTopK, global_topk_masks, kept_count
 
@@ -72,7 +72,7 @@ class TopKPruner(Pruner):
 
     masks: dict[str, TopKMask]
 
-    def __init__(self, config: PrunerConfig, total_steps: int):
+    def __init__(self, config: BasePrunerConfig, total_steps: int):
         super().__init__(config, total_steps)
         self._global_selector = TrackedTopK()
 

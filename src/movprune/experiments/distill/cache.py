@@ -21,7 +21,7 @@ from typing import Any
 from movprune import results
 from movprune.experiments.distill.teacher import AUTO, TeacherSource, from_run_folder
 from movprune.io import publish_dir
-from movprune.recipe import PrunerConfig, Recipe
+from movprune.recipe import Recipe
 from movprune.run_folder import is_movprune_run
 
 #: Bump when the way an automatic teacher is derived from a recipe changes (invalidates the cache).
@@ -35,7 +35,7 @@ def teacher_recipe(recipe: Recipe) -> Recipe:
     settings and seed, no pruning, no distillation."""
     from movprune import pruners
 
-    return recipe.model_copy(update={"pruner": pruners.resolve_defaults(PrunerConfig(method="none")),
+    return recipe.model_copy(update={"pruner": pruners.pruner_config(method="none"),
                                      "distill": None, "data_dir": _absolute(recipe.data_dir)})
 
 

@@ -57,18 +57,17 @@ def _method_levels(method: str, levels: list[float] | None) -> tuple[list[float 
     target (dense fine-tuning) runs once, at the level it reports itself (100% for dense).
     """
     from movprune import pruners
-    from movprune.recipe import PrunerConfig
 
     if method not in pruners.method_names():
         return [], None  # reported by validation, with a 'did you mean'
     cls = pruners.pruner_class(method)
-    takes_target = not cls.check(PrunerConfig(method=method, remaining_pct=50.0))
+    takes_target = not cls.check(pruners.pruner_config(method=method, remaining_pct=50.0))
     if takes_target:
         if levels is None:
             return [], (f"method '{method}' needs remaining-weight levels: pass --sparsity (e.g. "
                         "--sparsity 3,10 for 3% and 10% remaining) or set pruner.remaining_pct in the recipe")
         return list(levels), None
-    own = cls(PrunerConfig(method=method), 1).target_remaining_pct
+    own = cls(pruners.pruner_config(method=method), 1).target_remaining_pct
     return [own], None
 
 
@@ -78,8 +77,8 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
     """Every run of the sweep, validated, in the order they run (seed, then level, then method).
 
     ``None`` for an axis takes the recipe's own value. ``key=value`` overrides apply to every run.
-    Method-specific pruner keys written in the recipe file (e.g. ``scores_lr``) apply only to the
-    recipe's own method; other methods take their defaults unless an override sets the key.
+    A pruner key (from the file or an override) applies to the swept methods that have it (e.g.
+    ``scores_init`` to movement, not to magnitude), and is an error only when none of them has it.
     Raises :class:`RecipeError` listing every problem of every combination at once.
     """
     source = str(recipe_path)
@@ -116,7 +115,7 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
         problems.append(f"{origin}: names the sweep's folder, and {name_problem}; set name=<sweep name>")
         sweep_name = "sweep"
     sweep_dir = Path(probe.get("output_dir") or "results") / str(sweep_name)
-    method_specific = _method_specific_keys()
+    problems += _keys_no_method_takes(probe.get("pruner"), [m for m in methods if m in registered])
 
     combos: list[tuple[int, float | None, str]] = []
     for method in methods:
@@ -131,13 +130,10 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
     per_combo: dict[str, list[str]] = {}
     for seed, level, method in combos:
         data = copy.deepcopy(base)
-        pruner = data.get("pruner")
-        if isinstance(pruner, dict) and method != file_method:
-            for key in method_specific:
-                pruner.pop(key, None)
         apply_overrides(data, list(overrides))
         if not isinstance(data.get("pruner"), dict):
             data["pruner"] = {}
+        _drop_keys_of_other_methods(data["pruner"], method)
         name = run_name(method, level, seed)
         data["pruner"]["method"] = method
         data["pruner"]["remaining_pct"] = level
@@ -160,11 +156,32 @@ def _registered_methods() -> list[str]:
     return pruners.method_names()
 
 
-def _method_specific_keys() -> set[str]:
-    """Pruner keys that only some methods use (those with a per-method default)."""
+def _keys_no_method_takes(pruner: object, methods: list[str]) -> list[str]:
+    """One problem per pruner key that is set and that no method of the sweep has (a key of no
+    method at all is left to validation, which suggests the key meant)."""
     from movprune import pruners
 
-    return {key for m in pruners.method_names() for key in pruners.pruner_class(m).DEFAULTS}
+    if not isinstance(pruner, dict) or not methods:
+        return []
+    problems = []
+    for key, value in pruner.items():
+        takers = pruners.methods_taking(str(key))
+        if value is not None and takers and not set(takers) & set(methods):
+            problems.append(f"pruner.{key}: none of the swept methods ({', '.join(methods)}) has this key; "
+                            f"it is a key of {', '.join(takers)} (remove it or set pruner.{key}=null, or add one "
+                            "of those to --pruners)")
+    return problems
+
+
+def _drop_keys_of_other_methods(pruner: dict, method: str) -> None:
+    """Leave out of one run's ``pruner:`` section the keys its method does not have but another of
+    the sweep's methods does (the others were reported by :func:`_keys_no_method_takes`)."""
+    from movprune import pruners
+
+    for key in list(pruner):
+        takers = pruners.methods_taking(str(key))
+        if takers and method not in takers:
+            del pruner[key]
 
 
 def _merge_problems(per_combo: dict[str, list[str]]) -> list[str]:
