@@ -152,6 +152,20 @@ def test_a_pruner_key_goes_to_the_swept_methods_that_have_it_and_is_an_error_whe
     assert len(plan_sweep(recipe, methods=["magnitude"], seeds=[0], overrides=["pruner.lambda_final=null"])) == 1
 
 
+def test_a_method_key_written_in_the_file_stays_with_the_files_method(write_recipe):
+    """The shipped quickstart recipe sets soft movement's scores_init=-1.5: sweeping it with
+    --pruners magnitude works, and movement keeps its own default (0.0), not soft movement's value."""
+    from movprune.experiments.sweep import plan_sweep
+
+    recipe = write_recipe(pruner={"method": "soft_movement", "remaining_pct": 10, "scores_init": -1.5})
+    plan = plan_sweep(recipe, methods=["magnitude", "movement", "soft_movement"], seeds=[0])
+    configs = {r.method: r.recipe.pruner.model_dump() for r in plan}
+    assert "scores_init" not in configs["magnitude"]
+    assert configs["movement"]["scores_init"] == 0.0
+    assert configs["soft_movement"]["scores_init"] == -1.5
+    assert [r.method for r in plan_sweep(recipe, methods=["magnitude"], seeds=[0])] == ["magnitude"]
+
+
 def test_one_failing_run_does_not_stop_the_others_and_the_cli_exits_1(write_recipe):
     recipe = write_recipe(pruner={"method": "magnitude", "remaining_pct": 10})
     # A file where the first run's folder should be: that run cannot start.

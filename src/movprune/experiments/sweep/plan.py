@@ -77,8 +77,10 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
     """Every run of the sweep, validated, in the order they run (seed, then level, then method).
 
     ``None`` for an axis takes the recipe's own value. ``key=value`` overrides apply to every run.
-    A pruner key (from the file or an override) applies to the swept methods that have it (e.g.
-    ``scores_init`` to movement, not to magnitude), and is an error only when none of them has it.
+    A method's own pruner key written in the recipe file (e.g. ``scores_init``) was chosen for the
+    file's method and applies to it only; the other methods take their defaults. A pruner key given
+    as an override applies to every swept method that has it (``scores_init`` to movement, not to
+    magnitude), and is an error only when none of them has it.
     Raises :class:`RecipeError` listing every problem of every combination at once.
     """
     source = str(recipe_path)
@@ -115,7 +117,9 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
         problems.append(f"{origin}: names the sweep's folder, and {name_problem}; set name=<sweep name>")
         sweep_name = "sweep"
     sweep_dir = Path(probe.get("output_dir") or "results") / str(sweep_name)
-    problems += _keys_no_method_takes(probe.get("pruner"), [m for m in methods if m in registered])
+    overridden: dict = {}
+    apply_overrides(overridden, list(overrides))
+    problems += _keys_no_method_takes(overridden.get("pruner"), [m for m in methods if m in registered])
 
     combos: list[tuple[int, float | None, str]] = []
     for method in methods:
@@ -130,6 +134,8 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
     per_combo: dict[str, list[str]] = {}
     for seed, level, method in combos:
         data = copy.deepcopy(base)
+        if isinstance(data.get("pruner"), dict) and method != file_method:
+            _drop_method_keys(data["pruner"])
         apply_overrides(data, list(overrides))
         if not isinstance(data.get("pruner"), dict):
             data["pruner"] = {}
@@ -171,6 +177,17 @@ def _keys_no_method_takes(pruner: object, methods: list[str]) -> list[str]:
                             f"it is a key of {', '.join(takers)} (remove it or set pruner.{key}=null, or add one "
                             "of those to --pruners)")
     return problems
+
+
+def _drop_method_keys(pruner: dict) -> None:
+    """Leave out the keys that only some methods have (the file set them for its own method)."""
+    from movprune import pruners
+
+    every = set(pruners.method_names())
+    for key in list(pruner):
+        takers = pruners.methods_taking(str(key))
+        if takers and set(takers) != every:
+            del pruner[key]
 
 
 def _drop_keys_of_other_methods(pruner: dict, method: str) -> None:
