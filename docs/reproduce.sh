@@ -130,7 +130,6 @@ speed() {  # issue 16's frontier: hybrid vs unstructured pruning, accuracy again
     sweep_s() { "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml --seeds 42 "output_dir=$out" "$@"; }
     sweep_s --pruners none name=frontier-hybrid
     sweep_s --pruners soft_movement,magnitude --remaining 50,25,15 name=frontier-hybrid pruner.pattern=hybrid "$SOFT"
-    sweep_s --pruners sensitivity --remaining 25 name=frontier-hybrid pruner.pattern=hybrid
     sweep_s --pruners soft_movement --remaining 30,10,3 name=frontier-unstructured "$SOFT"
 }
 
