@@ -134,47 +134,6 @@ def test_movement_score_gradient_is_masked_weight_gradient_times_weight(pct):
         assert torch.any(mask_module.scores.grad[M == 0] != 0)
 
 
-SCORED = {"movement": {"scores_lr": 0.01, "scores_init": 0.0},
-          "soft_movement": {"scores_lr": 0.01, "scores_init": 0.0, "sigmoid_threshold_initial": 0.0,
-                            "sigmoid_threshold_final": 0.5}}
-
-
-@pytest.mark.parametrize("method", sorted(SCORED))
-@pytest.mark.parametrize("bf16", [False, True])
-def test_boolean_mask_path_gives_the_float_mask_path_numbers_exactly(bf16, method):
-    """The layer applies its cached mask as booleans (``MaskedByScores``); the forward output and
-    both gradients equal, bit for bit, those of ``W * StraightThrough(S, M)`` with a 0/1 float mask."""
-    from movprune.pruners.topk import StraightThrough
-
-    torch.manual_seed(0)
-    layer = nn.Linear(32, 16)
-    model = nn.Module()
-    model.base_model = nn.Module()
-    model.base_model.encoder = layer
-    pruner = build_pruner(pruner_config(method=method, remaining_pct=30, **SCORED[method]), 10)
-    pruner.attach(model)
-    (mask_module,) = pruner.masks.values()
-    mask_module.scores.data.normal_()
-    pruner.finalize()
-    kept = int(mask_module.keep.sum())
-    assert 0 < kept < mask_module.scores.numel()
-    W, S = layer.parametrizations.weight.original, mask_module.scores
-    x, target = torch.randn(6, 32), torch.randn(6, 16)
-
-    def loss_of(weight):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = nn.functional.linear(x, weight, layer.bias)
-        return ((out.float() - target) ** 2).sum()
-
-    loss_of(layer.weight).backward()
-    ours = (W.grad.clone(), S.grad.clone())
-    W.grad, S.grad = None, None
-    M = mask_module.keep.float()
-    loss_of(W * StraightThrough.apply(S, M)).backward()
-    assert torch.equal(ours[0], W.grad) and torch.equal(ours[1], S.grad)
-    assert torch.equal(layer.weight, W.detach() * M)
-
-
 def test_cubic_schedule_endpoints_and_shape():
     T, ti, tf = 100, 0.1, 0.2
     f = lambda t: cubic_schedule(t, T, 1.0, 0.1, ti, tf)  # noqa: E731

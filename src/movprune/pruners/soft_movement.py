@@ -15,7 +15,7 @@ from movprune.pruners.config import SoftMovementConfig
 from movprune.pruners.grouping import Grouping
 from movprune.pruners.regularized import RegularizedPruner, ScoresMask
 from movprune.pruners.schedule import cubic_schedule
-from movprune.pruners.topk import MaskedByScores, StraightThrough, kept_count, topk_mask
+from movprune.pruners.topk import StraightThrough, kept_count, topk_mask
 
 #: The reference implementation never lets a matrix fall below this kept fraction.
 MIN_KEPT_FRACTION = 0.005
@@ -35,13 +35,8 @@ class SoftMovementMask(ScoresMask):
 
     def __init__(self, weight: torch.Tensor, scores_init: float):
         super().__init__(weight, scores_init)
-        self.keep: torch.Tensor | None = None  # booleans: a byte per weight (see TopKMask)
+        self.hard: torch.Tensor | None = None
         self.kept = self.numel
-
-    @property
-    def hard(self) -> torch.Tensor | None:
-        """The mask as 0/1 floats (None before the first step)."""
-        return None if self.keep is None else self.keep.float()
 
     @torch.no_grad()
     def set_cut(self, score_cut: float) -> int:
@@ -51,18 +46,13 @@ class SoftMovementMask(ScoresMask):
         kept = int(torch.count_nonzero(keep))
         floor = kept_count(MIN_KEPT_FRACTION, self.numel)
         if kept < floor:
-            self.keep, self.kept = topk_mask(self.scores.detach(), floor) != 0, floor
+            self.hard, self.kept = topk_mask(self.scores.detach(), floor), floor
         else:
-            self.keep, self.kept = keep, kept
+            self.hard, self.kept = keep.float(), kept
         return self.kept
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.keep is None or self.keep.shape != weight.shape:  # before the first step / a group mask
-            return weight * self.mask(weight)
-        return MaskedByScores.apply(weight, self.scores, self.keep)
-
     def mask(self, weight: torch.Tensor) -> torch.Tensor:
-        hard = self.hard if self.keep is not None else torch.ones_like(self.scores)
+        hard = self.hard if self.hard is not None else torch.ones_like(self.scores)
         return StraightThrough.apply(self.scores, hard).to(weight.dtype)
 
 
