@@ -26,7 +26,7 @@ class MagnitudeMask(TopKMask):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.k >= self.numel:
             return weight  # dense phase: nothing to mask, and no scores need a gradient
-        return self.masked(weight)
+        return weight * self.hard_mask(weight)
 
     def mask(self, weight: torch.Tensor) -> torch.Tensor:
         return self.hard_mask(weight)

@@ -14,7 +14,7 @@ from torch import nn
 
 from movprune.pruners.config import MovementConfig
 from movprune.pruners.grouping import Grouping
-from movprune.pruners.topk import MaskedByScores, StraightThrough
+from movprune.pruners.topk import StraightThrough
 from movprune.pruners.topk_base import TopKMask, TopKPruner
 
 
@@ -31,11 +31,6 @@ class MovementMask(TopKMask):
 
     def importance(self, weight: torch.Tensor) -> torch.Tensor:
         return self.scores.detach()
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.keep is None:
-            return weight * self.mask(weight)
-        return MaskedByScores.apply(weight, self.scores, self.keep)
 
     def mask(self, weight: torch.Tensor) -> torch.Tensor:
         return StraightThrough.apply(self.scores, self.hard_mask(self.scores)).to(weight.dtype)

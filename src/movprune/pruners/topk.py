@@ -118,27 +118,25 @@ class TrackedTopK:
         """Restore :meth:`state_dict`."""
         self.cut, self.width, self._skip = state["cut"], float(state["width"]), int(state["skip"])
 
-    def mask(self, values: torch.Tensor, k: int, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """0/1 mask keeping exactly ``k`` of the largest ``values``, in ``dtype`` (default: that of
-        ``values``; ``torch.bool`` skips a conversion pass)."""
-        dtype = dtype or values.dtype
+    def mask(self, values: torch.Tensor, k: int) -> torch.Tensor:
+        """0/1 mask (dtype of ``values``) keeping exactly ``k`` of the largest ``values``."""
         n = values.numel()
         if k >= n or k <= 0:
             self.cut = None
-            return torch.ones_like(values, dtype=dtype) if k >= n else torch.zeros_like(values, dtype=dtype)
+            return torch.ones_like(values) if k >= n else torch.zeros_like(values)
         flat = values.detach().reshape(-1)
         found = self._bracketed(flat, k)
         if found is None:
             if n > _SMALL:
                 cut = _kth_largest_flat(flat, k)
                 self._track(float(cut))
-                return _mask_from_cut(flat, cut, k).to(dtype).view_as(values)
-            out, near_cut = _topk_with_cut(flat, k, dtype)
+                return _mask_from_cut(flat, cut, k).to(values.dtype).view_as(values)
+            out, near_cut = _topk_with_cut(flat, k)
             self._track(near_cut)
             return out.view_as(values)
         cut, at_or_above = found
         self._track(float(cut))
-        return _mask_from_cut(flat, cut, k, at_or_above).to(dtype).view_as(values)
+        return _mask_from_cut(flat, cut, k, at_or_above).to(values.dtype).view_as(values)
 
     def kth_largest(self, flat: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
         """The k-th largest entry of the 1-d ``flat`` (exact) and how many entries are ``>=`` it."""
@@ -180,18 +178,16 @@ class TrackedTopK:
         return None
 
 
-def _topk_with_cut(flat: torch.Tensor, k: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, float]:
-    """``topk_mask`` of a 1-d tensor (0 < k < n, in ``dtype``, default ``flat``'s) and a value next
-    to its cut (for tracking)."""
+def _topk_with_cut(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, float]:
+    """``topk_mask`` of a 1-d tensor (0 < k < n) and a value next to its cut (for tracking)."""
     n = flat.numel()
-    dtype = dtype or flat.dtype
     if k <= n // 2:
         top = torch.topk(flat, k, sorted=False)
-        out = torch.zeros_like(flat, dtype=dtype)
+        out = torch.zeros_like(flat)
         out[top.indices] = 1
         return out, float(top.values.min())
     bottom = torch.topk(flat, n - k, largest=False, sorted=False)
-    out = torch.ones_like(flat, dtype=dtype)
+    out = torch.ones_like(flat)
     out[bottom.indices] = 0
     return out, float(bottom.values.max())
 
@@ -205,20 +201,19 @@ def kth_largest(values: list[torch.Tensor], k: int) -> torch.Tensor:
     return _kth_largest_flat(flat, k)
 
 
-def global_topk_masks(importances: dict[str, torch.Tensor], k: int, tracker: TrackedTopK | None = None,
-                      dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def global_topk_masks(importances: dict[str, torch.Tensor], k: int,
+                      tracker: TrackedTopK | None = None) -> dict[str, torch.Tensor]:
     """0/1 masks keeping exactly ``k`` entries over all matrices together: every entry above the
     global k-th largest importance, plus as many entries equal to it as needed (in matrix order).
-    Each mask is in ``dtype`` (default: its importance's dtype).
 
     One selection over the concatenation (through ``tracker`` when given, so that successive calls
     search near the previous cut), then one comparison per matrix.
     """
     total = sum(v.numel() for v in importances.values())
     if k >= total:
-        return {name: torch.ones_like(v, dtype=dtype) for name, v in importances.items()}
+        return {name: torch.ones_like(v) for name, v in importances.items()}
     if k <= 0:
-        return {name: torch.zeros_like(v, dtype=dtype) for name, v in importances.items()}
+        return {name: torch.zeros_like(v) for name, v in importances.items()}
     flat = torch.cat([v.detach().reshape(-1).float() for v in importances.values()])
     if tracker is not None:
         cut, at_or_above = tracker.kth_largest(flat, k)
@@ -227,7 +222,7 @@ def global_topk_masks(importances: dict[str, torch.Tensor], k: int, tracker: Tra
         at_or_above = int(torch.count_nonzero(flat >= cut))
     del flat
     if at_or_above == k:  # no ties at the cut: one comparison per matrix
-        return {name: (v.detach() >= cut.to(v.dtype)).to(dtype or v.dtype) for name, v in importances.items()}
+        return {name: (v.detach() >= cut.to(v.dtype)).to(v.dtype) for name, v in importances.items()}
     keep = {name: v.detach() > cut.to(v.dtype) for name, v in importances.items()}
     missing = k - sum(int(torch.count_nonzero(m)) for m in keep.values())
     for name, v in importances.items():
@@ -236,26 +231,7 @@ def global_topk_masks(importances: dict[str, torch.Tensor], k: int, tracker: Tra
         ties = (v.detach().reshape(-1) == cut.to(v.dtype)).nonzero().squeeze(1)[:missing]
         keep[name].view(-1)[ties] = True
         missing -= ties.numel()
-    return {name: m.to(dtype or importances[name].dtype) for name, m in keep.items()}
-
-
-class MaskedByScores(torch.autograd.Function):
-    """``W' = W * M`` for a boolean mask ``M`` chosen from learned scores ``S``, with the
-    straight-through gradient ``dL/dS = dL/dW' * W`` and ``dL/dW = dL/dW' * M``: the same numbers
-    as ``W * StraightThrough(S, M)``, with the mask read as one byte per weight instead of four."""
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(weight, keep)
-        ctx.scores_dtype = scores.dtype
-        return torch.where(keep, weight, 0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        weight, keep = ctx.saved_tensors
-        grad_weight = torch.where(keep, grad, 0) if ctx.needs_input_grad[0] else None
-        grad_scores = (grad * weight).to(ctx.scores_dtype) if ctx.needs_input_grad[1] else None
-        return grad_weight, grad_scores, None
+    return {name: m.to(importances[name].dtype) for name, m in keep.items()}
 
 
 class StraightThrough(torch.autograd.Function):

@@ -21,25 +21,16 @@ from movprune.pruners.topk import TrackedTopK, global_topk_masks, kept_count
 
 
 class TopKMask(MaskedWeight):
-    """Keeps the ``k`` entries with the largest importance; ``k`` and the boolean mask ``keep`` are
-    set by the pruner at each step.
-
-    The mask is kept as booleans (1 byte per weight, not 4) and applied with ``torch.where``: the
-    selection, the forward pass and the backward pass each move less memory than with a 0/1 float
-    mask, and the result is the same (``W * 1 = W``, ``W * 0 = 0``)."""
+    """Keeps the ``k`` entries with the largest importance; ``k`` and the 0/1 mask ``hard`` are set
+    by the pruner at each step."""
 
     def __init__(self, numel: int, shape: tuple[int, ...] | None = None):
         super().__init__()
         self.numel = numel
         self.shape = shape
         self.k = numel
-        self.keep: torch.Tensor | None = None
+        self.hard: torch.Tensor | None = None
         self.selector = TrackedTopK()
-
-    @property
-    def hard(self) -> torch.Tensor | None:
-        """The mask as 0/1 floats (None before the first step)."""
-        return None if self.keep is None else self.keep.float()
 
     def importance(self, weight: torch.Tensor) -> torch.Tensor:
         """The importance whose top-k is kept (``weight`` is the unmasked weight)."""
@@ -50,21 +41,16 @@ class TopKMask(MaskedWeight):
         return self.importance(weights[0])
 
     def set_hard(self, hard: torch.Tensor, k: int) -> None:
-        """Install the mask (boolean, or 0/1 values; keeping ``k`` entries) used by the next forward passes."""
-        hard = hard.detach()
-        self.keep = hard if hard.dtype == torch.bool else hard != 0
+        """Install the 0/1 mask (keeping ``k`` entries) used by the next forward passes."""
+        self.hard = hard.detach()
         self.k = k
 
     def hard_mask(self, weight: torch.Tensor) -> torch.Tensor:
         """The cached 0/1 mask in ``weight``'s dtype (all ones before the first step)."""
-        if self.keep is None:
+        if self.hard is None:
             return torch.ones(self.shape, dtype=weight.dtype, device=weight.device) if self.shape \
                 else torch.ones_like(weight)
-        return self.keep.to(weight.dtype)
-
-    def masked(self, weight: torch.Tensor) -> torch.Tensor:
-        """``W * M`` with the cached mask (``weight`` itself before the first step)."""
-        return weight if self.keep is None else torch.where(self.keep, weight, 0)
+        return self.hard.to(weight.dtype)
 
 
 class TopKPruner(Pruner):
@@ -102,13 +88,11 @@ class TopKPruner(Pruner):
             counts = {name: int(torch.count_nonzero(mask)) for name, mask in hard.items()}
         elif self.config.scope == "global":
             total = sum(m.numel for m in self.masks.values())
-            hard = global_topk_masks(imps, kept_count(self.fraction, total), self._global_selector,
-                                     dtype=torch.bool)
+            hard = global_topk_masks(imps, kept_count(self.fraction, total), self._global_selector)
             counts = {name: int(torch.count_nonzero(mask)) for name, mask in hard.items()}
         else:
             counts = self.kept_counts(self.fraction)
-            hard = {name: self.masks[name].selector.mask(imp, counts[name], dtype=torch.bool)
-                    for name, imp in imps.items()}
+            hard = {name: self.masks[name].selector.mask(imp, counts[name]) for name, imp in imps.items()}
         for name, mask in hard.items():
             self.masks[name].set_hard(mask, counts[name])
 
