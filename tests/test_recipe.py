@@ -48,8 +48,10 @@ def test_a_key_of_another_method_is_an_error_naming_the_methods_that_have_it(wri
     """It was silently cleared: the run trained without the setting the recipe asked for."""
     with pytest.raises(RecipeError) as info:
         load_recipe(write_recipe(), overrides)
+    # The fix the message offers works: null leaves a key of another method out.
+    assert load_recipe(write_recipe(), [*overrides, f"pruner.{key}=null"]).pruner.method == method
     assert info.value.problems == [f"pruner.{key}: method '{method}' has no key {key}; it is a key of {takers} "
-                                   f"(remove it, or set pruner.method to "
+                                   f"(remove it or override it with pruner.{key}=null, or set pruner.method to "
                                    f"{'that method' if ',' not in takers else 'one of those'})"]
 
 

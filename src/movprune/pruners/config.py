@@ -79,8 +79,9 @@ class BasePrunerConfig(StrictModel):
         if not takers:
             return None
         method = cls.model_fields["method"].default
-        return (f"method '{method}' has no key {key}; it is a key of {', '.join(takers)} (remove it, or set "
-                f"pruner.method to {'that method' if len(takers) == 1 else 'one of those'})")
+        return (f"method '{method}' has no key {key}; it is a key of {', '.join(takers)} (remove it or "
+                f"override it with pruner.{key}=null, or set pruner.method to "
+                f"{'that method' if len(takers) == 1 else 'one of those'})")
 
 
 class NoneConfig(BasePrunerConfig):
