@@ -164,6 +164,11 @@ def test_a_method_key_written_in_the_file_stays_with_the_files_method(write_reci
     assert configs["movement"]["scores_init"] == 0.0
     assert configs["soft_movement"]["scores_init"] == -1.5
     assert [r.method for r in plan_sweep(recipe, methods=["magnitude"], seeds=[0])] == ["magnitude"]
+    # A key the file's own method does not have is still an error (movprune run refuses it too).
+    bad = write_recipe(pruner={"method": "movement", "remaining_pct": 10, "lambda_final": 5})
+    with pytest.raises(RecipeError) as info:
+        plan_sweep(bad, methods=["magnitude", "soft_movement"], seeds=[0])
+    assert any(p.startswith("pruner.lambda_final: none of the swept methods (movement)") for p in info.value.problems)
 
 
 def test_one_failing_run_does_not_stop_the_others_and_the_cli_exits_1(write_recipe):

@@ -120,6 +120,9 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
     overridden: dict = {}
     apply_overrides(overridden, list(overrides))
     problems += _keys_no_method_takes(overridden.get("pruner"), [m for m in methods if m in registered])
+    if file_method in registered:  # the file's own keys were written for its method: it must have them
+        own = {k: v for k, v in file_pruner.items() if k not in (overridden.get("pruner") or {})}
+        problems += _keys_no_method_takes(own, [file_method])
 
     combos: list[tuple[int, float | None, str]] = []
     for method in methods:
