@@ -184,13 +184,10 @@ def _keys_no_method_takes(pruner: object, methods: list[str]) -> list[str]:
 
 def _drop_method_keys(pruner: dict) -> None:
     """Leave out the keys that only some methods have (the file set them for its own method)."""
-    from movprune import pruners
+    from movprune.pruners.config import METHOD_SPECIFIC_KEYS
 
-    every = set(pruners.method_names())
-    for key in list(pruner):
-        takers = pruners.methods_taking(str(key))
-        if takers and set(takers) != every:
-            del pruner[key]
+    for key in METHOD_SPECIFIC_KEYS & set(pruner):
+        del pruner[key]
 
 
 def _drop_keys_of_other_methods(pruner: dict, method: str) -> None:
