@@ -187,15 +187,6 @@ def test_paper_defaults_are_filled_in(tmp_path):
 
 # -- end to end on tiny-random-bert + real SST-2 ------------------------------------------------
 
-@pytest.fixture
-def one_thread():
-    """These runs are many short steps: one thread avoids thread contention on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_run(tmp_path, name: str, steps: int, **pruner):
     from movprune.experiments.train import run
 
@@ -206,7 +197,7 @@ def tiny_run(tmp_path, name: str, steps: int, **pruner):
 
 
 @pytest.mark.parametrize("method", ["soft_movement", "l0"])
-def test_a_requested_remaining_pct_is_reached(tmp_path, one_thread, method):
+def test_a_requested_remaining_pct_is_reached(tmp_path, method):
     result = tiny_run(tmp_path, method, 200, method=method, remaining_pct=10, scores_lr=0.1)
     assert result.target_remaining_pct == 10
     assert abs(result.remaining_pct - 10) <= 1
@@ -218,7 +209,7 @@ def test_a_requested_remaining_pct_is_reached(tmp_path, one_thread, method):
 
 
 @pytest.mark.parametrize("method", ["soft_movement", "l0"])
-def test_fixed_lambda_prunes_more_as_lambda_grows(tmp_path, one_thread, method):
+def test_fixed_lambda_prunes_more_as_lambda_grows(tmp_path, method):
     remaining = []
     for lam in (0.1, 1.0):
         result = tiny_run(tmp_path, f"{method}-{lam}", 100, method=method, remaining_pct=None,
