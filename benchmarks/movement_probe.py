@@ -61,11 +61,11 @@ def main() -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from movprune import pruners, tasks
-    from movprune.experiments.data import prepare_data
-    from movprune.experiments.train import build_optimizer
     from movprune.models import resolve_model
     from movprune.pruners.topk import kept_count, topk_mask
     from movprune.recipe import Recipe
+    from movprune.training.data import prepare_data
+    from movprune.training.loop import build_optimizer
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -51,9 +51,9 @@ def build(label: str, fields: dict, model_spec: str, seed: int, score_spread: fl
     from transformers import AutoModelForSequenceClassification
 
     from movprune import pruners
-    from movprune.experiments.train import build_optimizer
     from movprune.models import resolve_model
     from movprune.recipe import TrainConfig
+    from movprune.training.loop import build_optimizer
 
     config = pruners.pruner_config(**fields)
     torch.manual_seed(seed)
@@ -73,11 +73,11 @@ def build(label: str, fields: dict, model_spec: str, seed: int, score_spread: fl
 
 
 def timed_step(run: dict, batch: dict, bf16: bool) -> float:
-    """One step of the training loop's own :func:`~movprune.experiments.train.train_step`; its wall
+    """One step of the training loop's own :func:`~movprune.training.loop.train_step`; its wall
     time in seconds (the loss parts are read, as logging would, so queued work is counted)."""
     import torch
 
-    from movprune.experiments.train import train_step
+    from movprune.training.loop import train_step
 
     start = time.perf_counter()
     parts = train_step(run["model"], batch, run["step"], pruner=run["pruner"], optimizer=run["optimizer"],

@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from movprune.cli.main import app
-from movprune.experiments.train import run
 from movprune.recipe import validate_recipe
+from movprune.training.loop import run
 
 from conftest import tiny_recipe_dict
 

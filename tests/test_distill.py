@@ -17,9 +17,9 @@ import yaml
 
 from movprune import pruners, results, tasks
 from movprune.errors import ModelError
-from movprune.experiments import distill
-from movprune.experiments.train import run
 from movprune.recipe import Recipe, validate_recipe
+from movprune.training import distill
+from movprune.training.loop import run
 
 from conftest import run_cli, tiny_recipe_dict
 

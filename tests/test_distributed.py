@@ -12,13 +12,13 @@ import pytest
 
 from movprune import distributed
 from movprune.errors import RecipeError
-from movprune.experiments.data import prepare_data
-from movprune.experiments.processes import check_batch_split
-from movprune.experiments.train import evaluate_all, run
 from movprune.export.api import load_run_model
 from movprune.pruners.counting import prunable_linears
 from movprune.recipe import load_recipe
 from movprune.tasks import get_task
+from movprune.training.data import prepare_data
+from movprune.training.loop import evaluate_all, run
+from movprune.training.processes import check_batch_split
 
 from conftest import REPO
 

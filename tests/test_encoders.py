@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from movprune.cli.main import app
 from movprune.errors import ExportError, ModelError
-from movprune.experiments.train import check_inputs, run
 from movprune.export import export_run, load_export
 from movprune.models import ENCODERS, TINY_MODELS
 from movprune.recipe import validate_recipe
+from movprune.training.loop import check_inputs, run
 
 from conftest import tiny_recipe_dict
 

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from movprune.cli.main import app
 from movprune.errors import RecipeError
-from movprune.experiments.train import check_inputs, run
 from movprune.recipe import validate_recipe
 from movprune.tasks import get_task
 from movprune.tasks.config import DatasetConfig
 from movprune.tasks.glue import SPECS, read_glue_tsv
 from movprune.tasks.squad import read_squad_json
+from movprune.training.loop import check_inputs, run
 
 from conftest import GLUE_DIR, TINY_SQUAD_DIR, tiny_recipe_dict
 

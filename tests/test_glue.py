@@ -122,9 +122,9 @@ def test_task_metrics_keys_follow_evaluate_names():
 
 
 def test_tokenisation_is_cached(write_recipe, monkeypatch):
-    from movprune.experiments.data import prepare_data
     from movprune.models import resolve_model
     from movprune.recipe import load_recipe
+    from movprune.training.data import prepare_data
 
     recipe = load_recipe(write_recipe(), ["train.max_train_samples=50", "train.max_eval_samples=20",
                                           "train.max_seq_length=48"])

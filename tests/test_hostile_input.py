@@ -152,7 +152,7 @@ def test_hostile_input_exits_2_with_one_line(sandbox, build, fragment):
 
 def test_full_disk_is_one_line(sandbox, monkeypatch):
     """ENOSPC while writing the run folder (the first write is recipe.yaml)."""
-    from movprune.experiments import train
+    from movprune.training import loop as train
 
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -226,7 +226,7 @@ def test_weights_gone_non_finite_after_the_last_logged_loss_stop_the_run():
     import torch
 
     from movprune.errors import TrainingDivergedError
-    from movprune.experiments.guards import check_finite_loss, check_finite_weights
+    from movprune.training.guards import check_finite_loss, check_finite_weights
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
     check_finite_weights(model)

@@ -1,6 +1,6 @@
 """The package's layers: every import of a movprune module points to the same layer or below.
 
-Layers, top to bottom (docs/development.md): cli; experiments and export; recipe; pruners and tasks
+Layers, top to bottom (docs/development.md): cli; experiments and export; training; recipe; pruners and tasks
 (which never import each other); results, run_folder and models; the bottom (errors, io, schema,
 ...). A new module gets its layer here, so that an upward import fails this test instead of growing
 a cycle.
@@ -16,8 +16,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "movprune"
 
 LAYER = {
-    "cli": 5, "__main__": 5,
-    "experiments": 4, "export": 4,
+    "cli": 6, "__main__": 6,
+    "experiments": 5, "export": 5,
+    "training": 4,
     "recipe": 3,
     "pruners": 2, "tasks": 2,
     "results": 1, "models": 1, "run_folder": 1,
@@ -70,3 +71,21 @@ def test_imports_point_down(path: Path, module: str):
         if LAYER[t_unit] > LAYER[unit] or (unit, t_unit) in SEPARATE:
             upward.append(target)
     assert not upward, f"{module} (layer {LAYER[unit]}) imports upward: {sorted(upward)}"
+
+
+#: Sub-layers inside ``experiments``: what each part may take from ``movprune.training``.
+#: compare and inspect read run folders and never touch the loop; a sweep starts runs through the
+#: package's public entry points (``movprune.training.run`` / ``check_inputs``) only.
+TRAINING_ALLOWED = {"compare": set(), "inspect": set(), "sweep": {"movprune.training"}}
+
+
+@pytest.mark.parametrize("path, module", [(p, m) for p, m in _modules() if m.startswith("movprune.experiments.")],
+                         ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_experiments_use_only_the_loops_entry_points(path: Path, module: str):
+    part = module.split(".")[2]
+    assert part in TRAINING_ALLOWED, f"{module}: give '{part}' its rule in TRAINING_ALLOWED"
+    allowed = TRAINING_ALLOWED[part]
+    taken = {t for t in _imports(path, module) if t == "movprune.training" or t.startswith("movprune.training.")}
+    # "from movprune.training import run" records both the package and movprune.training.run.
+    public = {"movprune.training", "movprune.training.run", "movprune.training.check_inputs"} if allowed else set()
+    assert taken <= public, f"{module} reaches into the training loop: {sorted(taken - public)}"

@@ -22,10 +22,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from movprune.cli.main import app
-from movprune.experiments import checkpoint
-from movprune.experiments.train import run
 from movprune.recipe import validate_recipe
 from movprune.results import is_finished
+from movprune.training import checkpoint
+from movprune.training.loop import run
 
 from conftest import tiny_recipe_dict
 

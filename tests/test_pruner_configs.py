@@ -10,10 +10,11 @@ import yaml
 from pydantic import ValidationError
 
 from movprune import pruners
-from movprune.experiments import checkpoint, variants
+from movprune.experiments.compare import variants
 from movprune.pruners.config import CONFIGS, METHOD_SPECIFIC_KEYS
 from movprune.recipe import load_recipe, validate_recipe
 from movprune.results import RunResult
+from movprune.training import checkpoint
 
 #: The pruner section of a soft-movement run's recipe.yaml as movprune wrote it before the
 #: per-method configs (``movprune run`` of the quickstart settings, resolved): every key present.

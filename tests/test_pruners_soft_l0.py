@@ -188,7 +188,7 @@ def test_paper_defaults_are_filled_in(tmp_path):
 # -- end to end on tiny-random-bert + real SST-2 ------------------------------------------------
 
 def tiny_run(tmp_path, name: str, steps: int, **pruner):
-    from movprune.experiments.train import run
+    from movprune.training.loop import run
 
     recipe = tiny_recipe_dict(tmp_path, name=name, pruner=pruner,
                               train={"max_steps": steps, "batch_size": 8, "max_train_samples": 512,

@@ -28,11 +28,11 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, get_linear_schedule_with_warmup
 
-from movprune.experiments.train import build_optimizer
 from movprune.pruners import build_pruner, pruner_config
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.topk import kept_count
 from movprune.recipe import Recipe, TrainConfig
+from movprune.training.loop import build_optimizer
 
 STEPS, LR_WARMUP = 40, 4  # reference units: initial_warmup=1, final_warmup=2 (x warmup_steps)
 LR, SCORES_LR, CLIP = 1e-3, 1e-2, 0.05

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from movprune.cli.main import app
-from movprune.experiments.guards import (
+from movprune.training.guards import (
     CALIBRATION_RELATIVE_TOLERANCE,
     COLLAPSE_REMEDIES,
     calibration_warning,

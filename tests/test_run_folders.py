@@ -39,7 +39,7 @@ def tiny(output_dir: Path, name: str = "tiny-sst2", **sections):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """One tiny finished run (written under umask 022), copied by the tests that need one."""
-    from movprune.experiments.train import run
+    from movprune.training.loop import run
 
     out = tmp_path_factory.mktemp("finished")
     old = os.umask(0o022)
@@ -135,7 +135,7 @@ def test_files_are_written_with_the_users_umask_and_the_model_before_the_result(
 
 
 def _failing_step(monkeypatch, exc: BaseException) -> None:
-    import movprune.experiments.train as train
+    import movprune.training.loop as train
 
     def boom(*args, **kwargs):
         raise exc
@@ -144,7 +144,7 @@ def _failing_step(monkeypatch, exc: BaseException) -> None:
 
 
 def test_a_forced_run_that_fails_or_is_interrupted_keeps_the_old_result(tmp_path, finished_run, monkeypatch):
-    from movprune.experiments.train import run
+    from movprune.training.loop import run
 
     run_dir = copy_run(finished_run, tmp_path / "tiny-sst2")
     before = tree(run_dir)

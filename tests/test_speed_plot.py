@@ -8,7 +8,7 @@ import json
 import pytest
 
 from movprune.errors import RunFailedError
-from movprune.experiments.speed_plot import load_speed, plot_speed, speed_points
+from movprune.experiments.compare.speed_plot import load_speed, plot_speed, speed_points
 
 
 def _entry(run_dir, pruner, method, pct, acc, b1, b32, onnx_b1=1.0, onnx_b32=1.0):

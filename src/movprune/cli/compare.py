@@ -103,7 +103,7 @@ def compare_command(
             written = compare.plot(comparisons, plot, paper=paper)
             err.print(f"[green]plot[/] → {written}", highlight=False)
         if plot_speed is not None:
-            from movprune.experiments import speed_plot
+            from movprune.experiments.compare import speed_plot
 
             if speed is None:
                 fail("--plot-speed needs --speed SPEED.json (made by benchmarks/sweep_speed.py)")

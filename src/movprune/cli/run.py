@@ -52,7 +52,7 @@ def run_command(
         resolved = load_recipe(recipe, overrides or [])
         quiet_libraries()
         from movprune.distributed import launched_as_main
-        from movprune.experiments.train import SilentObserver, check_inputs, run
+        from movprune.training.loop import SilentObserver, check_inputs, run
 
         check_inputs(resolved, str(recipe))
         if dry_run and not launched_as_main():

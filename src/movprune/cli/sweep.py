@@ -94,7 +94,7 @@ def summary_table(outcomes, title: str) -> Table:
 
 def _backend(name: str, jobs: int, ray_address: str | None, cpus_per_run: float, gpus_per_run: float):
     """The backend the options ask for (None: in this process, one run after another)."""
-    from movprune.experiments import backends
+    from movprune.experiments.sweep import backends
 
     ray_options = ray_address is not None or cpus_per_run != 1.0 or gpus_per_run != 0.0
     if name == "local":

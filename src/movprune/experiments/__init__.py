@@ -1,1 +1,1 @@
-"""Recipes, the training loop, distillation, results, sweeps and comparisons."""
+"""What is done with runs: sweeps (``sweep/``), comparisons and plots (``compare/``), inspection."""

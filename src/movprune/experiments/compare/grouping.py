@@ -13,7 +13,7 @@ from movprune import pruners, results
 from movprune.experiments.compare.paper import paper_at, paper_numbers
 from movprune.experiments.compare.settings import setting_differences
 from movprune.experiments.compare.table import Cell, Comparison, Row, Stat, level_label
-from movprune.experiments.variants import split_by_settings
+from movprune.experiments.compare.variants import split_by_settings
 
 
 def _shown_path(text: str) -> str:

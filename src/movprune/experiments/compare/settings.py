@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from movprune.experiments.variants import saved_recipe
+from movprune.experiments.compare.variants import saved_recipe
 
 #: Settings every run of one table should share: the paper gives every method the same data and
 #: budget, and numbers trained or evaluated otherwise do not compare. ``steps`` and

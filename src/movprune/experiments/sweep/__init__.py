@@ -7,7 +7,7 @@ continues from its newest checkpoint (``train.save_every_steps``, or the one SIG
 redone from scratch when it has none. Every combination is validated before the first run starts. By
 default runs execute in-process, one after another, so whatever the runs share (the tokenisation
 cache, a distillation teacher cache, loaded libraries) is built once; a backend
-(``experiments/backends.py``: worker processes, Ray tasks) runs them elsewhere under the same rules.
+(``experiments/sweep/backends.py``: worker processes, Ray tasks) runs them elsewhere under the same rules.
 """
 
 from movprune.experiments.sweep.axes import parse_axes, parse_methods, parse_remaining_pcts, parse_seeds

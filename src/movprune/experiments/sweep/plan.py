@@ -216,7 +216,7 @@ def _merge_problems(per_combo: dict[str, list[str]]) -> list[str]:
 
 def _check_inputs_once(plan: list[SweepRun], source: str) -> None:
     """Data files and model of every distinct setting, before anything trains."""
-    from movprune.experiments.train import check_inputs
+    from movprune.training import check_inputs
 
     seen = set()
     for run in plan:

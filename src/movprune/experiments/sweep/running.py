@@ -56,7 +56,7 @@ def run_one(sweep_run: SweepRun, force: bool = False, observer: Any = None) -> R
     save it and stop the sweep (:class:`RunInterrupted` propagates). The same rules hold on every
     backend: this is what a worker process or a Ray task runs.
     """
-    from movprune.experiments.train import run as train_run
+    from movprune.training import run as train_run
 
     start = time.perf_counter()
     if not force and is_movprune_run(sweep_run.run_dir):  # a resumed run may succeed this time

@@ -22,17 +22,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from movprune.experiments.distill.cache import (
+from movprune.recipe import Recipe
+from movprune.training.distill.cache import (
     auto_teacher,
     teacher_key,
     teacher_key_parts,
     teacher_recipe,
     teachers_dir,
 )
-from movprune.experiments.distill.heads import load_teacher
-from movprune.experiments.distill.loss import Distiller, distillation_loss, kl_divergence
-from movprune.experiments.distill.teacher import AUTO, TeacherKind, TeacherSource, check_teacher, resolve_given_teacher
-from movprune.recipe import Recipe
+from movprune.training.distill.heads import load_teacher
+from movprune.training.distill.loss import Distiller, distillation_loss, kl_divergence
+from movprune.training.distill.teacher import AUTO, TeacherKind, TeacherSource, check_teacher, resolve_given_teacher
 
 __all__ = [
     "AUTO", "Distiller", "TeacherKind", "TeacherSource", "auto_teacher", "check_teacher", "distillation_loss",

@@ -20,15 +20,15 @@ import torch
 
 from movprune import distributed, pruners, results, run_folder, tasks
 from movprune.errors import DataError, RecipeError, RunInterrupted
-from movprune.experiments import checkpoint, distill, guards, preemption, processes, tracking
-from movprune.experiments.data import check_data, prepare_data
-from movprune.experiments.observer import Observer, SilentObserver
 from movprune.io import atomic_write_json, atomic_write_text
 from movprune.models import check_encoder, resolve_model
 from movprune.pruners.counting import remaining_by_module, remaining_pct
 from movprune.recipe import Recipe, TrainConfig
 from movprune.results import RunResult
 from movprune.tasks.base import TaskData
+from movprune.training import checkpoint, distill, guards, preemption, processes, tracking
+from movprune.training.data import check_data, prepare_data
+from movprune.training.observer import Observer, SilentObserver
 
 
 def check_inputs(recipe: Recipe, source: str = "recipe") -> None:

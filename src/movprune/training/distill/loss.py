@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from movprune.recipe import Recipe
 
 if TYPE_CHECKING:
-    from movprune.experiments.distill.teacher import TeacherSource
     from movprune.tasks.base import Task
+    from movprune.training.distill.teacher import TeacherSource
 
 
 def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from movprune import results
-from movprune.experiments.distill.teacher import AUTO, TeacherSource, from_run_folder
 from movprune.io import publish_dir
 from movprune.recipe import Recipe
 from movprune.run_folder import is_movprune_run
+from movprune.training.distill.teacher import AUTO, TeacherSource, from_run_folder
 
 #: Bump when the way an automatic teacher is derived from a recipe changes (invalidates the cache).
 TEACHER_RECIPE_VERSION = 1

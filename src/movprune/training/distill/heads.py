@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from movprune.experiments.distill.loss import Distiller
-from movprune.experiments.distill.teacher import TeacherSource, problem
 from movprune.models import ResolvedModel
 from movprune.recipe import Recipe
+from movprune.training.distill.loss import Distiller
+from movprune.training.distill.teacher import TeacherSource, problem
 
 if TYPE_CHECKING:
     from movprune.tasks.base import Task
