@@ -24,7 +24,10 @@ class TrainConfig(StrictModel):
     """Optimisation and data-size settings shared by every task and pruner."""
 
     epochs: float = Field(default=1, gt=0)
-    max_steps: int | None = Field(default=None, gt=0, description="overrides epochs when set")
+    max_steps: int | None = Field(
+        default=None, ge=0,
+        description="overrides epochs when set; 0 trains nothing (prune, evaluate, bake, publish: "
+                    "one-shot methods and magnitude pruning of a fine-tuned model)")
     batch_size: int = Field(default=32, gt=0)
     eval_batch_size: int = Field(default=64, gt=0)
     lr: float = Field(default=3e-5, gt=0)
@@ -261,6 +264,8 @@ def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
             problems += pruners.check_name(method)
         raise RecipeError(source, problems) from None
     problems = tasks.check_task(recipe.task, recipe.dataset) + pruners.check_config(recipe.pruner)
+    if not problems:
+        problems = pruners.check_budget(recipe.pruner, recipe.train.max_steps)
     if problems:
         raise RecipeError(source, problems)
     return recipe

@@ -1,30 +1,24 @@
 """Pruning methods. Each method is one module defining a :class:`~movprune.pruners.base.Pruner`
-subclass, registered in ``_METHODS`` below, and a config class in :mod:`movprune.pruners.config`
-(the union :data:`PrunerConfig`). Nothing outside this package branches on a method's name."""
+subclass and a config class in :mod:`movprune.pruners.config` that names it (``IMPLEMENTATION``)
+and is listed in the union :data:`PrunerConfig`: that is its one registration. Nothing outside
+this package branches on a method's name."""
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING
 
-from movprune.pruners.config import BasePrunerConfig, PrunerConfig, methods_taking, pruner_config
+from movprune.pruners.config import CONFIGS, BasePrunerConfig, PrunerConfig, methods_taking, pruner_config
 from movprune.suggest import did_you_mean
 
 if TYPE_CHECKING:  # the pruners import torch; the recipe's validation need not
     from movprune.pruners.base import Pruner
 
-# method name -> "module:class" (the same names as movprune.pruners.config.CONFIGS)
-_METHODS = {
-    "none": "movprune.pruners.none:NoPruner",
-    "magnitude": "movprune.pruners.magnitude:MagnitudePruner",
-    "movement": "movprune.pruners.movement:MovementPruner",
-    "soft_movement": "movprune.pruners.soft_movement:SoftMovementPruner",
-    "l0": "movprune.pruners.l0:L0Pruner",
-    "sensitivity": "movprune.pruners.sensitivity:SensitivityPruner",
-}
+# method name -> "module:class", from each method's config class (its one registration).
+_METHODS = {method: config.IMPLEMENTATION for method, config in CONFIGS.items()}
 
-__all__ = ["BasePrunerConfig", "PrunerConfig", "base_method", "build_pruner", "check_config", "check_name",
-           "method_names", "methods_taking", "pruner_class", "pruner_config", "variant_label"]
+__all__ = ["BasePrunerConfig", "PrunerConfig", "base_method", "build_pruner", "check_budget", "check_config",
+           "check_name", "method_names", "methods_taking", "pruner_class", "pruner_config", "variant_label"]
 
 
 def variant_label(method: str, config: dict | None) -> str:
@@ -71,6 +65,11 @@ def check_config(config: BasePrunerConfig) -> list[str]:
         problems.append(f"pruner.pattern: method '{config.method}' has no masks to shape; pattern "
                         f"'{config.pattern}' applies to {', '.join(able)}")
     return problems
+
+
+def check_budget(config: BasePrunerConfig, max_steps: int | None) -> list[str]:
+    """Problems with running ``config``'s method for ``max_steps`` training steps (0: no training)."""
+    return pruner_class(config.method).check_budget(config, max_steps)
 
 
 def build_pruner(config: BasePrunerConfig, total_steps: int) -> Pruner:

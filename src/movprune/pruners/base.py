@@ -8,6 +8,7 @@ parametrization on the ``weight`` of each encoder ``nn.Linear``, so the layer co
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -18,7 +19,7 @@ from movprune.pruners.bias_correction import BiasCorrector
 from movprune.pruners.config import BasePrunerConfig
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.grouping import Grouping, build_groupings
-from movprune.pruners.schedule import cubic_schedule
+from movprune.pruners.schedule import CubicSchedule, Schedule
 
 
 class MaskedWeight(nn.Module):
@@ -58,9 +59,12 @@ class MemberMask(MaskedWeight):
 class Pruner:
     """One pruning method: attaches masks to a model, follows the schedule, and bakes the result.
 
-    The training loop calls, in order: :meth:`attach` once, then per step :meth:`step` before the
-    forward pass, adds :meth:`penalty` to the loss, and calls :meth:`after_optimizer_step`;
-    :meth:`finalize` before the final evaluation and :meth:`bake` before saving.
+    The training loop calls, in order: :meth:`attach` once; :meth:`calibrate` once with
+    :meth:`calibration_samples` examples of the train split when that is above 0 (one-shot methods
+    decide their mask there); then per step :meth:`step` before the forward pass, adds :meth:`penalty`
+    to the loss, and calls :meth:`after_optimizer_step`; :meth:`bake` (which calls :meth:`finalize`)
+    before the final evaluation and the save. With ``train.max_steps: 0`` there are no steps:
+    attach, calibrate, bake, evaluate, publish.
     """
 
     name: ClassVar[str]
@@ -68,6 +72,9 @@ class Pruner:
     NEEDS_TARGET: ClassVar[bool] = True
     #: Whether the method masks weights at all (dense fine-tuning does not).
     MASKS_WEIGHTS: ClassVar[bool] = True
+    #: Whether the mask comes from training (learned scores, gradients): such a method cannot run
+    #: with ``train.max_steps: 0``. Magnitude (the weights alone) and calibrated methods can.
+    NEEDS_TRAINING: ClassVar[bool] = False
 
     def __init__(self, config: BasePrunerConfig, total_steps: int):
         self.config = config
@@ -78,6 +85,7 @@ class Pruner:
         self.groupings: dict[str, Grouping] = {}
         self.current_step = 0
         self.bias_corrector = BiasCorrector() if config.bias_correction else None
+        self.schedule = self.make_schedule()
 
     # -- configuration -------------------------------------------------------------------
     @classmethod
@@ -91,6 +99,21 @@ class Pruner:
             problems.append(f"pruner.bias_correction: method '{cls.name}' removes no weights, so there is "
                             "nothing to correct; drop the key or pick a pruning method")
         return problems
+
+    @classmethod
+    def check_budget(cls, config: BasePrunerConfig, max_steps: int | None) -> list[str]:
+        """Problems with running this method for ``max_steps`` training steps (None: by epochs)."""
+        if max_steps == 0 and cls.NEEDS_TRAINING:
+            return [f"train.max_steps: 0 trains nothing, and method '{cls.name}' decides its mask by "
+                    "training; give it steps (e.g. train.max_steps=300) or pick a method that prunes "
+                    "without training (magnitude, or a calibrated one)"]
+        return []
+
+    def make_schedule(self) -> Schedule:
+        """The kept fraction per step; the cubic schedule from dense to ``remaining_pct`` by default."""
+        c = self.config
+        final = (c.remaining_pct if c.remaining_pct is not None else 100.0) / 100.0
+        return CubicSchedule(self.total_steps, final, c.initial_warmup, c.final_warmup)
 
     @property
     def target_remaining_pct(self) -> float | None:
@@ -152,6 +175,20 @@ class Pruner:
     def member_weights(self, name: str) -> list[torch.Tensor]:
         """The unmasked weights of the matrices mask ``name`` covers."""
         return [self.original_weight(m.name) for m in self.groupings[name].members]
+
+    def calibration_samples(self) -> int:
+        """Examples of the train split :meth:`calibrate` wants (0: the method needs no calibration)."""
+        return 0
+
+    def calibrate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> None:
+        """Decide what can be decided from data before training (a one-shot method's mask).
+
+        Called once, after :meth:`attach` and before the optimizer is built, when
+        :meth:`calibration_samples` is above 0. ``batches`` are collated training batches on the
+        model's device, with labels, holding :meth:`calibration_samples` examples in a fixed order
+        that depends on the seed only (the same on every process). ``model`` is in train mode and
+        may be put in eval mode; it is left in the mode it came in.
+        """
 
     def step(self, step: int) -> None:
         """Move the schedule to ``step`` (called before each forward pass)."""
@@ -252,8 +289,6 @@ class Pruner:
             mask.train(was_training)
 
     def scheduled_fraction(self, step: int) -> float:
-        """Kept fraction at ``step`` on the cubic schedule, from 1.0 to ``remaining_pct / 100``."""
-        c = self.config
-        return cubic_schedule(step, self.total_steps, 1.0, c.remaining_pct / 100.0,
-                              c.initial_warmup, c.final_warmup)
+        """Kept fraction at ``step`` on the pruner's :attr:`schedule`."""
+        return self.schedule.fraction(step)
 

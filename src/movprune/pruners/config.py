@@ -28,6 +28,9 @@ class BasePrunerConfig(StrictModel):
     is ignored (files written before the per-method configs list every key, the unused ones null).
     """
 
+    #: "module:class" of the method's :class:`~movprune.pruners.base.Pruner` (imported only when a
+    #: run builds it): a method is registered once, by its config class in ``_CLASSES`` below.
+    IMPLEMENTATION: ClassVar[str] = ""
     method: str
     remaining_pct: float | None = Field(
         default=None, gt=0, le=100,
@@ -87,18 +90,21 @@ class BasePrunerConfig(StrictModel):
 class NoneConfig(BasePrunerConfig):
     """``none``: dense fine-tuning."""
 
+    IMPLEMENTATION: ClassVar[str] = "movprune.pruners.none:NoPruner"
     method: Literal["none"] = "none"
 
 
 class MagnitudeConfig(BasePrunerConfig):
     """``magnitude``: no keys of its own."""
 
+    IMPLEMENTATION: ClassVar[str] = "movprune.pruners.magnitude:MagnitudePruner"
     method: Literal["magnitude"] = "magnitude"
 
 
 class MovementConfig(BasePrunerConfig):
     """``movement``: learned scores, top-k on the cubic schedule."""
 
+    IMPLEMENTATION: ClassVar[str] = "movprune.pruners.movement:MovementPruner"
     method: Literal["movement"] = "movement"
     scores_lr: float = Field(default=1e-2, gt=0, description="learning rate of the scores")
     scores_init: float = Field(default=0.0, description="initial value of every score")
@@ -112,6 +118,7 @@ class SoftMovementConfig(BasePrunerConfig):
 
     #: The paper's fixed λ, the example given when neither remaining_pct nor lambda_final is set.
     PAPER_LAMBDA_FINAL: ClassVar[float] = 400.0
+    IMPLEMENTATION: ClassVar[str] = "movprune.pruners.soft_movement:SoftMovementPruner"
     method: Literal["soft_movement"] = "soft_movement"
     scores_lr: float = Field(default=1e-2, gt=0, description="learning rate of the scores")
     scores_init: float = Field(default=0.0, description="initial value of every score")
@@ -126,6 +133,7 @@ class L0Config(BasePrunerConfig):
     """``l0``: hard-concrete gates with an expected-L0 penalty."""
 
     PAPER_LAMBDA_FINAL: ClassVar[float] = 125.0
+    IMPLEMENTATION: ClassVar[str] = "movprune.pruners.l0:L0Pruner"
     method: Literal["l0"] = "l0"
     scores_lr: float = Field(default=1e-1, gt=0, description="learning rate of the log-alphas")
     scores_init: float = Field(default=math.log(0.9 / 0.1), description="initial log-alpha (every gate ~90% open)")
@@ -137,13 +145,14 @@ class L0Config(BasePrunerConfig):
 class SensitivityConfig(BasePrunerConfig):
     """``sensitivity``: top-k of PLATON's uncertainty-weighted sensitivity."""
 
+    IMPLEMENTATION: ClassVar[str] = "movprune.pruners.sensitivity:SensitivityPruner"
     method: Literal["sensitivity"] = "sensitivity"
     sensitivity_beta1: float = Field(default=0.85, ge=0, lt=1, description="EMA of |W g|")
     sensitivity_beta2: float = Field(default=0.95, ge=0, lt=1, description="EMA of its uncertainty")
 
 
 _CLASSES = (NoneConfig, MagnitudeConfig, MovementConfig, SoftMovementConfig, L0Config, SensitivityConfig)
-#: method name -> its config class (the registry in ``movprune.pruners`` names the same methods).
+#: method name -> its config class: the registry of methods (``movprune.pruners`` builds from it).
 CONFIGS: dict[str, type[BasePrunerConfig]] = {c.model_fields["method"].default: c for c in _CLASSES}
 #: Keys some method has beyond the shared ones.
 METHOD_SPECIFIC_KEYS = frozenset(k for c in _CLASSES for k in c.model_fields) - set(BasePrunerConfig.model_fields)

@@ -40,6 +40,7 @@ class MovementPruner(TopKPruner):
     """Movement pruning on the cubic schedule; scores train with their own learning rate."""
 
     name = "movement"
+    NEEDS_TRAINING = True
     config: MovementConfig
 
     def make_mask(self, name: str, layer: nn.Linear) -> MovementMask:

@@ -42,6 +42,7 @@ class RegularizedPruner(Pruner):
     """Base of the pruners whose sparsity comes from a penalty on learned scores."""
 
     NEEDS_TARGET = False
+    NEEDS_TRAINING = True
     masks: dict[str, ScoresMask]
     config: SoftMovementConfig | L0Config
 

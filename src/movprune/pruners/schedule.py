@@ -1,6 +1,14 @@
-"""The cubic sparsity schedule of Zhu & Gupta (2018) as used by Sanh et al. (2020)."""
+"""Sparsity schedules: the kept fraction at each training step.
+
+A pruner holds one :class:`Schedule` (``Pruner.make_schedule``): gradual methods the cubic schedule of
+Zhu & Gupta (2018) as used by Sanh et al. (2020), one-shot methods :class:`OneShotSchedule`, which is
+at its final value from the first step (the mask is decided before training and then held).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
 
 
 def warmup_steps(total_steps: int, initial_warmup: float, final_warmup: float) -> tuple[int, int]:
@@ -30,3 +38,37 @@ def cubic_schedule(
         return final_value
     progress = (step - t_i) / ramp
     return final_value + (initial_value - final_value) * (1.0 - progress) ** 3
+
+
+class Schedule(Protocol):
+    """The kept fraction of the masked weights at a training step."""
+
+    def fraction(self, step: int) -> float:
+        """Kept fraction at ``step`` (``step >= total_steps`` gives the final value)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CubicSchedule:
+    """:func:`cubic_schedule` from 1.0 to ``final_fraction`` over ``total_steps``."""
+
+    total_steps: int
+    final_fraction: float
+    initial_warmup: float
+    final_warmup: float
+
+    def fraction(self, step: int) -> float:
+        """Kept fraction at ``step``."""
+        return cubic_schedule(step, self.total_steps, 1.0, self.final_fraction, self.initial_warmup,
+                              self.final_warmup)
+
+
+@dataclass(frozen=True)
+class OneShotSchedule:
+    """``final_fraction`` at every step: the mask is at its target before the first step."""
+
+    final_fraction: float
+
+    def fraction(self, step: int) -> float:
+        """Kept fraction at ``step`` (always the final one)."""
+        return self.final_fraction

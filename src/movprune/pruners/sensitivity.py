@@ -52,6 +52,7 @@ class SensitivityPruner(TopKPruner):
     """PLATON-style sensitivity pruning on the cubic schedule."""
 
     name = "sensitivity"
+    NEEDS_TRAINING = True
     masks: dict[str, SensitivityMask]
     config: SensitivityConfig
 

@@ -58,6 +58,18 @@ def total_steps(recipe: Recipe, num_train: int) -> int:
     return max(1, math.ceil(recipe.train.epochs * per_epoch))
 
 
+def calibration_batches(task: tasks.Task, data: TaskData, tokenizer, recipe: Recipe, samples: int,
+                        device: torch.device | str) -> list[dict[str, Any]]:
+    """``samples`` examples of the train split (all of them when it is smaller) in batches of
+    ``train.batch_size``, on ``device``: the first ones of a permutation drawn from the recipe's seed,
+    so every process and every rerun calibrates on the same examples."""
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(recipe.seed))[:samples]
+    collate = task.collate(tokenizer)
+    size = recipe.train.batch_size
+    return [{k: v.to(device) for k, v in collate([data.train[int(i)] for i in order[start:start + size]]).items()}
+            for start in range(0, len(order), size)]
+
+
 def build_optimizer(model: torch.nn.Module, pruner: pruners.Pruner, train: TrainConfig) -> torch.optim.AdamW:
     """AdamW over the model's trainable weights (no decay on biases and LayerNorms) and the
     pruner's own groups (scores with their learning rate)."""
@@ -225,6 +237,11 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
             obs.on_phase("evaluating the teacher")
             distiller.teacher_metrics, _ = evaluate_all(task, distiller.teacher, data, tokenizer, recipe,
                                                         accelerator.autocast)
+    if pruner.calibration_samples():
+        obs.on_phase(f"calibrating on {pruner.calibration_samples()} training examples")
+        model.to(accelerator.device)
+        pruner.calibrate(model, calibration_batches(task, data, tokenizer, recipe, pruner.calibration_samples(),
+                                                    accelerator.device))
     optimizer = build_optimizer(model, pruner, recipe.train)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(recipe.train.lr_warmup_fraction * steps), steps)
