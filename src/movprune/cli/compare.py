@@ -65,6 +65,12 @@ def compare_command(
     paper: Annotated[bool, typer.Option(
         "--paper", help="Show the paper's numbers (BERT-base; SQuAD, MNLI, QQP) beside ours where task "
                         "and remaining weights match.")] = False,
+    figure: Annotated[str | None, typer.Option(
+        "--figure", metavar="weights|layers",
+        help="Make --plot draw one of the paper's analysis figures from the runs' saved weights instead: "
+             "'weights' (Figure 3, histograms of the kept weights' values, a panel per method and level) "
+             "or 'layers' (Figure 4, remaining % per layer and matrix kind, a line per run); its data "
+             "goes to FILE.csv beside FILE.png.")] = None,
 ) -> None:
     """Compare finished runs like the paper's Table 2: a row per remaining-weights level (3 = 3% of the encoder weights kept, 97% sparse), a column per pruner, cells = the task's metrics as mean ± std over seeds, best per row in bold.
 
@@ -72,7 +78,10 @@ def compare_command(
     """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
     with reported_errors():
         from movprune.experiments import compare
+        from movprune.experiments.compare import weight_plots
 
+        if figure is not None and (problem := weight_plots.figure_problem(figure, plot)):
+            fail(problem)
         scan = compare.scan_runs(dirs)
         for warning in scan.warnings:
             err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -99,7 +108,10 @@ def compare_command(
             render = {Format.markdown: compare.to_markdown, Format.csv: compare.to_csv,
                       Format.json: compare.to_json, Format.latex: compare.to_latex}[fmt]
             out.print(render(comparisons, paper), end="", markup=False, highlight=False, soft_wrap=True)
-        if plot is not None:
+        if plot is not None and figure is not None:
+            image, data = weight_plots.draw_figure(figure, comparisons, plot)
+            err.print(f"[green]{figure} figure[/] → {image}, data → {data}", highlight=False)
+        elif plot is not None:
             written = compare.plot(comparisons, plot, paper=paper)
             err.print(f"[green]plot[/] → {written}", highlight=False)
         if plot_speed is not None:
