@@ -12,6 +12,9 @@
 #                                     # remedies-sst2 / remedies-mrpc / remedies-report run one part
 #   bash docs/reproduce.sh speed      # hybrid vs unstructured on SST-2, every export timed, the frontier
 #                                     # plot (SPEED_OUT); speed-runs / speed-report run one part
+#   bash docs/reproduce.sh budget-study  # which method at which budget: SST-2 at 10% (and hybrid 50%) with
+#                                     # 300, 1000 and 3000 steps, every method, then its tables and figures
+#                                     # (BUDGET_OUT); budget-study-runs / budget-study-report run one part
 #
 # TASKS (default "sst2 mrpc squad") picks the tasks; SEEDS the seeds of the plain sweeps (default:
 # 42,43 for SST-2 and MRPC, 42 for SQuAD, as in docs/REPRODUCTION.md), e.g.
@@ -143,6 +146,49 @@ speed_report() {  # times every export against dense (quiet machine: it runs alo
         --plot-speed docs/repro/frontier-speed.png --format markdown > docs/repro/frontier-speed.md
 }
 
+BUDGETS=${BUDGETS:-"300 1000 3000"}
+budget_seeds() { if [ "$1" = 3000 ]; then echo 42; else echo 42,43; fi; }  # 3000 steps: one seed (10x the cost)
+
+budget_study() {  # every method at 10% remaining (and hybrid 50%) on SST-2, at each training budget
+    local out=${BUDGET_OUT:-results/budget-study} steps seeds
+    # One sweep folder per budget and override set (runs are named by method, level and seed only):
+    # steps-N holds dense, magnitude, movement, soft movement, L0 and sensitivity, steps-N-maginit
+    # movement with scores from |W|, steps-N-hybrid the hybrid (heads and neurons) runs. The schedule's
+    # warm-ups are fractions of train.max_steps, so every budget keeps the repro recipe's shape.
+    # With a sweep that takes any key as an axis the loop is one sweep per override set, e.g.
+    #   movprune sweep src/movprune/recipes/repro/sst2.yaml --pruners magnitude,movement,l0,sensitivity \
+    #       --remaining 10 --seeds 42,43 --grid train.max_steps=300,1000 output_dir=$out name=budget
+    for steps in $BUDGETS; do
+        seeds=$(budget_seeds "$steps")
+        sweep_b() { "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml --seeds "$seeds" \
+            "train.max_steps=$steps" "output_dir=$out" "$@"; }
+        sweep_b --pruners none,magnitude,movement,l0,sensitivity --remaining 10 "name=steps-$steps"
+        sweep_b --pruners soft_movement --remaining 10 "name=steps-$steps" "$SOFT"
+        sweep_b --pruners movement --remaining 10 "name=steps-$steps-maginit" pruner.scores_init_from=magnitude
+        sweep_b --pruners magnitude --remaining 50 "name=steps-$steps-hybrid" pruner.pattern=hybrid
+        sweep_b --pruners soft_movement --remaining 50 "name=steps-$steps-hybrid" pruner.pattern=hybrid "$SOFT"
+    done
+}
+
+budget_study_report() {  # a table per budget, every budget in one, accuracy against budget, the 3000-step figures
+    local out=${BUDGET_OUT:-results/budget-study} steps
+    for steps in $BUDGETS; do
+        [ -d "$out/steps-$steps" ] || continue
+        "$MOVPRUNE" compare "$out/steps-$steps"* --format markdown > "docs/repro/budget-$steps.md"
+        "$MOVPRUNE" compare "$out/steps-$steps"* --format csv > "docs/repro/budget-$steps.csv"
+    done
+    # Every budget in one table (a row per budget) and accuracy against budget, a line per method:
+    # these two take the sweep axis options of compare (--rows KEY, --x KEY).
+    "$MOVPRUNE" compare "$out" --rows train.max_steps --format markdown > docs/repro/budget-study.md
+    "$MOVPRUNE" compare "$out" --x train.max_steps --plot docs/repro/budget-study.png --format csv \
+        > docs/repro/budget-study.csv
+    # The paper's Figures 3 and 4 for the 3000-step runs (each PNG with its data as .csv beside it).
+    if [ -d "$out/steps-3000" ]; then
+        "$MOVPRUNE" compare "$out"/steps-3000* --figure weights --plot docs/repro/budget-3000-weights.png > /dev/null
+        "$MOVPRUNE" compare "$out"/steps-3000* --figure layers --plot docs/repro/budget-3000-layers.png > /dev/null
+    fi
+}
+
 case "${1:-all}" in
     a) lane_a ;;
     b) lane_b ;;
@@ -157,11 +203,14 @@ case "${1:-all}" in
     speed) OMP_NUM_THREADS=1 speed; speed_report ;;
     speed-runs) OMP_NUM_THREADS=1 speed ;;
     speed-report) speed_report ;;
+    budget-study) OMP_NUM_THREADS=1 budget_study; budget_study_report ;;
+    budget-study-runs) OMP_NUM_THREADS=1 budget_study ;;
+    budget-study-report) budget_study_report ;;
     all)
         mkdir -p results
         OMP_NUM_THREADS=1 lane_a > results/reproduce-lane-a.log 2>&1 &
         OMP_NUM_THREADS=1 lane_b > results/reproduce-lane-b.log 2>&1 &
         wait
         report ;;
-    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|bf16|remedies[-sst2|-mrpc|-report]|speed[-runs|-report]|all]" >&2; exit 2 ;;
+    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|bf16|remedies[-sst2|-mrpc|-report]|speed[-runs|-report]|budget-study[-runs|-report]|all]" >&2; exit 2 ;;
 esac

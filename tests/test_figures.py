@@ -157,3 +157,10 @@ def test_a_run_without_its_saved_model_is_a_one_line_error(finished_run_copy, tm
     line = one_error_line(run_cli("compare", str(finished_run_copy), "--figure", "weights",
                                   "--plot", str(tmp_path / "f.png")))
     assert f"{finished_run_copy}: no model/*.safetensors to read the weights from" in line
+
+
+def test_a_figure_into_a_csv_path_is_a_one_line_error(finished_run, tmp_path):
+    line = one_error_line(run_cli("compare", str(finished_run), "--figure", "weights",
+                                  "--plot", str(tmp_path / "f.csv")))
+    assert "the figure's data is written to FILE.csv beside the image" in line
+    assert not (tmp_path / "f.csv").exists()

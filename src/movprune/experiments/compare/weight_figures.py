@@ -31,8 +31,8 @@ from movprune.models import corrupt_model_message
 #: Uniform bins over the central part of the kept weights (one more bin each side holds the tails).
 CENTRAL_BINS = 100
 #: The uniform bins span +-the largest, over runs, of this quantile of |kept weight|: a few large
-#: outliers (MiniLM's encoder: 99.9% of |W| below 0.28, the largest 7.9) would otherwise squeeze
-#: every other weight into a handful of bins.
+#: outliers (MiniLM-L6 after 300 dense steps on SST-2: 99.9% of |W| below 0.28, the largest 7.9)
+#: would otherwise squeeze every other weight into a handful of bins.
 CENTRAL_QUANTILE = 0.999
 #: The matrix kind of a layer's row that sums every matrix kind of that layer.
 ALL_MATRICES = "all"
