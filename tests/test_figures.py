@@ -164,3 +164,43 @@ def test_a_figure_into_a_csv_path_is_a_one_line_error(finished_run, tmp_path):
                                   "--plot", str(tmp_path / "f.csv")))
     assert "the figure's data is written to FILE.csv beside the image" in line
     assert not (tmp_path / "f.csv").exists()
+
+
+SIX_KINDS = {"Q", "K", "V", "attention output", "FFN in", "FFN out"}
+
+
+@pytest.mark.parametrize("model, kinds", [
+    ("tiny-random-roberta", SIX_KINDS),
+    ("tiny-random-distilbert", SIX_KINDS),
+    ("tiny-random-modernbert", {"QKV", "attention output", "FFN in", "FFN out"}),
+])
+def test_layers_name_every_matrix_kind_of_other_families(model, kinds, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(
+        tmp_path / "results", name="fam", model=model, pruner={"method": "magnitude", "remaining_pct": 30},
+        train={"max_steps": 3, "max_eval_samples": 16})))
+    proc = run_cli("run", str(recipe))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "results" / "fam"
+    _, rows = draw("layers", [run_dir], tmp_path)
+    matrices = saved_matrices(run_dir)
+    layers = {re.search(r"\.layers?\.(\d+)\.", m).group(1) for m in matrices}
+    assert {(r["layer"], r["matrix"]) for r in rows} == {(layer, k) for layer in layers for k in (*kinds, "all")}
+    for layer in layers:
+        mine = [w for m, w in matrices.items() if f".{layer}." in m]
+        row = next(r for r in rows if r["layer"] == layer and r["matrix"] == "all")
+        assert (int(row["kept"]), int(row["total"])) == (sum(int(np.count_nonzero(w)) for w in mine),
+                                                         sum(w.size for w in mine))
+        by_kind = [r for r in rows if r["layer"] == layer and r["matrix"] != "all"]
+        assert sum(int(r["kept"]) for r in by_kind) == int(row["kept"])
+
+
+def test_a_result_without_remaining_by_module_reads_the_same_matrices(finished_run, finished_run_copy, tmp_path):
+    result_path = finished_run_copy / "result.json"
+    result = json.loads(result_path.read_text())
+    del result["remaining_by_module"]
+    result_path.write_text(json.dumps(result))
+    _, original = draw("layers", [finished_run], tmp_path / "a")
+    _, fallback = draw("layers", [finished_run_copy], tmp_path / "b")
+    strip = [{k: v for k, v in r.items() if k != "run"} for r in original]
+    assert strip == [{k: v for k, v in r.items() if k != "run"} for r in fallback]
