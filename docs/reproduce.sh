@@ -177,16 +177,16 @@ budget_study_report() {  # a table per budget, every budget in one, accuracy aga
         "$MOVPRUNE" compare "$out/steps-$steps"* --format markdown > "docs/repro/budget-$steps.md"
         "$MOVPRUNE" compare "$out/steps-$steps"* --format csv > "docs/repro/budget-$steps.csv"
     done
-    # Every budget in one table (a row per budget) and accuracy against budget, a line per method:
-    # these two take the sweep axis options of compare (--rows KEY, --x KEY).
-    "$MOVPRUNE" compare "$out" --rows train.max_steps --format markdown > docs/repro/budget-study.md
-    "$MOVPRUNE" compare "$out" --x train.max_steps --plot docs/repro/budget-study.png --format csv \
-        > docs/repro/budget-study.csv
     # The paper's Figures 3 and 4 for the 3000-step runs (each PNG with its data as .csv beside it).
     if [ -d "$out/steps-3000" ]; then
         "$MOVPRUNE" compare "$out"/steps-3000* --figure weights --plot docs/repro/budget-3000-weights.png > /dev/null
         "$MOVPRUNE" compare "$out"/steps-3000* --figure layers --plot docs/repro/budget-3000-layers.png > /dev/null
     fi
+    # Every budget in one table (a row per budget) and accuracy against budget, a line per method:
+    # these two take the sweep axis options of compare (--rows KEY, --x KEY).
+    "$MOVPRUNE" compare "$out" --rows train.max_steps --format markdown > docs/repro/budget-study.md
+    "$MOVPRUNE" compare "$out" --x train.max_steps --plot docs/repro/budget-study.png --format csv \
+        > docs/repro/budget-study.csv
 }
 
 case "${1:-all}" in
