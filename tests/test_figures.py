@@ -204,3 +204,29 @@ def test_a_result_without_remaining_by_module_reads_the_same_matrices(finished_r
     _, fallback = draw("layers", [finished_run_copy], tmp_path / "b")
     strip = [{k: v for k, v in r.items() if k != "run"} for r in original]
     assert strip == [{k: v for k, v in r.items() if k != "run"} for r in fallback]
+
+
+def test_a_model_sharded_over_two_files_gives_the_same_figures(finished_run, finished_run_copy, tmp_path):
+    from safetensors.numpy import save_file
+
+    model = finished_run_copy / "model"
+    tensors = load_file(str(model / "model.safetensors"))
+    (model / "model.safetensors").unlink()
+    keys = sorted(tensors)
+    save_file({k: tensors[k] for k in keys[::2]}, str(model / "model-00001-of-00002.safetensors"))
+    save_file({k: tensors[k] for k in keys[1::2]}, str(model / "model-00002-of-00002.safetensors"))
+    for figure in ("weights", "layers"):
+        _, original = draw(figure, [finished_run], tmp_path / "a")
+        _, sharded = draw(figure, [finished_run_copy], tmp_path / "b")
+        assert [{k: v for k, v in r.items() if k != "run"} for r in original] == \
+            [{k: v for k, v in r.items() if k != "run"} for r in sharded]
+
+
+def test_a_pruned_matrix_missing_from_the_saved_model_is_a_one_line_error(finished_run_copy, tmp_path):
+    result_path = finished_run_copy / "result.json"
+    result = json.loads(result_path.read_text())
+    result["remaining_by_module"]["bert.encoder.layer.7.attention.self.query"] = 10.0
+    result_path.write_text(json.dumps(result))
+    line = one_error_line(run_cli("compare", str(finished_run_copy), "--figure", "layers",
+                                  "--plot", str(tmp_path / "f.png")))
+    assert "no single saved weight for the pruned matrix bert.encoder.layer.7.attention.self.query" in line

@@ -79,20 +79,29 @@ def _safetensors(run_dir: str) -> list[Path]:
 
 
 def encoder_matrices(run: FigureRun) -> Iterator[tuple[str, np.ndarray]]:
-    """(module name, weight as float64) of each pruned encoder matrix of ``run``, one at a time."""
+    """(module name, weight as float64) of each pruned encoder matrix of ``run``, one at a time
+    (the model may be sharded over several files)."""
     from safetensors import safe_open
 
-    for path in _safetensors(run.run_dir):
+    files = _safetensors(run.run_dir)
+    saved: dict[str, Path] = {}
+    for path in files:
         try:
             with safe_open(str(path), framework="pt") as f:
-                modules = {key[: -len(".weight")]: key for key in f.keys() if key.endswith(".weight")}
-                for module in _pruned(run, modules, path):
-                    yield module, f.get_tensor(modules[module]).double().numpy()
+                saved.update({key[: -len(".weight")]: path for key in f.keys() if key.endswith(".weight")})
+        except (OSError, SafetensorError) as e:
+            raise RunFailedError(corrupt_model_message(path, e)) from None
+    wanted = _pruned(run, saved)
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for module in (m for m in wanted if saved[m] == path):
+                    yield module, f.get_tensor(module + ".weight").double().numpy()
         except (OSError, SafetensorError) as e:
             raise RunFailedError(corrupt_model_message(path, e)) from None
 
 
-def _pruned(run: FigureRun, saved: dict[str, str], path: Path) -> list[str]:
+def _pruned(run: FigureRun, saved: dict[str, Path]) -> list[str]:
     """The saved modules that are ``run``'s pruned matrices. Result names may carry a prefix the
     saved names lack, or the reverse (as :func:`movprune.experiments.inspect.matrix_sizes` allows)."""
     if not run.modules:
@@ -104,8 +113,8 @@ def _pruned(run: FigureRun, saved: dict[str, str], path: Path) -> list[str]:
             continue
         match = [k for k in saved if k.endswith("." + module) or module.endswith("." + k)]
         if len(match) != 1:
-            raise RunFailedError(f"{path}: no single weight for the pruned matrix {module} of {run.run_dir} "
-                                 f"({len(match)} candidates); is the model the run's own?")
+            raise RunFailedError(f"{run.run_dir}/{results.MODEL_DIR}: no single saved weight for the pruned "
+                                 f"matrix {module} ({len(match)} candidates); is the model the run's own?")
         found.append(match[0])
     return found
 
