@@ -23,14 +23,9 @@ raised (the report says which), 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import gzip
-import importlib
 import json
-import math
 import os
 import platform
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,25 +35,23 @@ from pathlib import Path
 from typing import Any
 
 from . import pack, schema
+from .minilm import LONG_LABEL, MINILM_RUNS, MiniLMRuns, minilm_specs
+from .prepare import (
+    child_env,
+    float32_minilm,
+    install_wheels,
+    tail,
+    tiny_model,
+    train_rows,
+    unpack_sst2,
+    verify_pack,
+    versions,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT = "gpu_check.json"
 LOG = "gpu_check.log"
-BASE_RECIPE = REPO / "src" / "movprune" / "recipes" / "repro" / "sst2.yaml"
 FIXTURES = REPO / "tests" / "fixtures" / "glue"
-#: Packages whose versions the report records.
-PACKAGES = ("torch", "transformers", "accelerate", "datasets", "pydantic", "pydantic-core", "typing-extensions",
-            "tokenizers", "safetensors", "numpy", "pyarrow", "pandas", "huggingface-hub", "fsspec", "dill",
-            "multiprocess", "onnx", "onnxruntime", "typer", "rich", "pyyaml", "filelock")
-#: MiniLM on SST-2: label -> (method, epochs, extra overrides). Soft movement's scores start at
-#: -1.5, as in the shipped recipes and docs/reproduce.sh, so that they can reach the cut.
-MINILM_RUNS = {
-    "hard_movement": ("movement", 1, []),
-    "soft_movement": ("soft_movement", 1, ["pruner.scores_init=-1.5"]),
-    "magnitude": ("magnitude", 1, []),
-    "sensitivity": ("sensitivity", 1, []),
-}
-LONG_LABEL = "hard_movement_long"
 
 
 class Mode:
@@ -107,225 +100,9 @@ class Log:
             f.write("\n".join(text[-lines:]) + "\n----- end -----\n")
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a file (the error text of a failed child)."""
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])[-2000:]
-
-
-def install_wheels(wheels: Path, target: Path) -> list[str]:
-    """pip-install every wheel in ``wheels`` into ``target`` (offline, no dependencies); their names."""
-    files = sorted(wheels.glob("*.whl"))
-    if not files:
-        return []
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
-                    "--no-cache-dir", "--disable-pip-version-check", "--target", str(target), *map(str, files)],
-                   check=True)
-    return [f.name for f in files]
-
-
-def verify_pack(folder: Path) -> list[str]:
-    """Files of the pack missing or different from its manifest (empty: it is intact)."""
-    info = json.loads((folder / pack.MANIFEST).read_text(encoding="utf-8"))
-    problems = []
-    for f in info["files"]:
-        path = folder / f["path"]
-        if not path.is_file() or path.stat().st_size != f["bytes"] or pack.sha256(path) != f["sha256"]:
-            problems.append(f["path"])
-    return problems
-
-
-def child_env(site: Path | None, cache: Path, smoke: bool) -> dict[str, str]:
-    """The environment of every child: the installed wheels and src/ first, offline, quiet."""
-    paths = ([str(site)] if site else []) + [str(REPO / "src")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "MOVPRUNE_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
-           "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
-    if smoke:
-        env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    else:
-        env.setdefault("OMP_NUM_THREADS", "2")
-    return env
-
-
-def versions() -> dict[str, str | None]:
-    """Installed versions of :data:`PACKAGES` as this process sees them (None: absent)."""
-    from importlib import metadata
-
-    importlib.invalidate_caches()
-    found: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def float32_minilm(packed: Path, to: Path) -> None:
-    """The packed float16 MiniLM as a float32 model folder (training loads the weights' own dtype)."""
-    from safetensors.torch import load_file, save_file
-
-    to.mkdir(parents=True)
-    weights = load_file(str(packed / "model.safetensors"))
-    save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()},
-              str(to / "model.safetensors"), metadata={"format": "pt"})
-    for f in pack.MODEL_FILES:
-        shutil.copy2(packed / f, to / f)
-
-
-def tiny_model(tokenizer_dir: Path, to: Path) -> None:
-    """A random tiny BERT (movprune's tiny-random-bert config, seed 0) with ``tokenizer_dir``'s tokenizer."""
-    import torch
-    from transformers import AutoModel
-
-    from movprune.models import tiny_bert_config
-
-    torch.manual_seed(0)
-    AutoModel.from_config(tiny_bert_config()).save_pretrained(to)
-    for f in pack.MODEL_FILES:
-        if f != "config.json":
-            shutil.copy2(tokenizer_dir / f, to / f)
-
-
-def unpack_sst2(packed: Path, to: Path) -> int:
-    """The packed SST-2 files, decompressed into ``to/SST-2``; returns the training rows."""
-    (to / "SST-2").mkdir(parents=True)
-    for f in pack.SST2_FILES:
-        with gzip.open(packed / f"{f}.gz", "rb") as src, open(to / "SST-2" / f, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return train_rows(to)
-
-
-def train_rows(glue: Path) -> int:
-    """Rows of ``glue/SST-2/train.tsv`` (its header aside)."""
-    with open(glue / "SST-2" / "train.tsv", encoding="utf-8") as f:
-        return sum(1 for _ in f) - 1
-
-
 def empty_part(budget: float, **fields: Any) -> dict:
     """A part's record before (or instead of) running it."""
     return {"status": "ok", "seconds": 0.0, "budget_seconds": budget, "skipped_for_time": [], "error": None, **fields}
-
-
-def curve(run_dir: Path) -> list[dict]:
-    """The evaluations a run logged (step, accuracy, remaining %), the final one included."""
-    path = run_dir / "metrics.jsonl"
-    points = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut by SIGKILL
-            if "eval" in rec:
-                points.append({"step": rec["step"], "accuracy": rec["eval"].get("accuracy"),
-                               "remaining_pct": rec.get("remaining_pct")})
-    return points
-
-
-class MiniLMRuns:
-    """The MiniLM runs as concurrent ``python -m movprune run`` processes, at most ``parallel`` at once."""
-
-    def __init__(self, specs: list[dict], env: dict[str, str], parallel: int, log: Log):
-        self.queue, self.env, self.parallel, self.log = list(specs), env, parallel, log
-        self.running: list[tuple[dict, subprocess.Popen, Any, float]] = []
-        self.done: list[dict] = []
-
-    def _start(self, spec: dict) -> None:
-        out = open(spec["log"], "w", encoding="utf-8")
-        proc = subprocess.Popen(spec["command"], cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.log(f"minilm_sst2: started {spec['label']} (pid {proc.pid}): {' '.join(spec['command'][3:6])} ...")
-        self.running.append((spec, proc, out, time.time()))
-
-    def poll(self, deadline: float) -> bool:
-        """Start what fits, collect what ended; False once nothing is left to run or wait for."""
-        while self.queue and len(self.running) < self.parallel and time.time() < deadline:
-            self._start(self.queue.pop(0))
-        for item in list(self.running):
-            spec, proc, out, started = item
-            if proc.poll() is not None:
-                out.close()
-                self.running.remove(item)
-                self.done.append(self._entry(spec, proc.returncode, time.time() - started, stopped=False))
-        return bool(self.queue or self.running)
-
-    def stop(self, grace: float) -> None:
-        """SIGTERM the runs still going (each saves a checkpoint), SIGKILL them after ``grace`` s;
-        list the ones never started as skipped."""
-        for spec, proc, _, _ in self.running:
-            self.log(f"minilm_sst2: time is up, SIGTERM to {spec['label']} (pid {proc.pid})")
-            proc.send_signal(signal.SIGTERM)
-        end = time.time() + grace
-        for spec, proc, out, started in self.running:
-            try:
-                proc.wait(timeout=max(0.1, end - time.time()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            out.close()
-            self.done.append(self._entry(spec, proc.returncode, time.time() - started, stopped=True))
-        self.running.clear()
-        for spec in self.queue:
-            self.done.append({**self._base(spec), "status": "skipped_for_time", "error": None, "steps_done": None,
-                              "accuracy": None, "remaining_pct": None, "seconds": None, "curve": []})
-        self.queue.clear()
-
-    @staticmethod
-    def _base(spec: dict) -> dict:
-        return {k: spec[k] for k in ("label", "method", "epochs", "steps_planned")}
-
-    def _entry(self, spec: dict, code: int, seconds: float, stopped: bool) -> dict:
-        run_dir = Path(spec["run_dir"])
-        points = curve(run_dir)
-        entry = {**self._base(spec), "status": "ok", "error": None, "seconds": round(seconds, 1), "curve": points,
-                 "steps_done": points[-1]["step"] if points else None, "accuracy": None, "remaining_pct": None}
-        result = run_dir / "result.json"
-        if code == 0 and result.exists():
-            data = json.loads(result.read_text(encoding="utf-8"))
-            entry.update(accuracy=data["metrics"].get("accuracy"), remaining_pct=data["remaining_pct"],
-                         steps_done=data["steps"], train_seconds=data["train_seconds"],
-                         warnings=data.get("warnings", []))
-        elif stopped:
-            entry.update(status="skipped_for_time", error=f"stopped at the deadline (exit {code}) after "
-                         f"{entry['steps_done'] or 0} evaluated steps; its last evaluation is in 'curve'")
-            if points:
-                entry.update(accuracy=points[-1]["accuracy"], remaining_pct=points[-1]["remaining_pct"])
-        else:
-            entry.update(status="error", error=f"exit {code}: {tail(Path(spec['log']))}")
-        self.log(f"minilm_sst2: {spec['label']} {entry['status']} in {entry['seconds']} s: accuracy "
-                 f"{entry['accuracy']}, remaining {entry['remaining_pct']}, steps {entry['steps_done']}")
-        self.log.attach(f"minilm_sst2 {spec['label']}", Path(spec["log"]), lines=60)
-        return entry
-
-
-def minilm_specs(mode: Mode, args, work: Path, model: Path, data: Path, rows: int) -> list[dict]:
-    """The MiniLM runs' commands (python -m movprune run with overrides of the shipped SST-2 recipe)."""
-    runs = {label: spec for label, spec in MINILM_RUNS.items() if label in mode.minilm_labels}
-    if args.long_epochs > 1 and LONG_LABEL in mode.minilm_labels:
-        runs[LONG_LABEL] = ("movement", args.long_epochs, [])
-    specs = []
-    per_epoch = math.ceil(rows / 32)
-    for label, (method, epochs, extra) in runs.items():
-        name = f"gpu-{label}-10"
-        if mode.smoke:  # a few steps each (the long one twice as many) on the fixtures
-            steps = 6 * (2 if label == LONG_LABEL else 1)
-            budget = [f"train.max_steps={steps}", "train.eval_every_steps=3", "train.batch_size=16",
-                      "train.max_seq_length=32"]
-        else:
-            steps = math.ceil(epochs * per_epoch)
-            budget = ["train.max_steps=null", f"train.epochs={epochs}", "train.eval_every_steps=500",
-                      "train.log_every_steps=50"]
-        overrides = [f"name={name}", f"model={model}", f"data_dir={data}", f"output_dir={work / 'minilm-runs'}",
-                     f"pruner.method={method}", "pruner.remaining_pct=10", *budget, *extra]
-        specs.append({"label": label, "method": method, "epochs": None if mode.smoke else float(epochs),
-                      "steps_planned": steps, "run_dir": str(work / "minilm-runs" / name),
-                      "log": str(work / f"minilm-{label}.log"),
-                      "command": [sys.executable, "-m", "movprune", "run", str(BASE_RECIPE), *overrides]})
-    return specs
 
 
 def summarise(report: dict) -> dict:
@@ -462,7 +239,8 @@ def main(argv: list[str]) -> int:
     # 2 and 3. The checks in one child while the MiniLM runs share the device.
     runs_deadline = deadline - mode.reserve
     parts["minilm_sst2"]["budget_seconds"] = round(max(0.0, runs_deadline - time.time()), 1)
-    minilm = MiniLMRuns(minilm_specs(mode, args, work, tiny if mode.smoke else work / "minilm", glue, rows), env,
+    minilm = MiniLMRuns(minilm_specs(mode.smoke, mode.minilm_labels, args.long_epochs, work,
+                                     tiny if mode.smoke else work / "minilm", glue, rows), env,
                         mode.parallel, log)
     t_runs = time.time()
     checks_json = work / "checks.json"
