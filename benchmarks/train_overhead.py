@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train_overhead.py --out train_overhead.json
 
 One process holds a model, pruner and optimizer per method (MiniLM by default; dense, magnitude,
-movement, global movement, soft movement, L0) and times full training steps (``pruner.step``,
+movement, global movement, soft movement, L0, sensitivity) and times full training steps (``pruner.step``,
 forward, penalty, backward, gradient clipping, AdamW step, ``after_optimizer_step``) on a fixed
 batch of 32 random token sequences of length 64, in fp32 and under bf16 autocast. Methods are
 interleaved: every round runs each method for ``--steps`` steps, the order rotating between rounds,

@@ -257,6 +257,10 @@ def main(argv: list[str]) -> int:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    import torch
+    from accelerate import PartialState
+
+    device = str(PartialState().device)  # where the runs train: accelerate's choice, as in every run
     budgets = dict(zip(PARTS, (float(b) for b in args.budgets.split(","))))
     results: dict[str, dict] = {}
 
@@ -275,6 +279,10 @@ def main(argv: list[str]) -> int:
         except Exception as e:
             part.update(status="error", error=error_text(e))
         part["seconds"] = round(time.time() - start, 2)
+        part["device"] = device
+        if torch.cuda.is_available():  # evidence that the runs used the GPU
+            part["cuda_peak_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            torch.cuda.reset_peak_memory_stats()
         conclude(part, part.get("runs", part.get("formats", [])))
         save()
     return 0
