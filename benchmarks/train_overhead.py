@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train_overhead.py --out train_overhead.json
 
 One process holds a model, pruner and optimizer per method (MiniLM by default; dense, magnitude,
-movement, global movement, soft movement, L0) and times full training steps (``pruner.step``,
+movement, global movement, soft movement, L0, sensitivity) and times full training steps (``pruner.step``,
 forward, penalty, backward, gradient clipping, AdamW step, ``after_optimizer_step``) on a fixed
 batch of 32 random token sequences of length 64, in fp32 and under bf16 autocast. Methods are
 interleaved: every round runs each method for ``--steps`` steps, the order rotating between rounds,
@@ -17,6 +17,13 @@ would then take its slow path (``--score-spread 0`` times that state). Prints JS
 to --out).
 
     .venv/bin/python benchmarks/train_overhead.py --threads 1,2 --out train_overhead.json
+
+``--random-encoder bert-base`` times a randomly initialised BERT-base-sized encoder instead (12 layers,
+hidden 768; no weights needed; ``tiny``: 2 layers, hidden 64), and ``--device cuda`` runs on the GPU
+(bf16 autocast on that device; each method's optimizer groups report whether they use the fused AdamW
+kernel). On a GPU, at batch 32 x 128:
+
+    python3 benchmarks/train_overhead.py --random-encoder bert-base --device cuda --seq-length 128
 """
 
 from __future__ import annotations
@@ -38,15 +45,29 @@ METHODS = {  # label -> PrunerConfig fields
     "movement_global": {"method": "movement", "remaining_pct": 10, "scope": "global"},
     "soft_movement": {"method": "soft_movement", "remaining_pct": 10},
     "l0": {"method": "l0", "remaining_pct": 10},
+    "sensitivity": {"method": "sensitivity", "remaining_pct": 10},
 }
 #: Schedule length the pruners believe in; timing starts mid-ramp.
 TOTAL_STEPS = 1000
 START_STEP = 450
 
 
-def build(label: str, fields: dict, model_spec: str, seed: int, score_spread: float = 0.0):
+def random_encoder(size: str):
+    """A random BERT of ``size``: ``bert-base`` (transformers' BertConfig defaults: 12 layers,
+    hidden 768, 12 heads, FFN 3072, vocabulary 30522) or ``tiny`` (movprune's tiny-random-bert)."""
+    from transformers import BertConfig
+
+    from movprune.models import ResolvedModel, tiny_bert_config
+
+    config = BertConfig() if size == "bert-base" else tiny_bert_config()
+    return ResolvedModel(f"random-{size}", None, "", config=config, model_type="bert")
+
+
+def build(label: str, fields: dict, model_spec: str, seed: int, score_spread: float = 0.0,
+          random_size: str | None = None, device: str = "cpu"):
     """(model, pruner, optimizer) for one method, built as the training loop builds them, its
-    learned scores (if any) moved by normal noise of std ``score_spread``."""
+    learned scores (if any) moved by normal noise of std ``score_spread``; the model moves to
+    ``device`` before the optimizer is built."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -57,7 +78,8 @@ def build(label: str, fields: dict, model_spec: str, seed: int, score_spread: fl
 
     config = pruners.pruner_config(**fields)
     torch.manual_seed(seed)
-    model = resolve_model(model_spec).instantiate(AutoModelForSequenceClassification, num_labels=2)
+    resolved = random_encoder(random_size) if random_size else resolve_model(model_spec)
+    model = resolved.instantiate(AutoModelForSequenceClassification, num_labels=2)
     model.base_model.embeddings.requires_grad_(False)
     pruner = pruners.build_pruner(config, TOTAL_STEPS)
     pruner.attach(model)
@@ -67,9 +89,12 @@ def build(label: str, fields: dict, model_spec: str, seed: int, score_spread: fl
             for group in pruner.parameter_groups():
                 for scores in group["params"]:
                     scores.add_(torch.randn(scores.shape, generator=gen), alpha=score_spread)
+    model.to(device)
     optimizer = build_optimizer(model, pruner, TrainConfig(lr=1e-4))
     model.train()
-    return {"label": label, "model": model, "pruner": pruner, "optimizer": optimizer, "step": START_STEP}
+    fused = [g.get("name", "?") for g in optimizer.param_groups if g.get("fused")]
+    return {"label": label, "model": model, "pruner": pruner, "optimizer": optimizer, "step": START_STEP,
+            "device": device, "fused_groups": fused}
 
 
 def timed_step(run: dict, batch: dict, bf16: bool) -> float:
@@ -82,7 +107,7 @@ def timed_step(run: dict, batch: dict, bf16: bool) -> float:
     start = time.perf_counter()
     parts = train_step(run["model"], batch, run["step"], pruner=run["pruner"], optimizer=run["optimizer"],
                        max_grad_norm=1.0,
-                       autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16))
+                       autocast=lambda: torch.autocast(run["device"], dtype=torch.bfloat16, enabled=bf16))
     float(parts["loss"])
     run["step"] += 1
     return time.perf_counter() - start
@@ -107,6 +132,9 @@ def measure(runs: list[dict], batch: dict, precisions: list[str], args) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm-l6")
+    parser.add_argument("--random-encoder", choices=("bert-base", "tiny"),
+                        help="time a randomly initialised BERT of this size instead of --model")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-length", type=int, default=64)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated labels")
@@ -139,7 +167,9 @@ def main() -> None:
     batch = {"input_ids": torch.randint(1000, 29000, (args.batch_size, args.seq_length), generator=gen),
              "attention_mask": torch.ones(args.batch_size, args.seq_length, dtype=torch.long),
              "labels": torch.randint(0, 2, (args.batch_size,), generator=gen)}
-    runs = [build(label, METHODS[label], args.model, seed=0, score_spread=args.score_spread) for label in labels]
+    batch = {k: v.to(args.device) for k, v in batch.items()}
+    runs = [build(label, METHODS[label], args.model, seed=0, score_spread=args.score_spread,
+                  random_size=args.random_encoder, device=args.device) for label in labels]
     results: dict[str, dict[str, dict]] = {}
     loads: dict[str, list[float]] = {}
     for threads in thread_counts:
@@ -158,7 +188,9 @@ def main() -> None:
                         "min_step_seconds": round(min(ts), 4), "timed_steps": len(ts)}
                 for label, ts in by_label.items()}
     report = {
-        "benchmark": "train_overhead", "model": args.model, "batch_size": args.batch_size,
+        "benchmark": "train_overhead", "model": f"random-{args.random_encoder}" if args.random_encoder else args.model,
+        "device": args.device, "batch_size": args.batch_size,
+        "fused_adamw_groups": {r["label"]: r["fused_groups"] for r in runs},
         "seq_length": args.seq_length, "steps_per_round": args.steps, "rounds": args.repeats,
         "score_spread": args.score_spread,
         "threads": thread_counts, "schedule": f"from step {START_STEP} of a {TOTAL_STEPS}-step schedule (mid-ramp)",
@@ -168,6 +200,7 @@ def main() -> None:
         "load_average_after_each_thread_count": loads,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
                     "load_average_start": [round(x, 2) for x in load_start],
                     "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         "wall_seconds": round(time.perf_counter() - wall_start, 1),

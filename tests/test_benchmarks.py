@@ -11,5 +11,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_no_benchmark_script_shadows_an_installed_module():
-    shadowing = [p.name for p in BENCHMARKS.glob("*.py") if importlib.util.find_spec(p.stem) is not None]
+    # Scripts and packages alike (benchmarks/gpu_check/ is importable as gpu_check from a script).
+    names = [p for p in BENCHMARKS.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()]
+    shadowing = [p.name for p in names if importlib.util.find_spec(p.stem) is not None]
     assert not shadowing, f"rename these benchmark scripts, they hide installed modules: {shadowing}"
