@@ -19,7 +19,7 @@ LAYER = {
     "cli": 6, "__main__": 6,
     "experiments": 5, "export": 5,
     "training": 4,
-    "recipe": 3,
+    "recipe": 3, "identity": 3,
     "pruners": 2, "tasks": 2,
     "results": 1, "models": 1, "run_folder": 1,
     "errors": 0, "io": 0, "schema": 0, "data": 0, "suggest": 0, "distributed": 0, "__init__": 0,
