@@ -44,7 +44,8 @@ def card_metadata(result: dict[str, Any], recipe: dict[str, Any], fmt: str) -> d
     dataset = task.hub_dataset() if task is not None else None
     method = str(result.get("pruner"))
     metrics = result.get("metrics") or {}
-    eval_split = recipe.get("eval_split") or (task.default_eval_splits()[0][0] if task else "validation")
+    eval_split = task.evaluation_splits(recipe.get("eval_split"))[0][0] if task else (
+        recipe.get("eval_split") or "validation")
     pipeline_tag = _PIPELINE_TAGS.get(family or "")
     evals = []
     if dataset is not None and pipeline_tag:
