@@ -27,7 +27,7 @@ from movprune.experiments.compare.table import (
     level_label,
     value_text,
 )
-from movprune.experiments.compare.variants import hashable, run_settings, split_by_settings
+from movprune.experiments.compare.variants import BUDGET_KEYS, hashable, run_settings, split_by_settings
 
 
 def _shown_path(text: str) -> str:
@@ -146,13 +146,19 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False, rows
                                 ordered, warnings, row_axis=rows, column_axis=columns)
         comparison.warnings.extend(
             f"{comparison.title}: runs differ in settings, so their numbers may not be comparable: {line}"
-            for line in setting_differences(runs, laid_out=(rows, columns)))
+            for line in setting_differences(runs, laid_out=_laid_out(rows, columns)))
         for row in ordered:
             _mark_best(row, comparison.headline)
             if reference:
                 row.paper = paper_at(reference, task, teacher is not None, row.value, metric_names)
         comparisons.append(comparison)
     return comparisons
+
+
+def _laid_out(rows: str, columns: str) -> set[str]:
+    """The keys a table's axes show (a budget key shows the effective ``steps`` too)."""
+    keys = {rows, columns}
+    return keys | ({"steps"} if keys & set(BUDGET_KEYS) else set())
 
 
 def _row_text(axis: str, value: Any) -> str:
@@ -176,7 +182,7 @@ def _cells_by_settings(task: str, runs: Sequence[dict[str, Any]], rows: str, col
         method = pruners.variant_label(results.pruner_label(r), r.get("pruner_config"))
         axes = () if columns == METHOD else ((columns, _coordinate(r, columns)),)
         by_coordinates.setdefault((_coordinate(r, rows), Column(method, axes)), []).append(r)
-    ignore = {"seed", rows, columns} | ({"pruner.remaining_pct"} if LEVEL in (rows, columns) else set())
+    ignore = {"seed"} | _laid_out(rows, columns) | ({"pruner.remaining_pct"} if LEVEL in (rows, columns) else set())
     by_cell: dict[tuple[Any, Column], list[dict[str, Any]]] = {}
     warnings = []
     for (value, column), cell_runs in by_coordinates.items():

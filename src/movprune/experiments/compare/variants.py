@@ -20,6 +20,8 @@ NOT_SETTINGS = frozenset({"seed", "pruner.remaining_pct"})
 #: Effective settings recorded in ``result.json`` rather than in the recipe.
 FROM_RESULT = ("steps", "num_processes")
 
+#: Recipe keys that set the effective ``steps``.
+BUDGET_KEYS = ("train.max_steps", "train.epochs")
 #: The columns' extra axes of a group: ``(key, value)`` pairs; None when its settings are unknown.
 Axes = tuple[tuple[str, Any], ...]
 
@@ -71,6 +73,8 @@ def split_by_settings(runs: Sequence[dict[str, Any]], ignore: Iterable[str] = NO
         return [], [((), list(runs))]
     known = [s for s, _ in groups.values() if s is not None]
     differing = sorted(identity.setting_differences({str(i): s for i, s in enumerate(known)}))
+    if "steps" in differing and any(k in differing for k in BUDGET_KEYS):
+        differing.remove("steps")  # the budget key says it (the groups stay apart by steps too)
     out: list[tuple[Axes | None, list[dict[str, Any]]]] = [
         (None if s is None else tuple((k, hashable(s.get(k))) for k in differing), members)
         for s, members in groups.values()]
