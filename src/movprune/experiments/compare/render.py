@@ -81,8 +81,13 @@ def row_header(comparison: Comparison) -> str:
 
 def footnotes(comparison: Comparison) -> list[str]:
     """What the :data:`WARNING_MARK` of a cell refers to: its runs' warnings, one per line."""
-    return [f"{WARNING_MARK} {column_header(comparison, c)} at {row.label}: {w}" for row in comparison.rows
+    return [f"{WARNING_MARK} {column_header(comparison, c)} at {row_text(row)}: {w}" for row in comparison.rows
             for c, cell in row.cells.items() for w in cell.warnings]
+
+
+def row_text(row: Row) -> str:
+    """A row named in a sentence: ``"10% remaining (90% sparse)"``, ``"train.max_steps=300"``."""
+    return row.label if row.axis == LEVEL else f"{row.axis}={row.label}"
 
 
 def metrics_caption(comparison: Comparison) -> str:
