@@ -1,9 +1,9 @@
 """The package's layers: every import of a movprune module points to the same layer or below.
 
-Layers, top to bottom (docs/development.md): cli; experiments and export; training; recipe; pruners and tasks
-(which never import each other); results, run_folder and models; the bottom (errors, io, schema,
-...). A new module gets its layer here, so that an upward import fails this test instead of growing
-a cycle.
+Layers, top to bottom (docs/development.md): cli; experiments and export; training; recipe and
+identity; pruners and tasks (which never import each other); results, run_folder and models; the
+bottom (errors, io, schema, ...). A new module gets its layer here, so that an upward import fails
+this test instead of growing a cycle.
 """
 
 from __future__ import annotations

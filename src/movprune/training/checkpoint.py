@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from movprune import identity, results
@@ -79,13 +77,12 @@ def check_same_recipe(run_dir: str | Path, recipe: Recipe) -> None:
     """Raise :class:`RecipeError` naming every key that changes the numbers (:mod:`movprune.identity`)
     whose value differs from the recipe the run in ``run_dir`` started with; output and operational
     keys (where results go, checkpointing, logging, trackers, mid-run evaluations) may change."""
-    path = Path(run_dir) / results.RECIPE_FILE
-    source = str(path)
+    source = str(Path(run_dir) / results.RECIPE_FILE)
     try:
-        started = Recipe.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError, TypeError) as e:
-        raise RecipeError(source, [f"cannot read the recipe this run started with ({e}); start over "
-                                   "with --force"]) from None
+        started = identity.load_saved_recipe(run_dir)
+    except RecipeError as e:
+        raise RecipeError(source, [f"cannot read the recipe this run started with ({'; '.join(e.problems)}); "
+                                   "start over with --force"]) from None
     changed = identity.same_experiment(started, recipe)
     if changed:
         old, new = identity.settings(started), identity.settings(recipe)
