@@ -173,3 +173,21 @@ def test_two_seeds_differing_only_in_an_operational_key_share_a_compare_column(t
     (comp,) = build_comparisons(scan_runs([root]).results)
     assert comp.columns == [Column("movement", (("train.lr", 3e-05),)), Column("movement", (("train.lr", 0.0001),))]
     assert comp.rows[0].cells[comp.columns[0]].seeds == [1, 2]
+
+
+def test_a_sweep_skips_a_finished_run_that_differs_only_in_operational_keys(tmp_path, finished_run):
+    import shutil
+
+    from movprune.experiments import sweep
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tmp_path / "results")))
+    (planned,) = sweep.plan_sweep(recipe, remaining_pcts=[10], methods=["movement"], seeds=[0])
+    shutil.copytree(finished_run, planned.run_dir)
+    saved = planned.recipe
+    for key, value in OPERATIONAL_CHANGES.items():
+        saved = _changed(saved, key, value)
+    (planned.run_dir / "recipe.yaml").write_text(saved.to_yaml())
+    assert sweep.recipe_differences(planned) == []
+    (planned.run_dir / "recipe.yaml").write_text(_changed(saved, "train.eval_batch_size", 8).to_yaml())
+    assert sweep.recipe_differences(planned) == ["train.eval_batch_size: 8 -> 64"]
