@@ -8,11 +8,13 @@ as ``train.save_every_steps`` are not settings) plus the effective budget from `
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-from movprune import identity
+from movprune import identity, results
 
 #: Keys a cell does not split on by default: the seed (the axis a cell averages over) and the
 #: remaining-weights level (the comparison's row).
@@ -33,13 +35,28 @@ def saved_recipe(result: dict[str, Any]) -> dict[str, Any] | None:
     return None if run_dir is None else identity.saved_recipe_or_none(run_dir)
 
 
+@functools.lru_cache(maxsize=4096)
+def _recipe_settings(run_dir: str, stamp: tuple[int, int]) -> str | None:
+    """The settings of a run folder's ``recipe.yaml`` as JSON, remembered per file version
+    (``stamp``: size and modification time): a comparison asks for each run's several times."""
+    recipe = identity.saved_recipe_or_none(run_dir)
+    return None if recipe is None else json.dumps(identity.settings(recipe), default=str)
+
+
 def run_settings(result: dict[str, Any]) -> dict[str, Any] | None:
     """Every setting of a run that changes its numbers, as ``{"train.lr": 3e-05, ...}``, with the
     effective :data:`FROM_RESULT` values; None when its ``recipe.yaml`` is missing or unreadable."""
-    recipe = saved_recipe(result)
-    if recipe is None:
+    run_dir = result.get("run_dir")
+    if run_dir is None:
         return None
-    settings = identity.settings(recipe)
+    try:
+        st = (Path(run_dir) / results.RECIPE_FILE).stat()
+    except OSError:
+        return None
+    text = _recipe_settings(str(run_dir), (st.st_size, st.st_mtime_ns))
+    if text is None:
+        return None
+    settings = json.loads(text)
     settings.update({key: result.get(key) for key in FROM_RESULT})
     return settings
 
