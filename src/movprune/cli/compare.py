@@ -55,7 +55,8 @@ def compare_command(
         "--format", "-f", help="table (Rich), markdown, csv (long format), json or latex.")] = Format.table,
     plot: Annotated[Path | None, typer.Option(
         "--plot", metavar="FILE.png",
-        help="Also draw the headline metric against remaining weights (log axis), a line per pruner.")] = None,
+        help="Also draw the headline metric against remaining weights (log axis; or against --x), a line per "
+             "pruner.")] = None,
     plot_speed: Annotated[Path | None, typer.Option(
         "--plot-speed", metavar="FILE.png",
         help="Also draw the headline metric against measured speed-up (needs --speed), a line per "
@@ -78,6 +79,8 @@ def compare_command(
     """Compare finished runs like the paper's Table 2: a row per remaining-weights level (3 = 3% of the encoder weights kept, 97% sparse), a column per pruner, cells = the task's metrics as mean ± std over seeds, best per row in bold.
 
     Runs are grouped into one table per task, model and distillation teacher. Unfinished or corrupt run folders are skipped with a warning.
+
+    Any recipe key a sweep varied (--grid) can be the rows (--rows train.max_steps), part of the columns (--columns pruner.pattern) or the plot's x (--x train.max_steps).
     """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
     with reported_errors():
         from movprune.experiments import compare
@@ -89,7 +92,7 @@ def compare_command(
             fail(f"no finished runs (folders with result.json) under {', '.join(map(str, dirs))}")
         rows, columns = compare.check_axes(rows, columns)
         if x is not None:
-            compare.check_axes(x, compare.METHOD)
+            x = compare.check_axes(x, columns, row_option="--x")[0]
         comparisons = compare.build_comparisons(scan.results, paper=paper, rows=rows, columns=columns)
         for comp in comparisons:
             for warning in comp.warnings:
@@ -112,8 +115,8 @@ def compare_command(
                       Format.json: compare.to_json, Format.latex: compare.to_latex}[fmt]
             out.print(render(comparisons, paper), end="", markup=False, highlight=False, soft_wrap=True)
         if plot is not None:
-            drawn = comparisons if x is None or compare.check_axes(x)[0] == rows else compare.build_comparisons(
-                scan.results, paper=paper, rows=x)
+            drawn = comparisons if x is None or x == rows else compare.build_comparisons(
+                scan.results, paper=paper, rows=x, columns=columns)
             written = compare.plot(drawn, plot, paper=paper)
             err.print(f"[green]plot[/] → {written}", highlight=False)
         if plot_speed is not None:

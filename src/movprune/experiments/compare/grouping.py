@@ -75,18 +75,15 @@ def _column_order(columns: Iterable[Column]) -> list[Column]:
                                                [(k, _sort_value(v)) for k, v in c.axes]))
 
 
-def check_axes(rows: str = LEVEL, columns: str = METHOD) -> tuple[str, str]:
+def check_axes(rows: str = LEVEL, columns: str = METHOD, row_option: str = "--rows") -> tuple[str, str]:
     """The row and column axes as :func:`build_comparisons` takes them (``pruner.remaining_pct`` is
     :data:`LEVEL`, ``pruner.method`` :data:`METHOD`); raises :class:`MovpruneError` for a key that
-    is not a setting or for the same axis twice."""
+    is not a setting or for the same axis twice (``row_option`` names the rows' option in it)."""
     aliases = {"pruner.remaining_pct": LEVEL, "pruner.method": METHOD}
     rows, columns = aliases.get(rows, rows), aliases.get(columns, columns)
     problems = []
-    for option, key in (("--rows", rows), ("--columns", columns)):
+    for option, key in ((row_option, rows), ("--columns", columns)):
         if key in (LEVEL, METHOD):
-            continue
-        if option == "--rows" and key == METHOD:
-            problems.append("--rows method: the method is always part of a column; lay another key out as rows")
             continue
         kind = identity.kind_of(key)
         if kind is None or kind in ("output", "operational") or key == "seed":
@@ -94,9 +91,9 @@ def check_axes(rows: str = LEVEL, columns: str = METHOD) -> tuple[str, str]:
             problems.append(f"{option} {key}: {why}; give '{LEVEL}', '{METHOD}' or a recipe key that changes "
                             "the numbers (e.g. train.max_steps)")
     if rows == METHOD:
-        problems.append("--rows method: the method is always part of a column; lay another key out as rows")
+        problems.append(f"{row_option} method: the method is always part of a column; give another axis")
     if rows == columns and not problems:
-        problems.append(f"--rows and --columns are both {rows}: give two different axes")
+        problems.append(f"{row_option} and --columns are both {rows}: give two different axes")
     if problems:
         raise MovpruneError("; ".join(dict.fromkeys(problems)))
     return rows, columns
