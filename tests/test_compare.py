@@ -158,7 +158,7 @@ def handmade(tmp_path) -> Path:
 
 
 def test_tables_group_by_task_model_and_distillation_with_the_best_per_row_in_bold(handmade):
-    from movprune.experiments.compare import build_comparisons, scan_runs, to_latex, to_markdown
+    from movprune.experiments.compare import Column, build_comparisons, scan_runs, to_latex, to_markdown
 
     scan = scan_runs([handmade])
     assert scan.warnings == [] and len(scan.results) == 12
@@ -166,16 +166,17 @@ def test_tables_group_by_task_model_and_distillation_with_the_best_per_row_in_bo
     assert [(c.task, c.distill_teacher) for c in comps] == [("mnli", None), ("mnli", "results/teacher/model"),
                                                             ("sst2", None)]
     mnli = comps[0]
-    assert mnli.metric_names == ["accuracy", "accuracy_mm"] and mnli.pruners == ["none", "magnitude", "movement"]
+    assert mnli.metric_names == ["accuracy", "accuracy_mm"]
+    assert mnli.columns == [Column("none"), Column("magnitude"), Column("movement")]
     assert [r.remaining_pct for r in mnli.rows] == [100, 10, 3]
     assert [r.label for r in mnli.rows] == ["100% (dense)", "10% remaining (90% sparse)",
                                             "3% remaining (97% sparse)"]
     ten = mnli.rows[1].cells
-    assert ten["magnitude"].metrics["accuracy"].mean == 71.0
-    assert ten["magnitude"].metrics["accuracy"].std == pytest.approx(2 ** 0.5)
-    assert ten["movement"].metrics["accuracy_mm"].mean == 76.5
-    assert [p for p, c in ten.items() if c.best] == ["movement"]
-    assert not mnli.rows[0].cells["none"].best  # alone in its row
+    assert ten[Column("magnitude")].metrics["accuracy"].mean == 71.0
+    assert ten[Column("magnitude")].metrics["accuracy"].std == pytest.approx(2 ** 0.5)
+    assert ten[Column("movement")].metrics["accuracy_mm"].mean == 76.5
+    assert [p for p, c in ten.items() if c.best] == [Column("movement")]
+    assert not mnli.rows[0].cells[Column("none")].best  # alone in its row
 
     markdown = to_markdown(comps)
     assert "| remaining weights | dense (none) | magnitude | movement |" in markdown
@@ -304,7 +305,8 @@ def test_runs_differing_in_more_than_the_seed_never_share_a_cell(tmp_path):
     res = CliRunner().invoke(app, ["compare", str(root), "--format", "json"])
     assert res.exit_code == 0, res.output
     (table,) = json.loads(res.stdout)
-    assert table["pruners"] == ["movement [train.lr=0.0001]", "movement [train.lr=3e-05]"]
+    # Typed columns sort by value (3e-05 before 0.0001), not by their text.
+    assert table["pruners"] == ["movement [train.lr=3e-05]", "movement [train.lr=0.0001]"]
     cells = table["rows"][0]["cells"]
     assert cells["movement [train.lr=0.0001]"]["metrics"]["accuracy"] == {"mean": 80.0, "std": None, "n": 1}
     assert cells["movement [train.lr=3e-05]"]["metrics"]["accuracy"] == {"mean": 70.0, "std": None, "n": 1}

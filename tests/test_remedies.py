@@ -246,10 +246,10 @@ def test_compare_gives_each_remedy_its_own_column(tmp_path):
     write("mag", "magnitude", 76.8)
     scan = scan_runs([tmp_path])
     (comparison,) = build_comparisons(scan.results)
-    assert comparison.pruners == ["magnitude", "movement", "movement+bias_correction",
-                                  "movement+magnitude_init", "sensitivity"]
+    assert [c.method for c in comparison.columns] == ["magnitude", "movement", "movement+bias_correction",
+                                                      "movement+magnitude_init", "sensitivity"]
     cells = comparison.rows[0].cells
-    assert {p: c.metrics["accuracy"].mean for p, c in cells.items()} == {
+    assert {p.method: c.metrics["accuracy"].mean for p, c in cells.items()} == {
         "magnitude": 76.8, "movement": 50.9, "movement+bias_correction": 54.6,
         "movement+magnitude_init": 78.0, "sensitivity": 77.8}
     assert comparison.warnings == []  # no "several runs with seed 42" averaging

@@ -29,14 +29,14 @@ def rich_table(comparison, paper: bool) -> Table:
     from movprune.experiments import compare
 
     caption = compare.metrics_caption(comparison)
-    if comparison.footnotes:
+    if compare.footnotes(comparison):
         caption += f"; {compare.WARNING_MARK}: a run of the cell has warnings (listed below)"
-    if paper and comparison.paper_pruners():
+    if paper and comparison.paper_columns():
         caption += "; cyan: the paper's BERT-base numbers (Sanh et al. 2020)"
     table = Table(title=comparison.title, title_justify="left", caption=caption, caption_justify="left")
-    table.add_column("remaining weights", no_wrap=True)
-    for pruner in comparison.pruners:
-        table.add_column(compare.pruner_header(comparison, pruner), justify="right")
+    table.add_column(compare.row_header(comparison), no_wrap=True)
+    for column in comparison.columns:
+        table.add_column(compare.column_header(comparison, column), justify="right")
     for row, shown in compare.shown_rows(comparison, paper):
         cells: list[Text] = []
         for c in shown:
@@ -55,7 +55,8 @@ def compare_command(
         "--format", "-f", help="table (Rich), markdown, csv (long format), json or latex.")] = Format.table,
     plot: Annotated[Path | None, typer.Option(
         "--plot", metavar="FILE.png",
-        help="Also draw the headline metric against remaining weights (log axis), a line per pruner.")] = None,
+        help="Also draw the headline metric against remaining weights (log axis; or against --x), a line per "
+             "pruner.")] = None,
     plot_speed: Annotated[Path | None, typer.Option(
         "--plot-speed", metavar="FILE.png",
         help="Also draw the headline metric against measured speed-up (needs --speed), a line per "
@@ -71,10 +72,21 @@ def compare_command(
              "'weights' (Figure 3, histograms of the kept weights' values, a panel per method and level) "
              "or 'layers' (Figure 4, remaining % per layer and matrix kind, a line per run); its data "
              "goes to FILE.csv beside FILE.png.")] = None,
+    rows: Annotated[str, typer.Option(
+        "--rows", metavar="KEY", help="The rows' axis: 'level' (remaining weights) or a recipe key a sweep "
+                                      "varied, e.g. train.max_steps.")] = "level",
+    columns: Annotated[str, typer.Option(
+        "--columns", metavar="KEY", help="The columns' axis beside the method: 'method' alone, or a recipe "
+                                         "key, e.g. pruner.pattern (a column per method and value).")] = "method",
+    x: Annotated[str | None, typer.Option(
+        "--x", metavar="KEY", help="--plot's x axis: a recipe key (train.max_steps: the metric against "
+                                   "budget, a line per method). Default: the rows' axis.")] = None,
 ) -> None:
     """Compare finished runs like the paper's Table 2: a row per remaining-weights level (3 = 3% of the encoder weights kept, 97% sparse), a column per pruner, cells = the task's metrics as mean ± std over seeds, best per row in bold.
 
     Runs are grouped into one table per task, model and distillation teacher. Unfinished or corrupt run folders are skipped with a warning.
+
+    Any recipe key a sweep varied (--grid) can be the rows (--rows train.max_steps), part of the columns (--columns pruner.pattern) or the plot's x (--x train.max_steps).
     """  # noqa: E501 - Typer rewraps paragraphs only when each is on one line
     with reported_errors():
         from movprune.experiments import compare
@@ -87,22 +99,25 @@ def compare_command(
             err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         if not scan.results:
             fail(f"no finished runs (folders with result.json) under {', '.join(map(str, dirs))}")
-        comparisons = compare.build_comparisons(scan.results, paper=paper)
+        rows, columns = compare.check_axes(rows, columns)
+        if x is not None:
+            x = compare.check_axes(x, columns, row_option="--x")[0]
+        comparisons = compare.build_comparisons(scan.results, paper=paper, rows=rows, columns=columns)
         for comp in comparisons:
             for warning in comp.warnings:
                 err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-            if paper and not comp.paper_pruners():
+            if paper and not comp.paper_columns():
                 err.print(f"[yellow]note:[/] --paper: the paper has no numbers for {comp.task} at these "
                           f"levels (it reports {', '.join(compare.paper_tasks())} at 3%, 10% and dense)",
                           highlight=False, soft_wrap=True)
-        if paper and any(comp.paper_pruners() for comp in comparisons):
+        if paper and any(comp.paper_columns() for comp in comparisons):
             err.print("[dim]the paper's numbers (Sanh et al. 2020, Tables 2-3) are BERT-base fine-pruned for "
                       "6-10 epochs: a reference point, not comparable in absolute terms with other models "
                       "or training budgets[/]", highlight=False, soft_wrap=True)
         if fmt is Format.table:
             for comp in comparisons:
                 out.print(rich_table(comp, paper))
-                for note in comp.footnotes:
+                for note in compare.footnotes(comp):
                     out.print(note, highlight=False, markup=False, soft_wrap=True)
         else:
             render = {Format.markdown: compare.to_markdown, Format.csv: compare.to_csv,
@@ -110,9 +125,11 @@ def compare_command(
             out.print(render(comparisons, paper), end="", markup=False, highlight=False, soft_wrap=True)
         if plot is not None and figure is not None:
             image, data = weight_plots.draw_figure(figure, comparisons, plot)
-            err.print(f"[green]{figure} figure[/] → {image}, data → {data}", highlight=False)
+            err.print(f"[green]{figure} figure[/] → {image}, data → {data}", highlight=False, soft_wrap=True)
         elif plot is not None:
-            written = compare.plot(comparisons, plot, paper=paper)
+            drawn = comparisons if x is None or x == rows else compare.build_comparisons(
+                scan.results, paper=paper, rows=x, columns=columns)
+            written = compare.plot(drawn, plot, paper=paper)
             err.print(f"[green]plot[/] → {written}", highlight=False)
         if plot_speed is not None:
             from movprune.experiments.compare import speed_plot

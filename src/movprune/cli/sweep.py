@@ -6,6 +6,7 @@ import shlex
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from movprune.cli.common import (
@@ -38,8 +39,9 @@ class _SweepProgress:
             self.current = None
 
     def on_run_start(self, index, total, run):
+        grid = escape("".join(f", {key}={value}" for key, value in run.grid))
         err.print(f"[bold][{index + 1}/{total}][/] {run.name}: {run.method}, "
-                  f"{level_label(run.remaining_pct)}, seed {run.seed}", highlight=False)
+                  f"{level_label(run.remaining_pct)}, seed {run.seed}{grid}", highlight=False)
         self.current = ProgressObserver().__enter__()
         self.started += 1
         return self.current
@@ -126,6 +128,11 @@ def sweep_command(
              "one dense run per seed. Default: the recipe's pruner.method.")] = None,
     seeds: Annotated[str | None, typer.Option(
         "--seeds", metavar="SEEDS", help="Comma-separated seeds, e.g. 1,2,3. Default: the recipe's seed.")] = None,
+    grid: Annotated[list[str] | None, typer.Option(
+        "--grid", metavar="KEY=V1,V2",
+        help="Another axis: any recipe key that changes the numbers and its values, e.g. --grid "
+             "train.max_steps=300,1000 (repeatable; values read as in key=value overrides; a list keeps its "
+             "commas inside brackets: pruner.block_shape=[32,32],[64,64]).")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Re-run finished runs too (each old run stays until its new run has finished).")] = False,
     dry_run: Annotated[bool, typer.Option(
@@ -146,9 +153,9 @@ def sweep_command(
     gpus_per_run: Annotated[float, typer.Option(
         "--gpus-per-run", help="ray backend: GPUs Ray reserves for each run (0.5 puts two runs on a GPU).")] = 0.0,
 ) -> None:
-    """Run a recipe for every pruner x remaining-weights level x seed.
+    """Run a recipe for every pruner x remaining-weights level x seed (x every --grid value).
 
-    Runs go to <output_dir>/<recipe name>/<pruner>-r<remaining %>-s<seed>/ (r3 = 3% remaining, 97% sparse).
+    Runs go to <output_dir>/<recipe name>/<pruner>-r<remaining %>-s<seed>/ (r3 = 3% remaining, 97% sparse); --grid values follow in the name: movement-r10-s1-max_steps300.
 
     Resumable: finished runs are skipped untouched, unfinished ones continue from their newest checkpoint (or are redone when they have none). SIGTERM / Ctrl-C save the current run and stop the sweep; rerun the same command to go on. A failing run does not stop the others; the exit code is 1 when any run failed, 2 when the sweep is invalid.
 
@@ -168,12 +175,14 @@ def sweep_command(
         err.print(note, highlight=False, soft_wrap=True)
     options = [f"{opt}={value}" for opt, value in (("--sparsity", sparsity), ("--pruners", pruners),
                                                    ("--seeds", seeds)) if value is not None]
+    options += [f"--grid={axis}" for axis in grid or []]
     again = shlex.join(["movprune", "sweep", str(recipe_path), *overrides, *options])
     with reported_errors(resume_command=again):
         runner = _backend(backend, jobs, ray_address, cpus_per_run, gpus_per_run)
         levels, methods, seed_list = sweep.parse_axes(sparsity, pruners, seeds)
+        grid_axes = sweep.parse_grid(grid or [])
         plan = sweep.plan_sweep(recipe_path, remaining_pcts=levels, methods=methods, seeds=seed_list,
-                                overrides=overrides)
+                                overrides=overrides, grid=grid_axes)
         if not force:
             sweep.check_finished_recipes(plan, str(recipe_path))
         todo = sweep.pending(plan, force)

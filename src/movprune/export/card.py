@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from movprune import results, tasks
+from movprune import identity, results, tasks
 from movprune.models import hub_id
 from movprune.tasks.config import DatasetConfig
 
@@ -44,7 +44,8 @@ def card_metadata(result: dict[str, Any], recipe: dict[str, Any], fmt: str) -> d
     dataset = task.hub_dataset() if task is not None else None
     method = str(result.get("pruner"))
     metrics = result.get("metrics") or {}
-    eval_split = recipe.get("eval_split") or (task.default_eval_splits()[0][0] if task else "validation")
+    eval_split = task.evaluation_splits(recipe.get("eval_split"))[0][0] if task else (
+        recipe.get("eval_split") or "validation")
     pipeline_tag = _PIPELINE_TAGS.get(family or "")
     evals = []
     if dataset is not None and pipeline_tag:
@@ -79,7 +80,7 @@ def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: floa
     run_dir = Path(run_dir)
     result = results.load_result(run_dir).as_dict()
     recipe_text = (run_dir / results.RECIPE_FILE).read_text(encoding="utf-8")
-    recipe = yaml.safe_load(recipe_text) or {}
+    recipe = identity.saved_recipe_or_none(run_dir) or {}
     meta = card_metadata(result, recipe, fmt)
     method = str(result.get("pruner"))
     target = result.get("target_remaining_pct")

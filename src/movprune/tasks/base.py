@@ -78,6 +78,12 @@ class Task:
         """(split spec, metric suffix) pairs evaluated when the recipe's ``eval_split`` is null."""
         return [("validation", "")]
 
+    def evaluation_splits(self, eval_split: str | None) -> list[tuple[str, str]]:
+        """(split spec, metric suffix) of every set a run evaluates: the recipe's ``eval_split`` when
+        set, else :meth:`default_eval_splits`. The one rule: training, the teacher cache and the
+        model card all ask it."""
+        return [(eval_split, "")] if eval_split else self.default_eval_splits()
+
     def check_data(self, data_dir: str | None, splits: list[str]) -> list[str]:
         """Problems (one line each) with the local files the splits need; none for the Hub."""
         return []

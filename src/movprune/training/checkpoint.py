@@ -28,11 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
-from movprune import results
+from movprune import identity, results
 from movprune.errors import RecipeError, RunFailedError
 from movprune.recipe import Recipe, TrainConfig
 
@@ -41,11 +39,6 @@ PRUNER_STATE = "pruner_state"
 TRAINER_STATE = "trainer_state"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)$")
-
-#: Recipe keys that may differ on resume: they change what is saved or reported, not the numbers.
-RESUMABLE_CHANGES = ("name", "output_dir", "train.save_every_steps", "train.keep_checkpoints",
-                     "train.report_to")
-
 
 # --------------------------------------------------------------------------------------------
 # Finding checkpoints
@@ -80,29 +73,19 @@ def due(train: TrainConfig, done: int) -> bool:
 # The recipe a run started with
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def check_same_recipe(run_dir: str | Path, recipe: Recipe) -> None:
-    """Raise :class:`RecipeError` naming every key whose value differs from the recipe the run in
-    ``run_dir`` started with (keys in :data:`RESUMABLE_CHANGES` aside)."""
-    path = Path(run_dir) / results.RECIPE_FILE
-    source = str(path)
+    """Raise :class:`RecipeError` naming every key that changes the numbers (:mod:`movprune.identity`)
+    whose value differs from the recipe the run in ``run_dir`` started with; output and operational
+    keys (where results go, checkpointing, logging, trackers, mid-run evaluations) may change."""
+    source = str(Path(run_dir) / results.RECIPE_FILE)
     try:
-        started = Recipe.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError, TypeError) as e:
-        raise RecipeError(source, [f"cannot read the recipe this run started with ({e}); start over "
-                                   "with --force"]) from None
-    old, new = _flat(started.model_dump(mode="json")), _flat(recipe.model_dump(mode="json"))
-    changed = [k for k in sorted(set(old) | set(new))
-               if old.get(k) != new.get(k) and not any(k == c or k.startswith(c + ".") for c in RESUMABLE_CHANGES)]
+        started = identity.load_saved_recipe(run_dir)
+    except RecipeError as e:
+        raise RecipeError(source, [f"cannot read the recipe this run started with ({'; '.join(e.problems)}); "
+                                   "start over with --force"]) from None
+    changed = identity.same_experiment(started, recipe)
     if changed:
+        old, new = identity.settings(started), identity.settings(recipe)
         diffs = ", ".join(f"{k} (started with {old.get(k)!r}, now {new.get(k)!r})" for k in changed)
         raise RecipeError(source, [
             f"cannot resume: the recipe differs from the one this run started with: {diffs}; resume with "

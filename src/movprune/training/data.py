@@ -40,16 +40,12 @@ def load_examples(task: Task, data_dir: str | None, split: str) -> Dataset:
     return examples
 
 
-def eval_splits(task: Task, recipe: Recipe) -> list[tuple[str, str]]:
-    """(split spec, metric suffix) of every evaluation set of the recipe."""
-    return [(recipe.eval_split, "")] if recipe.eval_split else task.default_eval_splits()
-
-
 def check_data(task: Task, recipe: Recipe) -> None:
     """Read every split the recipe needs and check it (decodable, labels in range, not empty)
     before any training; raises :class:`DataError`."""
     key = "eval_split" if recipe.eval_split else "the task's evaluation split"
-    for name, split in [("train_split", recipe.train_split), *((key, s) for s, _ in eval_splits(task, recipe))]:
+    evals = [(key, s) for s, _ in task.evaluation_splits(recipe.eval_split)]
+    for name, split in [("train_split", recipe.train_split), *evals]:
         try:
             load_examples(task, recipe.data_dir, split)
         except DataError as e:
@@ -58,7 +54,7 @@ def check_data(task: Task, recipe: Recipe) -> None:
 
 def prepare_data(task: Task, recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> TaskData:
     """Load, slice and tokenise the recipe's training and evaluation splits (tokenisation cached)."""
-    evals_wanted = eval_splits(task, recipe)
+    evals_wanted = task.evaluation_splits(recipe.eval_split)
     tok_fp = tokenizer_fingerprint(tokenizer)
 
     def features(split: str, train: bool, limit: int | None) -> tuple[Dataset, Dataset]:

@@ -34,8 +34,7 @@ from movprune.training.observer import Observer, SilentObserver
 def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
     """Fail early, before any training, on missing data files or an unresolvable model."""
     task = tasks.get_task(recipe.task, recipe.dataset)
-    splits = [recipe.train_split] + ([recipe.eval_split] if recipe.eval_split
-                                     else [s for s, _ in task.default_eval_splits()])
+    splits = [recipe.train_split] + [s for s, _ in task.evaluation_splits(recipe.eval_split)]
     problems = task.check_data(recipe.data_dir, splits)
     if problems:
         raise RecipeError(source, problems)

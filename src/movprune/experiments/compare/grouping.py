@@ -1,19 +1,33 @@
 """Grouping runs into comparisons: a table per (task, model, distillation teacher), a row per
-remaining-weights level, a column per pruner (split further when settings differ), best per row."""
+remaining-weights level (or another axis's value), a column per method (and another axis's value;
+split further when settings differ), best per row."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from movprune import pruners, results
+from movprune import identity, pruners, results
+from movprune.errors import MovpruneError
 from movprune.experiments.compare.paper import paper_at, paper_numbers
+from movprune.experiments.compare.render import axes_text, column_label
 from movprune.experiments.compare.settings import setting_differences
-from movprune.experiments.compare.table import Cell, Comparison, Row, Stat, level_label
-from movprune.experiments.compare.variants import split_by_settings
+from movprune.experiments.compare.table import (
+    LEVEL,
+    METHOD,
+    Cell,
+    Column,
+    Comparison,
+    Row,
+    Stat,
+    level_label,
+    value_text,
+)
+from movprune.experiments.compare.variants import BUDGET_KEYS, hashable, run_settings, split_by_settings
 
 
 def _shown_path(text: str) -> str:
@@ -44,22 +58,60 @@ def _teacher(result: dict[str, Any]) -> str | None:
     return distill.get("teacher") if isinstance(distill, dict) else None
 
 
-def _pruner_order(names: Iterable[str]) -> list[str]:
-    """Registry order (none first, then the methods as registered), unknown names last."""
+def _sort_value(value: Any) -> tuple:
+    """Numbers in numeric order, then everything else by its text (None first)."""
+    if value is None:
+        return (0, 0.0, "")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (1, float(value), "")
+    return (2, 0.0, json.dumps(value, default=str))
+
+
+def _column_order(columns: Iterable[Column]) -> list[Column]:
+    """Registry order of the methods (none first, then the methods as registered), unknown names
+    last; a method's columns by their axes' values (300 before 1000)."""
     order = {m: i for i, m in enumerate(pruners.method_names())}
-    # A column split by settings ("movement [train.lr=0.001]") sorts with its method.
-    return sorted(set(names), key=lambda m: (order.get(pruners.base_method(m.split(" [", 1)[0]), len(order)), m))
+    return sorted(set(columns), key=lambda c: (order.get(pruners.base_method(c.method), len(order)), c.method,
+                                               [(k, _sort_value(v)) for k, v in c.axes]))
 
 
-def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> list[Comparison]:
-    """Group results by (task, model, distillation teacher) into tables; with ``paper``, attach the
-    paper's numbers where task and remaining-weights level match. Runs with a remedy on get their
-    own column (``pruners.variant_label``)."""
+def check_axes(rows: str = LEVEL, columns: str = METHOD, row_option: str = "--rows") -> tuple[str, str]:
+    """The row and column axes as :func:`build_comparisons` takes them (``pruner.remaining_pct`` is
+    :data:`LEVEL`, ``pruner.method`` :data:`METHOD`); raises :class:`MovpruneError` for a key that
+    is not a setting or for the same axis twice (``row_option`` names the rows' option in it)."""
+    aliases = {"pruner.remaining_pct": LEVEL, "pruner.method": METHOD}
+    rows, columns = aliases.get(rows, rows), aliases.get(columns, columns)
+    problems = []
+    for option, key in ((row_option, rows), ("--columns", columns)):
+        if key in (LEVEL, METHOD):
+            continue
+        kind = identity.kind_of(key)
+        if kind is None or kind in ("output", "operational") or key == "seed":
+            why = identity.sweepable_problem(key) if key != "seed" else "a cell averages over the seeds"
+            problems.append(f"{option} {key}: {why}; give '{LEVEL}', '{METHOD}' or a recipe key that changes "
+                            "the numbers (e.g. train.max_steps)")
+    if rows == METHOD:
+        problems.append(f"{row_option} method: the method is always part of a column; give another axis")
+    if rows == columns and not problems:
+        problems.append(f"{row_option} and --columns are both {rows}: give two different axes")
+    if problems:
+        raise MovpruneError("; ".join(dict.fromkeys(problems)))
+    return rows, columns
+
+
+def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False, rows: str = LEVEL,
+                      columns: str = METHOD) -> list[Comparison]:
+    """Group results by (task, model, distillation teacher) into tables: a row per value of the
+    ``rows`` axis (default: remaining-weights level), a column per method and (when ``columns`` is a
+    key) that key's value, split further when settings differ; best per row. With ``paper`` (level
+    rows), attach the paper's numbers where task and level match. Runs with a remedy on get their own
+    column (``pruners.variant_label``)."""
+    rows, columns = check_axes(rows, columns)
     groups: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     for r in found:
         teacher = _teacher(r)
         groups.setdefault((r["task"], r["model"], teacher and _shown_path(teacher)), []).append(r)
-    reference = paper_numbers() if paper else []
+    reference = paper_numbers() if paper and rows == LEVEL else []
     comparisons = []
     for (task, model, teacher), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
         metric_names: list[str] = []
@@ -67,55 +119,81 @@ def build_comparisons(found: Sequence[dict[str, Any]], paper: bool = False) -> l
             for m in r.get("metric_names") or list(r["metrics"]):
                 if m not in metric_names:
                     metric_names.append(m)
-        by_cell, warnings = _cells_by_settings(task, runs)
-        rows: dict[float, Row] = {}
-        for (level, pruner), cell_runs in by_cell.items():
+        by_cell, warnings = _cells_by_settings(task, runs, rows, columns)
+        table_rows: dict[Any, Row] = {}
+        for (value, column), cell_runs in by_cell.items():
             seeds = [r["seed"] for r in cell_runs]
             repeated = sorted({s for s in seeds if seeds.count(s) > 1})
             if repeated:
                 warnings.append(
-                    f"{task}/{pruner} at {level_label(level)}: several runs with seed(s) "
+                    f"{task}/{column_label(column)} at {_row_text(rows, value)}: several runs with seed(s) "
                     f"{', '.join(map(str, repeated))} ({', '.join(r['run_dir'] for r in cell_runs)}); "
                     "all are averaged")
             metrics = {m: Stat.of([r["metrics"][m] for r in cell_runs]) for m in metric_names
                        if all(m in r["metrics"] for r in cell_runs)}
-            cell = Cell(pruner, sorted(cell_runs, key=lambda r: r["seed"]), metrics,
-                        Stat.of([r["remaining_pct"] for r in cell_runs]))
-            rows.setdefault(level, Row(level, {})).cells[pruner] = cell
-        ordered = sorted(rows.values(), key=lambda row: -row.remaining_pct)
-        comparison = Comparison(task, model, teacher, metric_names,
-                                _pruner_order(p for _, p in by_cell), ordered, warnings)
+            levels = {run_level(r) for r in cell_runs}
+            cell = Cell(column, sorted(cell_runs, key=lambda r: r["seed"]), metrics,
+                        Stat.of([r["remaining_pct"] for r in cell_runs]), levels.pop() if len(levels) == 1 else None)
+            table_rows.setdefault(value, Row(value, {}, axis=rows)).cells[column] = cell
+        if rows == LEVEL:
+            ordered = sorted(table_rows.values(), key=lambda row: -row.value)
+        else:
+            ordered = sorted(table_rows.values(), key=lambda row: _sort_value(row.value))
+        comparison = Comparison(task, model, teacher, metric_names, _column_order(c for _, c in by_cell),
+                                ordered, warnings, row_axis=rows, column_axis=columns)
         comparison.warnings.extend(
             f"{comparison.title}: runs differ in settings, so their numbers may not be comparable: {line}"
-            for line in setting_differences(runs))
+            for line in setting_differences(runs, laid_out=_laid_out(rows, columns)))
         for row in ordered:
             _mark_best(row, comparison.headline)
             if reference:
-                row.paper = paper_at(reference, task, teacher is not None, row.remaining_pct, metric_names)
+                row.paper = paper_at(reference, task, teacher is not None, row.value, metric_names)
         comparisons.append(comparison)
     return comparisons
 
 
-def _cells_by_settings(task: str, runs: Sequence[dict[str, Any]]
-                       ) -> tuple[dict[tuple[float, str], list[dict[str, Any]]], list[str]]:
-    """Runs by (level, column). A column is a pruner; runs of one pruner and level whose settings
-    differ in more than the seed go to separate columns named by the differing values (a cell
-    averages over seeds only), with a warning naming the keys."""
-    by_level_pruner: dict[tuple[float, str], list[dict[str, Any]]] = {}
+def _laid_out(rows: str, columns: str) -> set[str]:
+    """The keys a table's axes show (a budget key shows the effective ``steps`` too)."""
+    keys = {rows, columns}
+    return keys | ({"steps"} if keys & set(BUDGET_KEYS) else set())
+
+
+def _row_text(axis: str, value: Any) -> str:
+    return level_label(value) if axis == LEVEL else f"{axis}={value_text(value)}"
+
+
+def _coordinate(run: dict[str, Any], axis: str) -> Any:
+    if axis == LEVEL:
+        return run_level(run)
+    settings = run_settings(run)
+    return None if settings is None else hashable(settings.get(axis))
+
+
+def _cells_by_settings(task: str, runs: Sequence[dict[str, Any]], rows: str, columns: str
+                       ) -> tuple[dict[tuple[Any, Column], list[dict[str, Any]]], list[str]]:
+    """Runs by (row value, column). A column is a method and, when the columns are a key, its value;
+    runs of one row and column whose settings differ in more than the seed go to separate columns
+    holding the differing values too (a cell averages over seeds only), with a warning naming the keys."""
+    by_coordinates: dict[tuple[Any, Column], list[dict[str, Any]]] = {}
     for r in runs:
-        label = pruners.variant_label(results.pruner_label(r), r.get("pruner_config"))
-        by_level_pruner.setdefault((run_level(r), label), []).append(r)
-    by_cell: dict[tuple[float, str], list[dict[str, Any]]] = {}
+        method = pruners.variant_label(results.pruner_label(r), r.get("pruner_config"))
+        axes = () if columns == METHOD else ((columns, _coordinate(r, columns)),)
+        by_coordinates.setdefault((_coordinate(r, rows), Column(method, axes)), []).append(r)
+    ignore = {"seed"} | _laid_out(rows, columns) | ({"pruner.remaining_pct"} if LEVEL in (rows, columns) else set())
+    by_cell: dict[tuple[Any, Column], list[dict[str, Any]]] = {}
     warnings = []
-    for (level, pruner), cell_runs in by_level_pruner.items():
-        differing, groups = split_by_settings(cell_runs)
+    for (value, column), cell_runs in by_coordinates.items():
+        differing, groups = split_by_settings(cell_runs, ignore=ignore)
         if differing or len(groups) > 1:
+            shown = "; ".join("settings unknown (no readable recipe.yaml)" if axes is None else axes_text(axes)
+                              for axes, _ in groups)
             warnings.append(
-                f"{task}/{pruner} at {level_label(level)}: the runs differ in "
+                f"{task}/{column_label(column)} at {_row_text(rows, value)}: the runs differ in "
                 f"{', '.join(differing) or 'unknown settings'}, so they are shown as separate columns, "
-                f"not averaged ({'; '.join(label for label, _ in groups)})")
-        for label, members in groups:
-            by_cell[(level, f"{pruner} [{label}]" if label else pruner)] = members
+                f"not averaged ({shown})")
+        for axes, members in groups:
+            extra = (("settings", "unknown"),) if axes is None else axes
+            by_cell[(value, column._replace(axes=column.axes + extra))] = members
     return by_cell, warnings
 
 

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 
 from movprune import results
 from movprune.errors import RunFailedError
+from movprune.experiments.compare.render import column_label
 from movprune.experiments.compare.table import Comparison, level_label
 from movprune.experiments.inspect import MATRIX_TYPES, OTHER, layer_index, matrix_type
 from movprune.models import corrupt_model_message
@@ -48,7 +49,7 @@ class FigureRun:
 
     run_dir: str
     method: str
-    level_pct: float
+    level_pct: float | None
     seed: int
     remaining_pct: float
     title: str
@@ -61,10 +62,12 @@ def figure_runs(comparisons: Sequence[Comparison]) -> list[FigureRun]:
     found = []
     for comp in comparisons:
         for row in comp.rows:
-            for method in comp.pruners:
-                cell = row.cells.get(method)
+            for column in comp.columns:
+                cell = row.cells.get(column)
                 for r in (cell.runs if cell else []):
-                    found.append(FigureRun(str(r["run_dir"]), method, row.remaining_pct, int(r["seed"]),
+                    # rows of another axis than the level (compare --rows KEY): the run's own target
+                    level = row.remaining_pct if row.remaining_pct is not None else r.get("target_remaining_pct")
+                    found.append(FigureRun(str(r["run_dir"]), column_label(column), level, int(r["seed"]),
                                            float(r["remaining_pct"]), comp.title,
                                            list(r.get("remaining_by_module") or [])))
     return found

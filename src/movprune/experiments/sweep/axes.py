@@ -1,8 +1,15 @@
-"""A sweep's axes from the command line: comma-separated remaining-weight levels, methods, seeds."""
+"""A sweep's axes from the command line: comma-separated remaining-weight levels, methods, seeds,
+and ``--grid KEY=V1,V2,...`` over any recipe key that changes the numbers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from movprune.errors import MovpruneError, RecipeError
+
+#: One ``--grid`` axis: a dotted recipe key and its values, in the order given.
+GridAxis = tuple[str, list[Any]]
+_OPENING, _CLOSING = "[{", "]}"
 
 
 def _split(text: str) -> list[str]:
@@ -73,3 +80,68 @@ def parse_methods(text: str) -> list[str]:
     if not values:
         raise RecipeError("--pruners", ["no pruning method given (e.g. --pruners magnitude,movement)"])
     return values
+
+
+def split_grid_values(text: str) -> list[str]:
+    """``"300,1000"`` -> ``["300", "1000"]``; a comma inside brackets, braces or quotes does not split
+    (``"[32,32],[64,64]"`` -> ``["[32,32]", "[64,64]"]``)."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in _OPENING:
+            depth += 1
+        elif ch in _CLOSING:
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def parse_grid(texts: list[str]) -> list[GridAxis]:
+    """Each ``--grid KEY=V1,V2,...`` as ``(key, values)``; values are read as an override's value
+    (YAML: ``300`` an integer, ``true`` a flag, ``[32,32]`` a list, else the text). A key must change
+    the numbers (:func:`movprune.identity.sweepable_problem`). Raises :class:`RecipeError` naming every
+    bad axis."""
+    from movprune import identity
+    from movprune.recipe import _parse_override
+
+    axes: list[GridAxis] = []
+    problems = []
+    for text in texts:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"'{text}' is not KEY=V1,V2,... (e.g. --grid train.max_steps=300,1000)")
+            continue
+        problem = identity.sweepable_problem(key)
+        if problem:
+            problems.append(f"{key}: cannot be swept: {problem}")
+            continue
+        if any(key == k for k, _ in axes):
+            problems.append(f"{key}: given twice; list all its values in one --grid {key}=V1,V2,...")
+            continue
+        parts = split_grid_values(raw)
+        if any(not p for p in parts):
+            problems.append(f"{key}: an empty value in '{raw}' (give KEY=V1,V2,...; a list value keeps its commas "
+                            "inside brackets: [32,32],[64,64])")
+            continue
+        values = _unique_values([_parse_override(f"{key}={p}")[1] for p in parts])
+        axes.append((key, values))
+    if problems:
+        raise RecipeError("--grid", problems)
+    return axes
+
+
+def _unique_values(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out

@@ -1,15 +1,18 @@
-"""Planning a sweep: every combination of method, remaining-weights level and seed, each a recipe
-validated (and its inputs checked) before the first run starts."""
+"""Planning a sweep: every combination of method, remaining-weights level, seed and ``--grid``
+values, each a recipe validated (and its inputs checked) before the first run starts."""
 
 from __future__ import annotations
 
 import copy
+import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from movprune.errors import RecipeError
-from movprune.experiments.sweep.axes import _unique
+from movprune.experiments.sweep.axes import GridAxis, _unique
 from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
 from movprune.run_folder import check_run_name
 from movprune.suggest import did_you_mean
@@ -27,6 +30,8 @@ class SweepRun:
     remaining_pct: float | None
     seed: int
     recipe: Recipe
+    #: The run's ``--grid`` values, ``(key, value)`` in the order the axes were given.
+    grid: tuple[tuple[str, Any], ...] = ()
 
     @property
     def name(self) -> str:
@@ -44,10 +49,38 @@ def format_level(remaining_pct: float) -> str:
     return f"{remaining_pct:g}"
 
 
-def run_name(method: str, remaining_pct: float | None, seed: int) -> str:
-    """``movement-r10-s1`` (10% remaining, seed 1); ``<method>-s1`` for a method without a level."""
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def grid_value_text(value: Any) -> str:
+    """A ``--grid`` value as it appears in a run's name: ``300``, ``3e-05``, ``true``, ``32x32``
+    (a list), ``null``; characters a folder name should not hold become ``_``."""
+    if isinstance(value, bool) or value is None:
+        text = {True: "true", False: "false", None: "null"}[value]
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, list | tuple):
+        text = "x".join(grid_value_text(v) for v in value)
+    else:
+        text = str(value)
+    return _UNSAFE.sub("_", text)
+
+
+def grid_labels(keys: Sequence[str]) -> dict[str, str]:
+    """How each ``--grid`` key appears in run names: its last part (``train.max_steps`` ->
+    ``max_steps``), or the whole key with ``_`` for dots when two keys share the last part."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (tail if last.count(tail) == 1 else k.replace(".", "_")) for k, tail in zip(keys, last)}
+
+
+def run_name(method: str, remaining_pct: float | None, seed: int,
+             grid: Sequence[tuple[str, Any]] = ()) -> str:
+    """``movement-r10-s1`` (10% remaining, seed 1); ``<method>-s1`` for a method without a level;
+    ``--grid`` values follow, each as its key's :func:`grid_labels` and value
+    (``movement-r10-s1-max_steps300-patternhybrid``)."""
     level = "" if remaining_pct is None else f"-r{format_level(remaining_pct)}"
-    return f"{method}{level}-s{seed}"
+    labels = grid_labels([k for k, _ in grid])
+    return f"{method}{level}-s{seed}" + "".join(f"-{labels[k]}{grid_value_text(v)}" for k, v in grid)
 
 
 def _method_levels(method: str, levels: list[float] | None) -> tuple[list[float | None], str | None]:
@@ -73,19 +106,23 @@ def _method_levels(method: str, levels: list[float] | None) -> tuple[list[float 
 
 def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | None = None,
                methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-               overrides: Sequence[str] = ()) -> list[SweepRun]:
-    """Every run of the sweep, validated, in the order they run (seed, then level, then method).
+               overrides: Sequence[str] = (), grid: Sequence[GridAxis] = ()) -> list[SweepRun]:
+    """Every run of the sweep, validated, in the order they run (seed, then level, then method, then
+    the ``grid`` values in the order the axes were given).
 
     ``None`` for an axis takes the recipe's own value. ``key=value`` overrides apply to every run.
     A method's own pruner key written in the recipe file (e.g. ``scores_init``) was chosen for the
     file's method and applies to it only; the other methods take their defaults. A pruner key given
     as an override applies to every swept method that has it (``scores_init`` to movement, not to
     magnitude), and is an error only when none of them has it.
+    ``grid`` axes (:func:`~movprune.experiments.sweep.axes.parse_grid`) multiply the combinations;
+    a pruner key among them must be a key of every swept method.
     Raises :class:`RecipeError` listing every problem of every combination at once.
     """
     source = str(recipe_path)
     base = read_recipe_data(recipe_path)
     problems: list[str] = []
+    grid_keys = [k for k, _ in grid]
     for text in overrides:
         try:
             path, _ = _parse_override(text)
@@ -94,6 +131,8 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
         option = _SWEPT_KEYS.get(".".join(path))
         if option:
             problems.append(f"override '{text}': the sweep sets {'.'.join(path)} itself; use {option}")
+        elif ".".join(path) in grid_keys:
+            problems.append(f"override '{text}': {'.'.join(path)} is also a --grid axis; give it once")
     probe = copy.deepcopy(base)
     malformed = apply_overrides(probe, list(overrides))
     if malformed:  # every combination would repeat them; nothing more can be checked
@@ -120,6 +159,7 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
     overridden: dict = {}
     apply_overrides(overridden, list(overrides))
     problems += _keys_no_method_takes(overridden.get("pruner"), [m for m in methods if m in registered])
+    problems += _grid_keys_every_method_takes(grid_keys, [m for m in methods if m in registered])
     if file_method in registered:  # the file's own keys were written for its method: it must have them
         own = {k: v for k, v in file_pruner.items() if k not in (overridden.get("pruner") or {})}
         problems += _keys_no_method_takes(own, [file_method])
@@ -135,20 +175,31 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
 
     plan: list[SweepRun] = []
     per_combo: dict[str, list[str]] = {}
-    for seed, level, method in combos:
+    points = [tuple(zip(grid_keys, values)) for values in itertools.product(*(v for _, v in grid))]
+    names: dict[str, tuple] = {}
+    for (seed, level, method), point in itertools.product(combos, points):
         data = copy.deepcopy(base)
         if isinstance(data.get("pruner"), dict) and method != file_method:
             _drop_method_keys(data["pruner"])
         apply_overrides(data, list(overrides))
+        problem = _set_values(data, point)
+        if problem:
+            problems.append(problem)
+            continue
         if not isinstance(data.get("pruner"), dict):
             data["pruner"] = {}
         _drop_keys_of_other_methods(data["pruner"], method)
-        name = run_name(method, level, seed)
+        name = run_name(method, level, seed, point)
+        if name in names:  # two values written the same way in a name ("a/b" and "a_b")
+            problems.append(f"--grid: {dict(names[name])} and {dict(point)} would both be run {name}; give "
+                            "values that differ in letters or digits")
+            continue
+        names[name] = point
         data["pruner"]["method"] = method
         data["pruner"]["remaining_pct"] = level
         data.update(seed=seed, name=name, output_dir=str(sweep_dir))
         try:
-            plan.append(SweepRun(method, level, seed, validate_recipe(data, source)))
+            plan.append(SweepRun(method, level, seed, validate_recipe(data, source), point))
         except RecipeError as e:
             per_combo[name] = e.problems
     if per_combo:
@@ -157,6 +208,38 @@ def plan_sweep(recipe_path: str | Path, *, remaining_pcts: Sequence[float] | Non
         raise RecipeError(source, _unique(problems))
     _check_inputs_once(plan, source)
     return plan
+
+
+def _set_values(data: dict, point: Sequence[tuple[str, Any]]) -> str | None:
+    """Set each ``(dotted key, value)`` into ``data``; a problem when a key runs through a value."""
+    for key, value in point:
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                return f"--grid {key}: '{'.'.join(parts[: i + 1])}' is not a section"
+            node = node[part]
+        node[parts[-1]] = copy.deepcopy(value)
+    return None
+
+
+def _grid_keys_every_method_takes(keys: Sequence[str], methods: list[str]) -> list[str]:
+    """A ``--grid`` pruner key must be a key of every swept method (a method without it would run
+    the same experiment under several names)."""
+    from movprune import pruners
+
+    problems = []
+    for key in keys:
+        section, _, name = key.partition(".")
+        if section != "pruner":
+            continue
+        lacking = [m for m in methods if m not in pruners.methods_taking(name)]
+        if lacking:
+            problems.append(f"--grid {key}: method(s) {', '.join(lacking)} have no key {name}; sweep it with "
+                            f"--pruners {','.join(m for m in methods if m not in lacking) or '<a method that has it>'}")
+    return problems
 
 
 def _registered_methods() -> list[str]:

@@ -1,7 +1,7 @@
 """The automatic teacher: derived from the recipe, trained once, cached under a lock.
 
 Its cache entry is ``<movprune cache>/teachers/<task>-<hash>/``, a finished run folder, keyed by
-everything that determines the teacher (:func:`teacher_key_parts`). Concurrent runs needing the
+everything that determines the teacher (:func:`teacher_key`). Concurrent runs needing the
 same teacher train it once: they wait on one lock, and training writes into a temporary folder
 that is renamed into place when finished.
 """
@@ -9,8 +9,6 @@ that is renamed into place when finished.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import uuid
@@ -18,16 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from movprune import results
+from movprune import identity, results
 from movprune.io import publish_dir
 from movprune.recipe import Recipe
 from movprune.run_folder import is_movprune_run
 from movprune.training.distill.teacher import AUTO, TeacherSource, from_run_folder
 
-#: Bump when the way an automatic teacher is derived from a recipe changes (invalidates the cache).
-TEACHER_RECIPE_VERSION = 1
-#: Training settings that do not change the teacher's weights or its metrics (not in the cache key).
-_KEY_IGNORED_TRAIN_KEYS = ("log_every_steps", "eval_every_steps")
+#: Bump when the way an automatic teacher is derived from a recipe, or its cache key, changes
+#: (invalidates the cache). 2: keyed on the keys that change the numbers only (movprune.identity).
+TEACHER_RECIPE_VERSION = 2
 
 
 def teacher_recipe(recipe: Recipe) -> Recipe:
@@ -56,28 +53,26 @@ def _model_fingerprint(spec: str) -> dict[str, Any]:
 
 
 def teacher_key_parts(recipe: Recipe) -> dict[str, Any]:
-    """Everything that determines the automatic teacher of ``recipe`` (its cache key, unhashed)."""
+    """What determines the automatic teacher of ``recipe`` beyond its dense recipe's settings (the
+    model's and the data's fingerprints, the evaluation splits): the cache key's extra, unhashed."""
     from movprune import tasks
     from movprune.tasks.base import PREPROCESSING_VERSION
 
     task = tasks.get_task(recipe.task, recipe.dataset)
     data_dir = _absolute(recipe.data_dir)
-    eval_splits = [recipe.eval_split] if recipe.eval_split else [s for s, _ in task.default_eval_splits()]
-    train = recipe.train.model_dump(mode="json")
-    for k in _KEY_IGNORED_TRAIN_KEYS:
-        train.pop(k, None)
+    eval_splits = [s for s, _ in task.evaluation_splits(recipe.eval_split)]
     return {
         "teacher_recipe_version": TEACHER_RECIPE_VERSION, "preprocessing_version": PREPROCESSING_VERSION,
-        "task": recipe.task, "model": _model_fingerprint(recipe.model), "data_dir": data_dir,
-        "train_split": recipe.train_split, "eval_splits": eval_splits,
+        "model": _model_fingerprint(recipe.model), "eval_splits": eval_splits,
         "data": {s: task.data_fingerprint(data_dir, s) for s in [recipe.train_split, *eval_splits]},
-        "train": train, "seed": recipe.seed,
     }
 
 
 def teacher_key(recipe: Recipe) -> str:
-    """A readable, unique name for ``recipe``'s automatic teacher: ``<task>-<hash>``."""
-    digest = hashlib.sha256(json.dumps(teacher_key_parts(recipe), sort_keys=True).encode()).hexdigest()
+    """A readable, unique name for ``recipe``'s automatic teacher: ``<task>-<hash>``, the hash of its
+    dense recipe's keys that change the numbers (:func:`movprune.identity.experiment_key`: output and
+    operational keys such as ``train.eval_every_steps`` leave it alone) and :func:`teacher_key_parts`."""
+    digest = identity.experiment_key(teacher_recipe(recipe), extra=teacher_key_parts(recipe))
     return f"{recipe.task}-{digest[:20]}"
 
 
