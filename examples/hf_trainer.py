@@ -9,6 +9,7 @@ Trainer's checkpoints go to OUT-checkpoints; --resume continues from the newest 
 import argparse
 
 import numpy as np
+import torch
 from datasets import load_dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
@@ -39,13 +40,15 @@ sst2 = sst2.map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=1
 
 
 def accuracy(prediction):
+    """The dev accuracy in %, as movprune reports metrics."""
     return {"accuracy": 100.0 * float(np.mean(prediction.predictions.argmax(-1) == prediction.label_ids))}
 
 
 training_args = TrainingArguments(
     output_dir=f"{args.output_dir}-checkpoints", max_steps=args.max_steps, learning_rate=args.lr,
     per_device_train_batch_size=args.batch_size, warmup_steps=args.max_steps // 10, save_steps=args.save_steps,
-    logging_steps=max(1, args.max_steps // 10), seed=args.seed, report_to=[])
+    logging_steps=max(1, args.max_steps // 10), seed=args.seed, report_to=[],
+    use_cpu=not torch.cuda.is_available())  # without a GPU, torchrun's processes then train together (gloo)
 trainer = movprune.PruningTrainer(
     model=model, args=training_args, train_dataset=sst2["train"], eval_dataset=sst2["dev"],
     data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy,

@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, TINY_GLUE_DIR, tiny_recipe_dict
+from conftest import REPO, TINY_GLUE_DIR, tiny_recipe_dict
 
 METHODS = {
     "movement": {"method": "movement", "remaining_pct": 10},
@@ -97,7 +97,7 @@ def _example(name: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def _check_run_folder(out: Path, target: float, tmp_path: Path) -> dict:
-    from tests.conftest import run_cli
+    from conftest import run_cli
 
     result = yaml.safe_load((out / "result.json").read_text())  # JSON is YAML
     assert result["source"] == "library" and result["target_remaining_pct"] == target
@@ -140,7 +140,12 @@ def _trainer_masks(out: Path, method: dict, *, stop_after: int | None = None, re
     as a crash would) when that many steps are done and checkpointed; ``resume`` continues from the newest
     checkpoint. Returns the baked weights of the pruned matrices."""
     from datasets import load_dataset
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainerCallback, TrainingArguments
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     import movprune
     from movprune.models import resolve_model
@@ -266,7 +271,8 @@ def test_distillation_helper_is_the_loops_loss():
     from movprune.training.distill.loss import kl_divergence
 
     student, teacher, task_loss = torch.randn(4, 3), torch.randn(4, 3), torch.tensor(0.7)
-    combined = movprune.with_distillation(task_loss, student, teacher, alpha_ce=0.25, alpha_distil=0.75, temperature=2.0)
+    combined = movprune.with_distillation(task_loss, student, teacher, alpha_ce=0.25, alpha_distil=0.75,
+                                          temperature=2.0)
     assert torch.allclose(combined, 0.25 * task_loss + 0.75 * kl_divergence(student, teacher, 2.0))
 
 
@@ -280,3 +286,30 @@ def test_import_movprune_imports_neither_the_cli_nor_torch():
     assert bare.stdout.strip() == "[]"
     used = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert "typer" not in used.stdout and "movprune.cli" not in used.stdout
+
+
+def test_hf_trainer_example_under_torchrun_ends_with_equal_masks_on_both_processes(tmp_path):
+    out = tmp_path / "ddp-run"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "examples/hf_trainer.py", "--model", "tiny-random-bert", "--data-dir", str(TINY_GLUE_DIR),
+         "--output-dir", str(out), "--batch-size", "8", "--lr", "1e-3", "--method", "soft_movement",
+         "--remaining-pct", "20", "--max-steps", "6", "--save-steps", "6"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = yaml.safe_load((out / "result.json").read_text())
+    assert result["num_processes"] == 2
+    digests = result["mask_sha256_by_process"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert result["remaining_pct"] == pytest.approx(20.0, abs=0.01)
+
+
+def test_the_code_in_docs_library_is_taken_from_the_tested_examples():
+    """Every Python block of docs/library.md is a verbatim run of lines of an example the tests above run."""
+    import re
+
+    examples = {name: (REPO / "examples" / f"{name}.py").read_text() for name in ("own_loop", "hf_trainer")}
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "library.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        assert any(block in text for text in examples.values()), f"not in an example:\n{block}"

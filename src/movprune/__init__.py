@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from movprune.errors import MovpruneError, PruningSessionError, RecipeError
     from movprune.library import (
         PruningCallback,
         PruningSession,
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
         load_pruner_config,
         with_distillation,
     )
-    from movprune.errors import MovpruneError, PruningSessionError, RecipeError
 
 #: Public name -> the module that defines it (imported when the name is first used).
 _API = {"attach": "movprune.library", "PruningSession": "movprune.library", "PruningTrainer": "movprune.library",
@@ -29,7 +29,8 @@ _API = {"attach": "movprune.library", "PruningSession": "movprune.library", "Pru
         "with_distillation": "movprune.library", "PruningSessionError": "movprune.errors",
         "MovpruneError": "movprune.errors", "RecipeError": "movprune.errors"}
 
-__all__ = ["__version__", *_API]
+__all__ = ["MovpruneError", "PruningCallback", "PruningSession", "PruningSessionError", "PruningTrainer", "RecipeError",
+           "__version__", "attach", "load_pruner_config", "with_distillation"]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from movprune import distributed
 from movprune.errors import PruningSessionError
 from movprune.library.session import PrunerSpec, PruningSession
 from movprune.training.checkpoint import read_state, write_state
@@ -77,6 +78,12 @@ class PruningTrainer(Trainer):
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
         if model is None or training_args is None:
             raise PruningSessionError("PruningTrainer needs model= and args= (TrainingArguments)")
+        launched = distributed.launched_world_size()
+        if launched > 1 and training_args.world_size != launched:
+            raise PruningSessionError(
+                f"PruningTrainer: launched as {launched} processes but the Trainer runs {training_args.world_size} "
+                "(without a GPU accelerate trains independent copies, whose masks differ); set "
+                "TrainingArguments(use_cpu=True) on a machine without a GPU")
         if not isinstance(pruning, PruningSession):
             if training_args.max_steps is None or training_args.max_steps <= 0:
                 raise PruningSessionError(

@@ -176,11 +176,12 @@ class PruningSession:
         """Bake (if not done), then write the run folder ``output_dir`` that ``movprune inspect``,
         ``export`` and ``compare`` read; returns its :class:`~movprune.results.RunResult`.
 
-        ``metrics`` are your evaluation of the baked model (in %, the headline first), ``task`` its
-        task (a movprune task name such as ``sst2`` where there is one), ``seed`` the seed you trained with, ``model_name`` the model you
-        started from (Hub id, folder or alias), ``train_settings`` what you trained with (lr, batch
-        size...), recorded as the folder's ``recipe.yaml``. Under several processes call it on every
-        process: the masks are compared across them and only the main process writes.
+        ``metrics``: your evaluation of the baked model (in %, the headline first); ``task``: its task
+        (a movprune task name such as ``sst2`` where there is one); ``seed``: the seed you trained
+        with; ``model_name``: the model you started from (Hub id, folder or alias); ``train_settings``:
+        what you trained with (lr, batch size...), recorded in the folder's ``recipe.yaml``. Under
+        several processes call it on every process: the masks are compared across them and only the
+        main process writes. ``force`` replaces a finished run once the new one is written.
         """
         from movprune.library.save import save_run
 
