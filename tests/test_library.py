@@ -105,7 +105,11 @@ def _check_run_folder(out: Path, target: float, tmp_path: Path) -> dict:
     assert inspected.returncode == 0, inspected.stderr
     exported = run_cli("export", str(out), "--format", "compact", "--to", str(tmp_path / "compact"))
     assert exported.returncode == 0, exported.stderr
-    assert (tmp_path / "compact" / "movprune_export.json").is_file()
+    card = (tmp_path / "compact" / "README.md").read_text()
+    assert "library API" in card and "reproduces it" not in card
+    compared = run_cli("compare", str(out), "--format", "csv")
+    assert compared.returncode == 0, compared.stderr
+    assert result["pruner"] in compared.stdout
     return result
 
 
@@ -303,3 +307,38 @@ def test_the_code_in_docs_library_is_taken_from_the_tested_examples():
     assert len(blocks) >= 2
     for block in blocks:
         assert any(block in text for text in examples.values()), f"not in an example:\n{block}"
+
+
+def test_trainer_with_a_teacher_adds_the_distillation_term_and_the_penalty(tmp_path):
+    import copy
+
+    from transformers import TrainingArguments
+
+    import movprune
+
+    student = _tiny_model()
+    teacher = copy.deepcopy(student)
+    torch.nn.init.normal_(teacher.classifier.weight)  # a teacher that disagrees with the student
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=10, report_to=[], use_cpu=True)
+    trainer = movprune.PruningTrainer(model=student, args=args, teacher=teacher,
+                                      distillation={"alpha_ce": 0.25, "alpha_distil": 0.75, "temperature": 3.0},
+                                      pruning={"method": "soft_movement", "remaining_pct": 20})
+    g = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": torch.randint(1000, 2000, (4, 9), generator=g),
+              "attention_mask": torch.ones(4, 9, dtype=torch.long), "labels": torch.tensor([0, 1, 1, 0])}
+    trainer.pruning.before_forward(0)
+    with torch.no_grad():
+        student.eval()
+        plain = trainer.compute_loss(student, inputs)  # evaluation: the task loss alone
+        assert torch.allclose(plain, student(**inputs).loss)
+        student.train()
+        torch.manual_seed(1)  # the same dropout in both training-mode forward passes
+        combined = trainer.compute_loss(student, inputs)
+        torch.manual_seed(1)
+        out, teacher_out = student(**inputs), teacher(**inputs)
+    penalty = trainer.pruning.penalty()
+    assert penalty is not None  # (λ is 0 at step 0: the term is there, its weight comes with the schedule)
+    expected = movprune.with_distillation(out.loss, out.logits, teacher_out.logits, alpha_ce=0.25, alpha_distil=0.75,
+                                          temperature=3.0) + penalty
+    assert torch.allclose(combined, expected)
+    assert not torch.allclose(combined, out.loss + penalty)

@@ -67,13 +67,16 @@ class PruningTrainer(Trainer):
 
     ``pruning`` is a :class:`PruningSession` (not yet attached, or attached to ``model``) or a
     pruner config (a ``pruner:`` mapping, a YAML file, a config class), scheduled over
-    ``args.max_steps`` optimizer steps. Everything else is the Trainer's own: the optimizer class
-    and its settings (``args.optim``, ``learning_rate``, ``weight_decay``), the LR schedule,
-    gradient accumulation, checkpoints, ``accelerate launch`` / ``torchrun``. Call
+    ``args.max_steps`` optimizer steps. ``teacher`` (a model with the same head) adds ``movprune
+    run``'s distillation term to the training loss, weighted by ``distillation`` (``alpha_ce``,
+    ``alpha_distil``, ``temperature``; 0.5, 0.5, 2.0 by default). Everything else is the Trainer's
+    own: the optimizer class and its settings (``args.optim``, ``learning_rate``, ``weight_decay``),
+    the LR schedule, gradient accumulation, checkpoints, ``accelerate launch`` / ``torchrun``. Call
     :meth:`PruningSession.bake` (``trainer.pruning.bake()``) before the final evaluation.
     """
 
-    def __init__(self, *args: Any, pruning: PruningSession | PrunerSpec, **kwargs: Any):
+    def __init__(self, *args: Any, pruning: PruningSession | PrunerSpec, teacher: torch.nn.Module | None = None,
+                 distillation: dict[str, float] | None = None, **kwargs: Any):
         model = kwargs.get("model", args[0] if args else None)
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
         if model is None or training_args is None:
@@ -97,6 +100,10 @@ class PruningTrainer(Trainer):
                                       "the Trainer's")
         #: The session: ``trainer.pruning.bake()`` and ``trainer.pruning.save(...)`` at the end.
         self.pruning = pruning
+        #: A dense teacher to distil from while training (:func:`~movprune.library.with_distillation`),
+        #: with ``distillation``'s ``alpha_ce``, ``alpha_distil``, ``temperature``.
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.distillation = dict(distillation or {})
         callbacks = [*(kwargs.pop("callbacks", None) or []), PruningCallback(pruning)]
         super().__init__(*args, callbacks=callbacks, **kwargs)
 
@@ -118,16 +125,31 @@ class PruningTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The Trainer's loss plus the pruner's penalty while training."""
-        out = super().compute_loss(model, inputs, return_outputs=return_outputs,
+        """The Trainer's loss (with the teacher's distillation term) plus the pruner's penalty while training."""
+        training = model.training and not self.pruning.baked
+        distil = training and self.teacher is not None
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs or distil,
                                    num_items_in_batch=num_items_in_batch)
-        if not model.training or self.pruning.baked:
+        if not training:
             return out
-        loss, outputs = out if return_outputs else (out, None)
+        loss, outputs = out if return_outputs or distil else (out, None)
+        if distil:
+            loss = self._with_teacher(loss, outputs, inputs)
         penalty = self.pruning.penalty()
         if penalty is not None:
             loss = loss + penalty
         return (loss, outputs) if return_outputs else loss
+
+    def _with_teacher(self, loss: torch.Tensor, outputs: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        from movprune.library.distill import with_distillation
+
+        device = loss.device
+        if next(self.teacher.parameters()).device != device:
+            self.teacher.to(device)
+        with torch.no_grad():
+            teacher_outputs = self.teacher(**inputs)
+        return with_distillation(loss, _logits(outputs), _logits(teacher_outputs),
+                                 regression=getattr(self.teacher.config, "num_labels", 2) == 1, **self.distillation)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """``Trainer.train``; a resumed run restores the pruner's state from the checkpoint too."""
@@ -138,3 +160,10 @@ class PruningTrainer(Trainer):
         if resume_from_checkpoint:
             load_session_state(self.pruning, Path(resume_from_checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+
+def _logits(outputs: Any) -> list[torch.Tensor]:
+    """The logits a head gives: one tensor (classification), or start and end (question answering)."""
+    if getattr(outputs, "logits", None) is not None:
+        return [outputs.logits]
+    return [outputs.start_logits, outputs.end_logits]
