@@ -114,7 +114,10 @@ class PruningSession:
         """Move the masks to optimizer step ``step`` (0-based) before its forward pass; with gradient
         accumulation, call it before each micro-batch with the same ``step``."""
         self._check_training("before_forward")
-        if not isinstance(step, int) or not 0 <= step < max(self.total_steps, 1):
+        if self.total_steps == 0:
+            raise PruningSessionError("before_forward(): this session was made with total_steps=0 (prune "
+                                      "without training); give total_steps the number of optimizer steps to train")
+        if not isinstance(step, int) or not 0 <= step < self.total_steps:
             raise PruningSessionError(f"before_forward(step={step!r}): steps run from 0 to total_steps - 1 = "
                                       f"{self.total_steps - 1}; give the optimizer step about to be taken")
         self.pruner.step(step)
