@@ -221,6 +221,24 @@ def test_misuse_raises_a_typed_error_with_one_line():
     assert "no encoder nn.Linear layer" in _one_line(e)
 
 
+def test_trainer_refuses_an_optimizer_without_the_scores(tmp_path):
+    from transformers import TrainingArguments
+
+    import movprune
+
+    model = _tiny_model()
+    session = movprune.attach(model, {"method": "movement", "remaining_pct": 10}, total_steps=4)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, report_to=[], use_cpu=True)
+    weights_only = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.endswith(".scores")])
+    trainer = movprune.PruningTrainer(model=model, args=args, pruning=session, optimizers=(weights_only, None))
+    with pytest.raises(movprune.PruningSessionError) as e:
+        trainer.create_optimizer()
+    assert "does not hold the pruner's scores" in _one_line(e)
+    with_scores = movprune.PruningTrainer(model=model, args=args, pruning=session,
+                                          optimizers=(torch.optim.AdamW(session.optimizer_groups()), None))
+    assert with_scores.create_optimizer() is with_scores.optimizer
+
+
 def test_a_bad_pruner_config_is_reported_like_a_recipes(tmp_path):
     import movprune
 

@@ -117,6 +117,12 @@ class PruningTrainer(Trainer):
             elif optimizer_kwargs.get("fused"):
                 groups = [{k: v for k, v in g.items() if k != "fused"} for g in groups]
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        else:  # the user's own (Trainer(optimizers=...)): without the scores the masks would never learn
+            held = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+            if any(id(p) not in held for g in self.pruning.parameter_groups() for p in g["params"]):
+                raise PruningSessionError(
+                    "PruningTrainer: the optimizer given in optimizers= does not hold the pruner's scores; build "
+                    "it from trainer.pruning.optimizer_groups(...) or add trainer.pruning.parameter_groups()")
         return self.optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):
