@@ -16,13 +16,16 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "movprune"
 
 LAYER = {
+    # The package's front door: ``movprune/__init__.py`` hands out the library API lazily; modules
+    # import it only as ``movprune`` (for ``__version__``), which the check below leaves aside.
+    "__init__": 7,
     "cli": 6, "__main__": 6,
-    "experiments": 5, "export": 5,
+    "experiments": 5, "export": 5, "library": 5,
     "training": 4,
     "recipe": 3, "identity": 3,
     "pruners": 2, "tasks": 2,
     "results": 1, "models": 1, "run_folder": 1,
-    "errors": 0, "io": 0, "schema": 0, "data": 0, "suggest": 0, "distributed": 0, "__init__": 0,
+    "errors": 0, "io": 0, "schema": 0, "data": 0, "suggest": 0, "distributed": 0,
 }
 #: Same-layer pairs that must stay apart.
 SEPARATE = {("pruners", "tasks"), ("tasks", "pruners")}

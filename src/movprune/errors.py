@@ -69,3 +69,8 @@ class TrainingDivergedError(MovpruneError):
 
 class StorageError(MovpruneError):
     """A file could not be written: the disk is full, read-only, or not writable."""
+
+
+class PruningSessionError(MovpruneError):
+    """The library API was used out of order: a model attached twice, a model with nothing to prune,
+    a training step before ``attach`` or after ``bake``."""

@@ -86,6 +86,14 @@ def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: floa
     target = result.get("target_remaining_pct")
     distill = result.get("distill")
     metrics = result.get("metrics") or {}
+    # A folder written through the library API: the user's code trained and evaluated the model.
+    library = result.get("source") == "library"
+    measured = ("Measured by the training code that fine-pruned the model with movprune's library API "
+                "(in %)." if library else "Measured by movprune at the end of the run, on the recipe's evaluation "
+                "split (in %).")
+    recipe_intro = ("The pruner and settings the training code recorded (it ran its own loop, so "
+                    "`movprune run` on this file trains with movprune's loop instead):" if library else
+                    "The run's resolved recipe (`movprune run recipe.yaml` reproduces it):")
     lines = [
         "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
         f"# {result.get('name')}", "",
@@ -102,14 +110,13 @@ def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: floa
         f"| seed | {result.get('seed')} |",
         "", "Remaining weights count the encoder's Linear matrices (Q, K, V, attention output, FFN); "
         "embeddings and the task head stay dense, as in the paper.", "",
-        "## Metrics", "", "Measured by movprune at the end of the run, on the recipe's evaluation "
-        "split (in %).", "", "| metric | value |", "| --- | --- |",
+        "## Metrics", "", measured, "", "| metric | value |", "| --- | --- |",
         *(f"| {name} | {float(value):.2f} |" for name, value in metrics.items()), "",
         "## Use it", "", "```python", load_hint, "```", "",
     ]
     if max_abs_diff is not None:
         lines += [f"The export's outputs were checked against the run's dense model: max |difference| "
                   f"{max_abs_diff:.2e} on a check batch.", ""]
-    lines += ["## Recipe", "", "The run's resolved recipe (`movprune run recipe.yaml` reproduces it):", "",
+    lines += ["## Recipe", "", recipe_intro, "",
               "```yaml", recipe_text.rstrip(), "```", ""]
     return "\n".join(lines)

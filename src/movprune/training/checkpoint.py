@@ -191,14 +191,16 @@ def _join_tensors(data: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return data
 
 
-def _write_state(folder: Path, stem: str, state: dict[str, Any]) -> None:
+def write_state(folder: Path, stem: str, state: dict[str, Any]) -> None:
+    """``state`` as ``<stem>.json`` (numbers, strings, nested dicts) and ``<stem>.safetensors`` (its tensors)."""
     tensors: dict[str, torch.Tensor] = {}
     plain = _split_tensors(state, tensors)
     (folder / f"{stem}.json").write_text(json.dumps(plain, indent=1) + "\n", encoding="utf-8")
     save_file(tensors, str(folder / f"{stem}.safetensors"))
 
 
-def _read_state(folder: Path, stem: str) -> dict[str, Any]:
+def read_state(folder: Path, stem: str) -> dict[str, Any]:
+    """What :func:`write_state` wrote."""
     plain = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
     return _join_tensors(plain, load_file(str(folder / f"{stem}.safetensors")))
 
@@ -239,9 +241,9 @@ def save(accelerator: Any, run_dir: str | Path, pruner: Any, stream: BatchStream
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     if main:
-        _write_state(tmp, PRUNER_STATE, pruner.state_dict())
+        write_state(tmp, PRUNER_STATE, pruner.state_dict())
         position, generator_state = stream.position()
-        _write_state(tmp, TRAINER_STATE, {
+        write_state(tmp, TRAINER_STATE, {
             "format_version": FORMAT_VERSION, "step": loop.step, "data": position,
             "data_generator_state": generator_state, "train_seconds": loop.train_seconds,
             "eval_seconds": loop.eval_seconds, "window": dict(loop.window), "window_n": loop.window_n,
@@ -269,8 +271,8 @@ def load(accelerator: Any, checkpoint: Path, pruner: Any, stream: BatchStream) -
     """Restore model, optimizer, scheduler, RNGs, pruner and data position from ``checkpoint``;
     returns the loop's state. Raises :class:`RunFailedError` when the checkpoint cannot be used."""
     try:
-        trainer = _read_state(checkpoint, TRAINER_STATE)
-        pruner_state = _read_state(checkpoint, PRUNER_STATE)
+        trainer = read_state(checkpoint, TRAINER_STATE)
+        pruner_state = read_state(checkpoint, PRUNER_STATE)
     except (OSError, ValueError, KeyError) as e:
         raise RunFailedError(f"{checkpoint}: unreadable checkpoint ({e}); delete it to resume from an "
                              "older one, or start over with --force") from None

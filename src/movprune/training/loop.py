@@ -69,9 +69,9 @@ def calibration_batches(task: tasks.Task, data: TaskData, tokenizer, recipe: Rec
             for start in range(0, len(order), size)]
 
 
-def build_optimizer(model: torch.nn.Module, pruner: pruners.Pruner, train: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the model's trainable weights (no decay on biases and LayerNorms) and the
-    pruner's own groups (scores with their learning rate)."""
+def optimizer_groups(model: torch.nn.Module, pruner: pruners.Pruner, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the model's trainable weights (``weight_decay`` except on biases and
+    LayerNorms) and the pruner's own groups (scores with their learning rate)."""
     extra = pruner.parameter_groups()
     taken = {id(p) for g in extra for p in g["params"]}
     decay, no_decay = [], []
@@ -79,9 +79,13 @@ def build_optimizer(model: torch.nn.Module, pruner: pruners.Pruner, train: Train
         if not p.requires_grad or id(p) in taken:
             continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": train.weight_decay, "name": "weights"},
-              {"params": no_decay, "weight_decay": 0.0, "name": "weights_no_decay"}, *extra]
-    return torch.optim.AdamW(groups, lr=train.lr)
+    return [{"params": decay, "weight_decay": weight_decay, "name": "weights"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "weights_no_decay"}, *extra]
+
+
+def build_optimizer(model: torch.nn.Module, pruner: pruners.Pruner, train: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`optimizer_groups` at ``train.lr``."""
+    return torch.optim.AdamW(optimizer_groups(model, pruner, train.weight_decay), lr=train.lr)
 
 
 def train_step(model: torch.nn.Module, batch: dict[str, Any], step: int, *, pruner: pruners.Pruner,
