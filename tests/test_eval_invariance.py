@@ -31,6 +31,7 @@ METHODS = {
     "soft_movement": {"method": "soft_movement", "remaining_pct": 10},
     "l0": {"method": "l0", "remaining_pct": 10},
     "sensitivity": {"method": "sensitivity", "remaining_pct": 10},
+    "movement-bias_correction": {"method": "movement", "remaining_pct": 10, "bias_correction": True},
 }
 
 

@@ -34,7 +34,9 @@ LONG = {"max_steps": 16, "max_train_samples": 96, "max_eval_samples": 32, "log_e
         "eval_every_steps": 5, "save_every_steps": 4, "keep_checkpoints": 2}
 METHODS = {"movement": {"method": "movement", "remaining_pct": 10},
            "soft_movement": {"method": "soft_movement", "remaining_pct": 10},
-           "l0": {"method": "l0", "remaining_pct": 10}}
+           "l0": {"method": "l0", "remaining_pct": 10},
+           "sensitivity": {"method": "sensitivity", "remaining_pct": 10},
+           "bias_correction": {"method": "movement", "remaining_pct": 10, "bias_correction": True}}
 
 
 class _Killed(BaseException):
@@ -132,6 +134,22 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, reference, met
     assert result.steps == LONG["max_steps"]
     assert not (run_dir / "checkpoints").exists()  # a finished run keeps its model, not checkpoints
     assert_same_run(reference(method), run_dir)
+
+
+@pytest.mark.parametrize("method,averages", [("sensitivity", (".sensitivity", ".uncertainty")),
+                                             ("bias_correction", (".input_mean",))])
+def test_a_killed_run_resumes_its_running_averages(tmp_path, reference, method, averages):
+    """Sensitivity's importance and bias correction's input means are moving averages over all the
+    steps so far: the checkpoint carries them (buffers of the parametrizations, in model.safetensors;
+    the batch counts in the pruner's state), so the resumed run goes on as the uninterrupted one."""
+    recipe = _recipe(tmp_path, "killed", method)
+    with pytest.raises(_Killed):
+        run(recipe, observer=_KillAt(9))
+    saved = load_file(str(checkpoint.latest(recipe.run_dir) / "model.safetensors"))
+    found = [key for key in saved if key.endswith(averages)]
+    assert found and all(saved[key].abs().sum() > 0 for key in found)
+    run(recipe, resume=True)
+    assert_same_run(reference(method), recipe.run_dir)
 
 
 def test_sigkill_during_a_run_then_resume_matches(tmp_path, reference):

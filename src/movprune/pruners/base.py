@@ -232,12 +232,17 @@ class Pruner:
         """What a resumed run needs beyond the model's parameters (the scores are parameters of the
         parametrizations, so they travel with the model): numbers, strings, nested dicts and
         tensors. Subclasses extend it; :meth:`load_state_dict` takes it back."""
-        return {"current_step": self.current_step}
+        state: dict[str, Any] = {"current_step": self.current_step}
+        if self.bias_corrector is not None:
+            state["bias_correction_batches"] = self.bias_corrector.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` on an attached pruner. The masks are not recomputed here:
         the next :meth:`step` computes them from the restored scores, as it would have."""
         self.current_step = int(state["current_step"])
+        if self.bias_corrector is not None:
+            self.bias_corrector.load_state_dict(state["bias_correction_batches"])
 
     def log_values(self) -> dict[str, float]:
         """Numbers worth logging each step (current remaining %, lambda, ...)."""

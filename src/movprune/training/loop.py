@@ -167,8 +167,8 @@ def _steps(recipe: Recipe, run: Prepared, run_dir: Path, accelerator, obs: Obser
     """The training steps from ``run.loop.step`` on, with their logging, mid-run evaluations and
     checkpoints; returns the seconds spent training and evaluating (the run's, resumed or not).
 
-    Only logging and checkpoint steps read anything back from the device: the logged losses, and
-    under several processes whether any of them was asked to stop."""
+    The loop itself reads back from the device only on logging and checkpoint steps: the logged
+    losses, and under several processes whether any of them was asked to stop."""
     main = accelerator.is_main_process
     model, pruner, steps, loop = run.model, run.pruner, run.steps, run.loop
     model.train()
