@@ -130,7 +130,7 @@ remedies_probe() {  # each remedy's loss after removing 2% and 20% of the weight
         --out docs/repro/movement_probe_remedies.json
 }
 
-speed() {  # issue 16's frontier: hybrid vs unstructured pruning, accuracy against measured speed-up
+speed() {  # the frontier: hybrid vs unstructured pruning, accuracy against measured speed-up
     local out=${SPEED_OUT:-results}
     sweep_s() { "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml --seeds 42 "output_dir=$out" "$@"; }
     sweep_s --pruners none name=frontier-hybrid

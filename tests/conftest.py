@@ -95,6 +95,17 @@ def tiny_squad_dir() -> Path:
     return TINY_SQUAD_DIR
 
 
+def tiny_bert():
+    """A tiny-random-bert classifier (``models.tiny_bert_config``) with seed-0 weights."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from movprune.models import tiny_bert_config
+
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(tiny_bert_config())
+
+
 def tiny_recipe_dict(output_dir: Path, task: str = "sst2", **sections) -> dict:
     """A recipe for a seconds-long run of tiny-random-bert on the checked-in data fixtures."""
     recipe = {
@@ -182,13 +193,12 @@ def _working_dir(path: Path):
         os.chdir(old)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> CliOutcome:
+def run_cli(*args: str, cwd: Path | None = None) -> CliOutcome:
     """Run ``movprune ARGS`` in this process through Typer's ``CliRunner``, as a user would.
 
     Exit code, stdout and stderr are those a process would give: an unexpected exception exits 1
     with its traceback on stderr, so ``"Traceback" not in stderr`` checks hold in-process too.
-    Use :func:`run_cli_process` where a real process matters (signals, ``sys.modules``).
-    ``timeout`` is accepted for the process version's signature and ignored.
+    Use :func:`run_cli_process` where a real process matters (signals, ``sys.modules``, a timeout).
     """
     import torch
     from typer.testing import CliRunner

@@ -11,6 +11,8 @@ from movprune.pruners.counting import prunable_linears, remaining_pct
 from movprune.pruners.schedule import cubic_schedule
 from movprune.pruners.topk import kept_count, topk_mask
 
+from conftest import tiny_bert
+
 
 @pytest.mark.parametrize("k", [1, 7, 50, 99, 100, 64 * 48 // 3, 64 * 48 - 1, 64 * 48])
 def test_topk_mask_keeps_exactly_k_largest(k):
@@ -38,17 +40,8 @@ def test_kept_count_rounds_to_nearest():
     assert kept_count(1.0, 10) == 10
 
 
-def _tiny_bert():
-    from transformers import AutoModelForSequenceClassification
-
-    from movprune.models import tiny_bert_config
-
-    torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_config(tiny_bert_config())
-
-
 def test_prunable_linears_are_exactly_the_encoder_matrices():
-    model = _tiny_bert()
+    model = tiny_bert()
     names = set(prunable_linears(model))
     # 2 layers x (Q, K, V, attention output, FFN in, FFN out)
     assert len(names) == 12
@@ -59,7 +52,7 @@ def test_prunable_linears_are_exactly_the_encoder_matrices():
 @pytest.mark.parametrize("method", ["magnitude", "movement"])
 @pytest.mark.parametrize("pct", [50.0, 10.0, 3.0, 0.5])
 def test_final_mask_keeps_the_exact_count_per_matrix(method, pct):
-    model = _tiny_bert()
+    model = tiny_bert()
     pruner = build_pruner(pruner_config(method=method, remaining_pct=pct), 100)
     pruner.attach(model)
     if method == "movement":  # distinct scores, so "which" is checkable too
@@ -75,7 +68,7 @@ def test_final_mask_keeps_the_exact_count_per_matrix(method, pct):
 
 
 def test_magnitude_keeps_the_largest_weights():
-    model = _tiny_bert()
+    model = tiny_bert()
     original = {n: lin.weight.detach().clone() for n, lin in prunable_linears(model).items()}
     pruner = build_pruner(pruner_config(method="magnitude", remaining_pct=20), 10)
     pruner.attach(model)
@@ -150,7 +143,7 @@ def test_cubic_schedule_endpoints_and_shape():
 
 
 def test_pruner_follows_schedule_during_training():
-    model = _tiny_bert()
+    model = tiny_bert()
     pruner = build_pruner(pruner_config(method="movement", remaining_pct=10, scores_lr=0.01, scores_init=0.0), 100)
     pruner.attach(model)
     for step, expected in ((0, 100.0), (45, 100 * cubic_schedule(45, 100, 1.0, 0.1, 0.1, 0.2)), (90, 10.0)):
@@ -160,7 +153,7 @@ def test_pruner_follows_schedule_during_training():
 
 
 def test_bake_leaves_an_ordinary_linear_with_masked_weights():
-    model = _tiny_bert()
+    model = tiny_bert()
     pruner = build_pruner(pruner_config(method="magnitude", remaining_pct=25), 10)
     pruner.attach(model)
     pruner.finalize()

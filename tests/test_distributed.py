@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +20,7 @@ from movprune.export.api import load_run_model
 from movprune.pruners.counting import prunable_linears
 from movprune.recipe import load_recipe
 from movprune.tasks import get_task
+from movprune.training import checkpoint
 from movprune.training.data import prepare_data
 from movprune.training.loop import evaluate_all, run
 from movprune.training.processes import check_batch_split
@@ -73,6 +78,58 @@ def test_two_processes_run_the_same_experiment_as_one(write_recipe):
     assert len(data.evals[0].features) == 60
     metrics, _ = evaluate_all(task, model, data, tokenizer, recipe, nullcontext)
     assert metrics == result["metrics"]
+
+
+def _workers(launcher: int) -> dict[int, int]:
+    """Local rank -> pid of the processes ``torchrun`` (pid ``launcher``) started."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            status = (proc / "status").read_text()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        ppid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+        rank = next((int(e.split(b"=")[1]) for e in environ if e.startswith(b"LOCAL_RANK=")), None)
+        if ppid == launcher and rank is not None:
+            found[rank] = int(proc.name)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds torchrun's workers in /proc")
+def test_sigterm_to_one_process_stops_both_at_the_same_logging_step(write_recipe):
+    """The signal reaches the second process only; at the next logging step both agree, save one
+    checkpoint together and exit 143."""
+    recipe_path = write_recipe(train={"max_steps": 100000, "log_every_steps": 3})
+    run_dir = recipe_path.parent / "results" / "tiny-sst2"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "movprune", "run", str(recipe_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=recipe_path.parent, env=env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (run_dir / "metrics.jsonl").exists() and proc.poll() is None:
+            time.sleep(0.1)
+        assert (run_dir / "metrics.jsonl").exists(), "training never started"
+        workers = _workers(proc.pid)
+        assert sorted(workers) == [0, 1]
+        os.kill(workers[1], signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Each process stopped on purpose at the same step (torchrun then reports the exit codes, 143).
+    stops = re.findall(r"interrupted: stopped by SIGTERM after step (\d+) of 100000", stderr)
+    assert len(stops) == 2 and stops[0] == stops[1], stderr[-3000:]
+    assert "exitcode  : 143" in stderr and "movprune/training" not in stderr  # no traceback of ours
+    ckpt = checkpoint.latest(run_dir)
+    assert ckpt is not None and not (run_dir / "result.json").exists()
+    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    last_logged = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    assert state["step"] == last_logged == int(stops[0]) and state["step"] % 3 == 0
 
 
 def test_the_global_batch_must_split_evenly_over_the_processes(write_recipe):

@@ -1,5 +1,5 @@
 """Every supported BERT-family encoder, as a tiny random model built from its config: pruned to 10%
-remaining on real SST-2 rows, inspected (every matrix type found, nothing "other"), exported."""
+remaining on the SST-2 fixture's rows, inspected (every matrix type found, nothing "other"), exported."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from movprune.errors import ExportError, ModelError
 from movprune.export import export_run, load_export
 from movprune.models import ENCODERS, TINY_MODELS
 from movprune.recipe import validate_recipe
+from movprune.results import load_result
 from movprune.training.loop import check_inputs, run
 
 from conftest import tiny_recipe_dict
@@ -66,7 +67,9 @@ def test_distillation_on_another_encoder(tmp_path):
                                               model="tiny-random-distilbert", train=TRAIN,
                                               distill={"teacher": "auto"}), "distil")
     result = run(recipe).as_dict()
-    assert result["distill"]["teacher_metrics"]["accuracy"] >= 0
+    teacher = load_result(result["distill"]["teacher"])  # the dense run the student learned from
+    assert (teacher.model, teacher.pruner, teacher.remaining_pct) == ("tiny-random-distilbert", "none", 100.0)
+    assert result["distill"]["teacher_metrics"] == teacher.metrics and "accuracy" in teacher.metrics
     assert result["remaining_pct"] == pytest.approx(10, abs=0.5)
 
 

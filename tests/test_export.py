@@ -104,7 +104,7 @@ def _dense_logits(folder: Path, texts: list[str]) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def exported(tiny_run, emptied_run, tmp_path_factory) -> dict:
     """Every format of both runs, exported by the library and then loaded in one fresh process
-    (compact through ``trust_remote_code=True``, sparse with ``load_sparse``) on real SST-2 sentences."""
+    (compact through ``trust_remote_code=True``, sparse with ``load_sparse``) on the SST-2 fixture's sentences."""
     root = tmp_path_factory.mktemp("exports")
     texts = _sentences(TINY_GLUE_DIR)
     jobs, results = [], {}

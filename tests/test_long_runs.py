@@ -1,4 +1,4 @@
-"""Long runs: checkpoints that resume exactly, pre-emption, live tracking (tiny-random-bert, real SST-2).
+"""Long runs: checkpoints that resume exactly, pre-emption, live tracking (tiny-random-bert, the SST-2 fixture).
 
 A run "killed" in-process raises out of the training loop from the observer, after a checkpoint and
 without any clean-up, which leaves the folder as SIGKILL would; one test kills a real process with
@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from movprune.cli.main import app
 from movprune.recipe import validate_recipe
 from movprune.results import is_finished
-from movprune.training import checkpoint
+from movprune.training import checkpoint, preemption
 from movprune.training.loop import run
 
 from conftest import tiny_recipe_dict
@@ -34,7 +34,9 @@ LONG = {"max_steps": 16, "max_train_samples": 96, "max_eval_samples": 32, "log_e
         "eval_every_steps": 5, "save_every_steps": 4, "keep_checkpoints": 2}
 METHODS = {"movement": {"method": "movement", "remaining_pct": 10},
            "soft_movement": {"method": "soft_movement", "remaining_pct": 10},
-           "l0": {"method": "l0", "remaining_pct": 10}}
+           "l0": {"method": "l0", "remaining_pct": 10},
+           "sensitivity": {"method": "sensitivity", "remaining_pct": 10},
+           "bias_correction": {"method": "movement", "remaining_pct": 10, "bias_correction": True}}
 
 
 class _Killed(BaseException):
@@ -123,15 +125,31 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, reference, met
     for name in ("model.safetensors", "optimizer.bin", "custom_checkpoint_0.pkl", "random_states_0.pkl",
                  "pruner_state.json", "pruner_state.safetensors", "trainer_state.json"):
         assert (ckpt / name).is_file(), name
-    if method != "movement":  # the controller is running when the checkpoint is taken
-        logged = [line for line in _curve(run_dir) if "lambda" in line and line["step"] <= resumes_from]
-        assert any(line["lambda"] != 0 for line in logged)
-        assert json.loads((ckpt / "pruner_state.json").read_text())["controller"]["scale"] is not None
+    # Both methods run a controller, already at work when the checkpoint is taken.
+    logged = [line for line in _curve(run_dir) if "lambda" in line and line["step"] <= resumes_from]
+    assert any(line["lambda"] != 0 for line in logged)
+    assert json.loads((ckpt / "pruner_state.json").read_text())["controller"]["scale"] is not None
 
     result = run(recipe, resume=True)
     assert result.steps == LONG["max_steps"]
     assert not (run_dir / "checkpoints").exists()  # a finished run keeps its model, not checkpoints
     assert_same_run(reference(method), run_dir)
+
+
+@pytest.mark.parametrize("method,averages", [("sensitivity", (".sensitivity", ".uncertainty")),
+                                             ("bias_correction", (".input_mean",))])
+def test_a_killed_run_resumes_its_running_averages(tmp_path, reference, method, averages):
+    """Sensitivity's importance and bias correction's input means are moving averages over all the
+    steps so far: the checkpoint carries them (buffers of the parametrizations, in model.safetensors;
+    the batch counts in the pruner's state), so the resumed run goes on as the uninterrupted one."""
+    recipe = _recipe(tmp_path, "killed", method)
+    with pytest.raises(_Killed):
+        run(recipe, observer=_KillAt(9))
+    saved = load_file(str(checkpoint.latest(recipe.run_dir) / "model.safetensors"))
+    found = [key for key in saved if key.endswith(averages)]
+    assert found and all(saved[key].abs().sum() > 0 for key in found)
+    run(recipe, resume=True)
+    assert_same_run(reference(method), recipe.run_dir)
 
 
 def test_sigkill_during_a_run_then_resume_matches(tmp_path, reference):
@@ -186,6 +204,51 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
     state = json.loads((ckpt / "trainer_state.json").read_text())
     last_logged = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
     assert state["step"] == last_logged  # saved at the step boundary the signal reached
+
+
+class _Processes:
+    """An accelerator of ``n`` processes; the others report ``remote`` as their stop flag."""
+
+    device = "cpu"
+
+    def __init__(self, n: int = 2, remote: int = 0):
+        self.num_processes, self.remote, self.reductions = n, remote, 0
+
+    def reduce(self, tensor, reduction):
+        assert reduction == "max"
+        self.reductions += 1
+        return torch.maximum(tensor, torch.tensor([self.remote]))
+
+
+def test_the_stop_flag_is_combined_across_processes_only_where_asked():
+    signalled = preemption.StopSignals()
+    signalled.signum = signal.SIGTERM
+    one = _Processes(n=1)
+    assert signalled.requested() and signalled.requested(one, collective=False)  # its own flag, every step
+    assert one.reductions == 0
+    two = _Processes()
+    assert not signalled.requested(two, collective=False)  # the other process does not know yet
+    assert two.reductions == 0
+    assert signalled.requested(two) and two.reductions == 1
+    # The process that got no signal learns of the other's at the same step, and stops as it would.
+    unaware, two = preemption.StopSignals(), _Processes(remote=signal.SIGTERM)
+    assert not unaware.requested(two, collective=False) and unaware.signum is None
+    assert unaware.requested(two) and (unaware.name, unaware.exit_code) == ("SIGTERM", 143)
+    assert not preemption.StopSignals().requested(_Processes())
+
+
+def test_the_loop_reads_the_stop_flag_back_only_on_logging_and_checkpoint_steps(tmp_path, monkeypatch):
+    asked: list[bool] = []
+    requested = preemption.StopSignals.requested
+
+    def spy(self, accelerator=None, *, collective=True):
+        asked.append(collective)
+        return requested(self, accelerator, collective=collective)
+
+    monkeypatch.setattr(preemption.StopSignals, "requested", spy)
+    run(_recipe(tmp_path, "sync", "movement", max_steps=8, eval_every_steps=None))  # logs every 3, saves every 4
+    assert len(asked) == 8  # once per step
+    assert [done for done, collective in enumerate(asked, 1) if collective] == [3, 4, 6, 8]
 
 
 def test_resume_with_a_changed_recipe_is_refused(tmp_path):

@@ -1,5 +1,5 @@
 """Soft movement and L0: penalties and gates against their formulas, the threshold schedule, the
-recipe rules of the two λ modes, and (tiny-random-bert on real SST-2) the controller reaching a
+recipe rules of the two λ modes, and (tiny-random-bert on the SST-2 fixture) the controller reaching a
 requested remaining_pct and the fixed-λ mode pruning more as λ grows."""
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def test_paper_defaults_are_filled_in(tmp_path):
     assert not hasattr(l0, "sigmoid_threshold_initial") and not hasattr(l0, "sigmoid_threshold_final")
 
 
-# -- end to end on tiny-random-bert + real SST-2 ------------------------------------------------
+# -- end to end on tiny-random-bert + the SST-2 fixture ---------------------------------------------
 
 def tiny_run(tmp_path, name: str, steps: int, **pruner):
     from movprune.training.loop import run

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -10,7 +12,7 @@ import yaml
 from movprune.errors import RecipeError
 from movprune.recipe import load_recipe
 
-from conftest import run_cli, tiny_recipe_dict
+from conftest import REPO, run_cli, tiny_recipe_dict
 
 
 def test_overrides_are_typed_and_nested(write_recipe):
@@ -163,3 +165,16 @@ def test_tiny_recipe_helper_is_a_valid_recipe(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(tiny_recipe_dict(tmp_path)))
     assert load_recipe(path).model == "tiny-random-bert"
+
+
+def test_reading_a_recipe_schema_needs_no_torch(tmp_path):
+    """The recipe module and its schema load without torch or datasets (compare and resume read saved
+    recipes with ``Recipe.model_validate``); ``validate_recipe``'s task and method checks import them."""
+    data = tiny_recipe_dict(tmp_path)
+    code = ("import sys; from movprune.recipe import Recipe, load_recipe; "
+            f"Recipe.model_validate({data!r}); "
+            "print(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                         env={"PYTHONPATH": str(REPO / "src"), "PATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -12,6 +12,8 @@ from movprune.pruners.bias_correction import INPUT_MEAN_DECAY
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.topk import kept_count, topk_mask
 
+from conftest import tiny_bert
+
 
 class Toy(nn.Module):
     """One Linear, called like a Hugging Face model (``attention_mask`` as a keyword)."""
@@ -27,15 +29,6 @@ class Toy(nn.Module):
 def _toy(seed: int = 0) -> Toy:
     torch.manual_seed(seed)
     return Toy()
-
-
-def _tiny_bert():
-    from transformers import AutoModelForSequenceClassification
-
-    from movprune.models import tiny_bert_config
-
-    torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_config(tiny_bert_config())
 
 
 def _magnitude(pct: float) -> BasePrunerConfig:
@@ -112,7 +105,7 @@ def test_returning_weights_take_their_correction_with_them():
 
 @pytest.mark.parametrize("method", ["movement", "sensitivity", "soft_movement", "l0"])
 def test_baked_model_equals_corrected_masked_model(method):
-    model = _tiny_bert()
+    model = tiny_bert()
     config = pruner_config(method=method, remaining_pct=20, bias_correction=True)
     pruner = build_pruner(config, 6)
     pruner.attach(model)
@@ -185,7 +178,7 @@ def test_sensitivity_importance_follows_the_platon_formula_on_hand_made_gradient
 @pytest.mark.parametrize("scope", ["local", "global"])
 @pytest.mark.parametrize("pct", [3, 10, 50])
 def test_sensitivity_kept_counts_are_exact(scope, pct):
-    model = _tiny_bert()
+    model = tiny_bert()
     pruner = build_pruner(pruner_config(method="sensitivity", remaining_pct=pct, scope=scope), 10)
     pruner.attach(model)
     ids = torch.randint(0, model.config.vocab_size, (2, 7))
@@ -205,7 +198,7 @@ def test_sensitivity_kept_counts_are_exact(scope, pct):
 # -- movement scores started from |W| -------------------------------------------------------------
 
 def test_magnitude_init_scores_start_at_normalised_magnitude_and_first_mask_is_magnitudes():
-    model = _tiny_bert()
+    model = tiny_bert()
     config = pruner_config(method="movement", remaining_pct=30, initial_warmup=0.0, final_warmup=0.0,
                           scores_lr=0.01, scores_init=0.0, scores_init_from="magnitude")
     pruner = build_pruner(config, 10)

@@ -246,7 +246,7 @@ def validate_recipe(data: dict[str, Any], source: str) -> Recipe:
 
     Raises :class:`RecipeError` listing every problem at once.
     """
-    from movprune import pruners, tasks  # deferred: both import torch
+    from movprune import pruners, tasks  # deferred: their checks import torch; the schema above does not
 
     try:
         recipe = Recipe.model_validate(data)

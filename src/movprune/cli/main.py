@@ -12,7 +12,7 @@ from movprune.cli.sweep import sweep_command
 
 app = typer.Typer(
     name="movprune",
-    help="Prune BERT-family models (magnitude, movement, soft movement, L0) and compare the methods.",
+    help="Prune BERT-family models (magnitude, movement, soft movement, L0, sensitivity) and compare the methods.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -80,11 +80,6 @@ def plan_layer(layer: nn.Module) -> LayerPlan:
     return LayerPlan(heads_kept, neurons_kept, att_shift, ffn_shift)
 
 
-def plan_model(model: nn.Module) -> list[LayerPlan]:
-    """A :class:`LayerPlan` for every encoder layer of a BERT model."""
-    return [plan_layer(layer) for layer in _bert_layers(model)]
-
-
 def compact_state_dict(model: nn.Module, plans: list[LayerPlan]) -> dict[str, torch.Tensor]:
     """The dense model's state dict with emptied heads and neurons sliced out and biases folded."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}

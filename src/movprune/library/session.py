@@ -17,7 +17,7 @@ from movprune.errors import PruningSessionError, RecipeError
 from movprune.pruners.base import Pruner
 from movprune.pruners.config import BasePrunerConfig
 from movprune.pruners.counting import prunable_linears, remaining_pct
-from movprune.training.loop import optimizer_groups
+from movprune.training.setup import optimizer_groups
 
 #: What ``pruner_config`` may be: a ``pruner:`` mapping, a YAML file holding one (or a recipe with a
 #: ``pruner:`` section), or a validated config class.

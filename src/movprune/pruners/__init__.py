@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from movprune.pruners.config import CONFIGS, BasePrunerConfig, PrunerConfig, methods_taking, pruner_config
 from movprune.suggest import did_you_mean
 
-if TYPE_CHECKING:  # the pruners import torch; the recipe's validation need not
+if TYPE_CHECKING:  # the pruner classes import torch: loaded on first use (pruner_class), not here
     from movprune.pruners.base import Pruner
 
 # method name -> "module:class", from each method's config class (its one registration).

@@ -8,7 +8,9 @@ parametrization on the ``weight`` of each encoder ``nn.Linear``, so the layer co
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import copy
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -62,9 +64,9 @@ class Pruner:
     The training loop calls, in order: :meth:`attach` once; :meth:`calibrate` once with
     :meth:`calibration_samples` examples of the train split when that is above 0 (one-shot methods
     decide their mask there); then per step :meth:`step` before the forward pass, adds :meth:`penalty`
-    to the loss, and calls :meth:`after_optimizer_step`; :meth:`bake` (which calls :meth:`finalize`)
-    before the final evaluation and the save. With ``train.max_steps: 0`` there are no steps:
-    attach, calibrate, bake, evaluate, publish.
+    to the loss, and calls :meth:`after_optimizer_step`; a mid-run evaluation runs inside
+    :meth:`evaluation`; :meth:`bake` (which calls :meth:`finalize`) before the final evaluation and
+    the save. With ``train.max_steps: 0`` there are no steps: attach, calibrate, bake, evaluate, publish.
     """
 
     name: ClassVar[str]
@@ -201,10 +203,21 @@ class Pruner:
     def after_optimizer_step(self) -> None:
         """Hook after each optimizer step (e.g. a controller update)."""
 
-    def prepare_eval(self) -> None:
-        """Put the masks in the state an evaluation between two training steps should see: the
-        schedule's next step, computed from the scores the last optimizer step left."""
+    @contextlib.contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """The masks an evaluation between two training steps should see, for the ``with`` block:
+        the schedule's next step, computed from the scores the last optimizer step left.
+
+        Computing them moves state the training steps rely on (a top-k search band, a controller),
+        so the block starts from a copy of :meth:`state_dict` and restores it on exit: the next
+        training step then computes what it would have without the evaluation, and a run with
+        mid-run evaluations has the numbers of the same run without them."""
+        saved = copy.deepcopy(self.state_dict())
         self.step(self.current_step + 1)
+        try:
+            yield
+        finally:
+            self.load_state_dict(saved)
 
     def finalize(self) -> None:
         """Put the masks in their final state (evaluation always uses the final mask)."""
@@ -219,12 +232,17 @@ class Pruner:
         """What a resumed run needs beyond the model's parameters (the scores are parameters of the
         parametrizations, so they travel with the model): numbers, strings, nested dicts and
         tensors. Subclasses extend it; :meth:`load_state_dict` takes it back."""
-        return {"current_step": self.current_step}
+        state: dict[str, Any] = {"current_step": self.current_step}
+        if self.bias_corrector is not None:
+            state["bias_correction_batches"] = self.bias_corrector.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` on an attached pruner. The masks are not recomputed here:
         the next :meth:`step` computes them from the restored scores, as it would have."""
         self.current_step = int(state["current_step"])
+        if self.bias_corrector is not None:
+            self.bias_corrector.load_state_dict(state["bias_correction_batches"])
 
     def log_values(self) -> dict[str, float]:
         """Numbers worth logging each step (current remaining %, lambda, ...)."""

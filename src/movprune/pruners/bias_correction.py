@@ -37,7 +37,9 @@ class BiasCorrection(nn.Module):
     def __init__(self, in_features: int, removed_weight: Callable[[], torch.Tensor]):
         super().__init__()
         self.removed_weight = removed_weight
-        self.register_buffer("input_mean", torch.zeros(in_features), persistent=False)
+        # Persistent, so a checkpoint's model.safetensors carries μ (its batch count is in the
+        # pruner's state_dict); baking removes it with the parametrization.
+        self.register_buffer("input_mean", torch.zeros(in_features))
         self.batches = 0
 
     @torch.no_grad()
@@ -88,6 +90,15 @@ class BiasCorrector:
             self._hooks.append(layer.register_forward_pre_hook(
                 lambda mod, args, c=correction: c.observe(args[0], self._token_mask["value"])
                 if mod.training else None))
+
+    def state_dict(self) -> dict[str, int]:
+        """The batches each running mean has seen (``μ`` itself is a buffer of the model)."""
+        return {name: c.batches for name, c in self.corrections.items()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore :meth:`state_dict`."""
+        for name, c in self.corrections.items():
+            c.batches = int(state[name])
 
     def _remember_token_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         # The model's attention mask tells real tokens from padding; the layers see only hidden states.

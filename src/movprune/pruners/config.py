@@ -4,7 +4,8 @@ composes it with the other sections.
 Each method has its own config class holding the keys every method shares (:class:`BasePrunerConfig`)
 plus its own, with their real defaults; :data:`PrunerConfig` is their union, told apart by
 ``method``. A key of another method is an error naming the methods that take it. No torch here:
-validating a recipe must not import it.
+the recipe's schema loads without it (``validate_recipe``'s method checks import the pruner
+classes, and with them torch).
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ class RegularizedPruner(Pruner):
         if not self.masks:
             return
         self.refresh(step)
-        # Once per training step (the loop also calls step() before a mid-run evaluation).
+        # Once per step: attach() already computes step 0, which the first training step computes again.
         if self.target_mode and self._controlled_step < step < self.total_steps:
             self._controlled_step = step
             scheduled = self.scheduled_fraction(step)

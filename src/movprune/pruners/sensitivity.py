@@ -32,8 +32,10 @@ class SensitivityMask(MagnitudeMask):
     def __init__(self, weight: torch.Tensor, beta1: float, beta2: float):
         super().__init__(weight.numel())
         self.beta1, self.beta2 = beta1, beta2
-        self.register_buffer("sensitivity", torch.zeros_like(weight, dtype=torch.float32), persistent=False)
-        self.register_buffer("uncertainty", torch.zeros_like(weight, dtype=torch.float32), persistent=False)
+        # Persistent: the model's state (a checkpoint's model.safetensors) carries them, so a resumed
+        # run continues the averages; baking removes them with the mask.
+        self.register_buffer("sensitivity", torch.zeros_like(weight, dtype=torch.float32))
+        self.register_buffer("uncertainty", torch.zeros_like(weight, dtype=torch.float32))
 
     def importance(self, weight: torch.Tensor) -> torch.Tensor:
         return self.sensitivity * self.uncertainty

@@ -5,10 +5,13 @@ presets in :func:`all_tasks`. Nothing outside this package branches on a task's 
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 from movprune.suggest import did_you_mean
-from movprune.tasks.base import Task
 from movprune.tasks.config import FAMILIES, DatasetConfig, check_dataset
+
+if TYPE_CHECKING:  # the tasks import torch and datasets; reading a recipe's schema needs neither
+    from movprune.tasks.base import Task
 
 
 @cache

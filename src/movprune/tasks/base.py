@@ -197,8 +197,10 @@ def predict(model: PreTrainedModel, features: Dataset, collate, batch_size: int,
         first, stop = distributed.shard_bounds(-(-len(features) // batch_size))
         rows = range(first * batch_size, min(stop * batch_size, len(features)))
         features = features.select(rows) if len(rows) else features.select([])
+    # A generator of its own: a loader's iterator otherwise draws its seed from torch's global RNG,
+    # and the training steps after a mid-run evaluation would see other dropout masks.
     loader = torch.utils.data.DataLoader(features.select_columns(cols), batch_size=batch_size,
-                                         collate_fn=collate)
+                                         collate_fn=collate, generator=torch.Generator())
     outs = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}

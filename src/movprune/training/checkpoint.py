@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from movprune import identity, results
 from movprune.errors import RecipeError, RunFailedError
 from movprune.recipe import Recipe, TrainConfig
+from movprune.training.window import LogWindow
 
 CHECKPOINTS_DIR = "checkpoints"
 PRUNER_STATE = "pruner_state"
@@ -57,11 +58,6 @@ def latest(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of ``run_dir`` (None when it has none)."""
     found = checkpoints(run_dir)
     return found[-1][1] if found else None
-
-
-def step_of(checkpoint: Path) -> int:
-    """The step a checkpoint folder was written after."""
-    return int(_NAME.match(checkpoint.name).group(1))
 
 
 def due(train: TrainConfig, done: int) -> bool:
@@ -166,9 +162,7 @@ class LoopState:
     step: int
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
-    window: dict[str, torch.Tensor] = field(default_factory=dict)
-    window_n: int = 0
-    window_samples: int = 0
+    window: LogWindow = field(default_factory=LogWindow)
     metrics_bytes: int = 0
     tracking_id: str | None = None
 
@@ -246,8 +240,8 @@ def save(accelerator: Any, run_dir: str | Path, pruner: Any, stream: BatchStream
         write_state(tmp, TRAINER_STATE, {
             "format_version": FORMAT_VERSION, "step": loop.step, "data": position,
             "data_generator_state": generator_state, "train_seconds": loop.train_seconds,
-            "eval_seconds": loop.eval_seconds, "window": dict(loop.window), "window_n": loop.window_n,
-            "window_samples": loop.window_samples, "metrics_bytes": loop.metrics_bytes,
+            "eval_seconds": loop.eval_seconds, "window": dict(loop.window.parts), "window_n": loop.window.steps,
+            "window_samples": loop.window.samples, "metrics_bytes": loop.metrics_bytes,
             "tracking_id": loop.tracking_id, "num_processes": accelerator.num_processes,
             "versions": results.versions()})
     accelerator.wait_for_everyone()
@@ -289,8 +283,9 @@ def load(accelerator: Any, checkpoint: Path, pruner: Any, stream: BatchStream) -
     pruner.load_state_dict(pruner_state)
     stream.restore(trainer["data"], trainer["data_generator_state"])
     return LoopState(step=int(trainer["step"]), train_seconds=float(trainer["train_seconds"]),
-                     eval_seconds=float(trainer["eval_seconds"]), window=dict(trainer["window"]),
-                     window_n=int(trainer["window_n"]), window_samples=int(trainer["window_samples"]),
+                     eval_seconds=float(trainer["eval_seconds"]),
+                     window=LogWindow(parts=dict(trainer["window"]), steps=int(trainer["window_n"]),
+                                      samples=int(trainer["window_samples"])),
                      metrics_bytes=int(trainer["metrics_bytes"]), tracking_id=trainer.get("tracking_id"))
 
 

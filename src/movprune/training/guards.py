@@ -101,7 +101,3 @@ def result_warnings(target_remaining_pct: float | None, pruner_summary: dict[str
     found = [calibration_warning(target_remaining_pct, pruner_summary)]
     return [w for w in found if w] + collapse_warnings(prediction_counts)
 
-
-def warning_text(warning: dict[str, str] | str) -> str:
-    """A warning of ``result.json`` as one line (older or hand-written entries may be plain strings)."""
-    return warning if isinstance(warning, str) else str(warning.get("message", warning))

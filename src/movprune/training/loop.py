@@ -1,34 +1,38 @@
 """The one training loop: every task and every pruner run through :func:`run`.
 
-Its parts are public (:func:`build_optimizer`, :func:`train_step`, :func:`evaluate_all`) and shared
-with the benchmarks and tests; :func:`run` / ``_run`` / ``_train`` are the loop's phases (claim the
-folder, train, publish), kept together so that the order of a run reads top to bottom. Checkpoints,
+:func:`run` / ``_run`` / ``_train`` are the loop's phases (claim the folder, train, publish), kept
+together so that the order of a run reads top to bottom; :func:`train_step` is one optimizer step,
+shared with the benchmarks and tests. What a run prepares before its first step is
+:mod:`~movprune.training.setup`, its ``result.json`` :mod:`~movprune.training.assemble`; checkpoints,
 signals, trackers, guards and multi-process rules live in their own modules beside this one."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from movprune import distributed, pruners, results, run_folder, tasks
-from movprune.errors import DataError, RecipeError, RunInterrupted
+from movprune.errors import RecipeError, RunInterrupted
 from movprune.io import atomic_write_json, atomic_write_text
 from movprune.models import check_encoder, resolve_model
-from movprune.pruners.counting import remaining_by_module, remaining_pct
-from movprune.recipe import Recipe, TrainConfig
+from movprune.recipe import Recipe
 from movprune.results import RunResult
-from movprune.tasks.base import TaskData
 from movprune.training import checkpoint, distill, guards, preemption, processes, tracking
-from movprune.training.data import check_data, prepare_data
+from movprune.training.assemble import run_result
+from movprune.training.data import check_data
+from movprune.training.evaluation import evaluate_all
 from movprune.training.observer import Observer, SilentObserver
+from movprune.training.setup import Prepared, build_optimizer, prepare
+from movprune.training.window import LogWindow
+
+#: Also the loop's building blocks, where the benchmarks and tests have always found them.
+__all__ = ["build_optimizer", "check_inputs", "evaluate_all", "run", "train_step"]
 
 
 def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
@@ -43,49 +47,6 @@ def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
     distill.check_teacher(recipe)
     check_data(task, recipe)
     tracking.check_available(recipe, source)
-
-
-def total_steps(recipe: Recipe, num_train: int) -> int:
-    """Optimizer steps of the run: ``max_steps``, else ``epochs`` over the training set.
-
-    ``train.batch_size`` is the global batch, so the count does not depend on how many processes
-    share it.
-    """
-    if recipe.train.max_steps is not None:
-        return recipe.train.max_steps
-    per_epoch = math.ceil(num_train / recipe.train.batch_size)
-    return max(1, math.ceil(recipe.train.epochs * per_epoch))
-
-
-def calibration_batches(task: tasks.Task, data: TaskData, tokenizer, recipe: Recipe, samples: int,
-                        device: torch.device | str) -> list[dict[str, Any]]:
-    """``samples`` examples of the train split (all of them when it is smaller) in batches of
-    ``train.batch_size``, on ``device``: the first ones of a permutation drawn from the recipe's seed,
-    so every process and every rerun calibrates on the same examples."""
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(recipe.seed))[:samples]
-    collate = task.collate(tokenizer)
-    size = recipe.train.batch_size
-    return [{k: v.to(device) for k, v in collate([data.train[int(i)] for i in order[start:start + size]]).items()}
-            for start in range(0, len(order), size)]
-
-
-def optimizer_groups(model: torch.nn.Module, pruner: pruners.Pruner, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups: the model's trainable weights (``weight_decay`` except on biases and
-    LayerNorms) and the pruner's own groups (scores with their learning rate)."""
-    extra = pruner.parameter_groups()
-    taken = {id(p) for g in extra for p in g["params"]}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in taken:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "name": "weights"},
-            {"params": no_decay, "weight_decay": 0.0, "name": "weights_no_decay"}, *extra]
-
-
-def build_optimizer(model: torch.nn.Module, pruner: pruners.Pruner, train: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over :func:`optimizer_groups` at ``train.lr``."""
-    return torch.optim.AdamW(optimizer_groups(model, pruner, train.weight_decay), lr=train.lr)
 
 
 def train_step(model: torch.nn.Module, batch: dict[str, Any], step: int, *, pruner: pruners.Pruner,
@@ -124,21 +85,6 @@ def train_step(model: torch.nn.Module, batch: dict[str, Any], step: int, *, prun
     pruner.after_optimizer_step()
     parts["loss"] = loss.detach()
     return parts
-
-
-def evaluate_all(task: tasks.Task, model, data: TaskData, tokenizer, recipe: Recipe, autocast,
-                 prediction_counts: dict[str, dict[str, int]] | None = None):
-    """Evaluate on every evaluation set; returns (metrics, artifacts). ``prediction_counts``, when
-    given, receives each set's predicted-class histogram (classification tasks)."""
-    metrics: dict[str, float] = {}
-    artifacts: dict[str, Any] = {}
-    for evalset in data.evals:
-        out = task.evaluate(model, evalset, tokenizer, recipe.train.eval_batch_size, autocast)
-        metrics.update(out.metrics)
-        artifacts.update(out.artifacts)
-        if prediction_counts is not None and out.prediction_counts is not None:
-            prediction_counts[evalset.split] = out.prediction_counts
-    return metrics, artifacts
 
 
 def run(recipe: Recipe, *, force: bool = False, resume: bool = False,
@@ -208,150 +154,92 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
            stop: preemption.StopSignals, cleanup: ExitStack) -> RunResult:
     """The run itself, writing into ``run_dir`` (the run folder, or its staging folder), from
     ``resume_from`` (a checkpoint) when given."""
-    from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
-
-    main = accelerator.is_main_process
+    prepared = prepare(recipe, run_dir, accelerator, teacher, obs, resume_from=resume_from, cleanup=cleanup)
     log = results.MetricsLog(run_dir)
+    obs.on_start(prepared.steps, recipe.run_dir)
+    train_seconds, eval_seconds = _steps(recipe, prepared, run_dir, accelerator, obs, stop, log)
+    return _finish(recipe, prepared, run_dir, accelerator, obs, log, train_seconds, eval_seconds)
 
-    set_seed(recipe.seed)
-    task = tasks.get_task(recipe.task, recipe.dataset)
-    resolved = resolve_model(recipe.model)
-    tokenizer = resolved.tokenizer()
-    obs.on_phase("preparing data")
-    # The main process tokenises and caches first, then one process per machine (the cache may be
-    # local to each machine), then the rest read the cache.
-    with accelerator.main_process_first(), accelerator.local_main_process_first():
-        data = prepare_data(task, recipe, tokenizer)
-    if len(data.train) == 0:
-        raise DataError(f"task {task.name}: the training split '{recipe.train_split}' is empty")
-    model = task.build_model(resolved)
-    embeddings = getattr(model.base_model, "embeddings", None)
-    if recipe.train.freeze_embeddings and embeddings is not None:
-        embeddings.requires_grad_(False)
 
-    steps = total_steps(recipe, len(data.train))
-    pruner = pruners.build_pruner(recipe.pruner, steps)
-    pruner.attach(model)
-    distiller = None
-    if teacher is not None:
-        distiller = distill.load_teacher(teacher, recipe, task, model, accelerator.device, accelerator.autocast)
-        if distiller.teacher_metrics is None:  # a model folder or Hub id: measure it once
-            obs.on_phase("evaluating the teacher")
-            distiller.teacher_metrics, _ = evaluate_all(task, distiller.teacher, data, tokenizer, recipe,
-                                                        accelerator.autocast)
-    if pruner.calibration_samples():
-        obs.on_phase(f"calibrating on {pruner.calibration_samples()} training examples")
-        model.to(accelerator.device)
-        pruner.calibrate(model, calibration_batches(task, data, tokenizer, recipe, pruner.calibration_samples(),
-                                                    accelerator.device))
-    optimizer = build_optimizer(model, pruner, recipe.train)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, round(recipe.train.lr_warmup_fraction * steps), steps)
-    shuffling = torch.Generator().manual_seed(recipe.seed)
-    loader = torch.utils.data.DataLoader(
-        data.train, batch_size=recipe.train.batch_size, shuffle=True, collate_fn=task.collate(tokenizer),
-        generator=shuffling, drop_last=False)
-    # The scheduler stays outside prepare(): accelerate would step it once per process per
-    # optimizer step, running the schedule N times too fast on N processes. It is registered so
-    # that checkpoints (save_state / load_state) still hold it.
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
-    stream = checkpoint.BatchStream(loader, shuffling, accelerator)
-    loop = checkpoint.LoopState(step=0, tracking_id=tracking.new_tracking_id())
-    if resume_from is not None:
-        obs.on_phase(f"resuming from {resume_from}")
-        loop = checkpoint.load(accelerator, resume_from, pruner, stream)
-        loop.tracking_id = loop.tracking_id or tracking.new_tracking_id()
-        if main:
-            checkpoint.truncate_metrics(run_dir, loop.metrics_bytes)
-    if recipe.train.report_to:
-        tracking.start(accelerator, recipe, run_dir, resume_step=loop.step if resume_from else None,
-                       tracking_id=loop.tracking_id)
-        cleanup.callback(tracking.finish, accelerator)  # however the run ends
+def _steps(recipe: Recipe, run: Prepared, run_dir: Path, accelerator, obs: Observer,
+           stop: preemption.StopSignals, log: results.MetricsLog) -> tuple[float, float]:
+    """The training steps from ``run.loop.step`` on, with their logging, mid-run evaluations and
+    checkpoints; returns the seconds spent training and evaluating (the run's, resumed or not).
 
-    obs.on_start(steps, recipe.run_dir)
+    The loop itself reads back from the device only on logging and checkpoint steps: the logged
+    losses, and under several processes whether any of them was asked to stop."""
+    main = accelerator.is_main_process
+    model, pruner, steps, loop = run.model, run.pruner, run.steps, run.loop
     model.train()
-    window: dict[str, torch.Tensor] = loop.window
-    window_n, window_samples = loop.window_n, loop.window_samples
-    window_start = start = time.perf_counter()
+    window: LogWindow = loop.window
+    window.started = start = time.perf_counter()
     eval_seconds = loop.eval_seconds
+
+    def train_seconds() -> float:
+        return loop.train_seconds + time.perf_counter() - start - (eval_seconds - loop.eval_seconds)
+
     for step in range(loop.step, steps):
-        batch = next(stream)
-        parts = train_step(model, batch, step, pruner=pruner, optimizer=optimizer, scheduler=scheduler,
+        batch = next(run.stream)
+        parts = train_step(model, batch, step, pruner=pruner, optimizer=run.optimizer, scheduler=run.scheduler,
                            max_grad_norm=recipe.train.max_grad_norm, accelerator=accelerator,
-                           distiller=distiller)
-        for k, v in parts.items():
-            window[k] = window[k] + v if k in window else v
-        window_n += 1
-        window_samples += len(batch["input_ids"]) * accelerator.num_processes
+                           distiller=run.distiller)
+        window.add(parts, len(batch["input_ids"]) * accelerator.num_processes)
         done = step + 1
-        if done % recipe.train.log_every_steps == 0 or done == steps:
-            now = time.perf_counter()
-            window = processes.mean_across_processes(accelerator, window)
-            record = {"step": done, **{k: float(v) / window_n for k, v in window.items()},
-                      "lr": scheduler.get_last_lr()[0], **pruner.log_values(),
-                      "samples_per_second": window_samples / max(now - window_start, 1e-9)}
+        logged = done % recipe.train.log_every_steps == 0 or done == steps
+        if logged:
+            means, rate = window.flush(accelerator)
+            record = {"step": done, **means, "lr": run.scheduler.get_last_lr()[0], **pruner.log_values(),
+                      "samples_per_second": rate}
             if main:
                 log.write(record)
             guards.check_finite_loss(record, recipe.train.lr)
             accelerator.log(tracking.train_scalars(record), step=done)
             obs.on_step(done, record)
-            window, window_n, window_samples, window_start = {}, 0, 0, time.perf_counter()
         if recipe.train.eval_every_steps and done % recipe.train.eval_every_steps == 0 and done < steps:
             t0 = time.perf_counter()
-            pruner.prepare_eval()
-            metrics, _ = evaluate_all(task, accelerator.unwrap_model(model), data, tokenizer, recipe,
-                                      accelerator.autocast)
+            with pruner.evaluation():
+                metrics, _ = evaluate_all(run.task, accelerator.unwrap_model(model), run.data, run.tokenizer,
+                                          recipe, accelerator.autocast)
+                remaining = pruner.current_remaining_pct()
             eval_seconds += time.perf_counter() - t0
             if main:
-                log.write({"step": done, "eval": metrics, "remaining_pct": pruner.current_remaining_pct()})
-            accelerator.log(tracking.eval_scalars(metrics, pruner.current_remaining_pct()), step=done)
+                log.write({"step": done, "eval": metrics, "remaining_pct": remaining})
+            accelerator.log(tracking.eval_scalars(metrics, remaining), step=done)
             obs.on_eval(done, metrics)
-        if checkpoint.due(recipe.train, done) or stop.requested(accelerator):
-            elapsed = loop.train_seconds + time.perf_counter() - start - (eval_seconds - loop.eval_seconds)
-            saved = checkpoint.save(accelerator, run_dir, pruner, stream, checkpoint.LoopState(
-                done, elapsed, eval_seconds, window, window_n, window_samples,
-                log.path.stat().st_size if main and log.path.exists() else 0, loop.tracking_id),
-                recipe.train.keep_checkpoints)
-            if stop.signum is not None:
+        saving = checkpoint.due(recipe.train, done)
+        # Every process takes the same decision at the same step: saving is collective.
+        stopping = stop.requested(accelerator, collective=logged or saving)
+        if saving or stopping:
+            saved = checkpoint.save(accelerator, run_dir, pruner, run.stream, checkpoint.LoopState(
+                step=done, train_seconds=train_seconds(), eval_seconds=eval_seconds, window=window,
+                metrics_bytes=log.path.stat().st_size if main and log.path.exists() else 0,
+                tracking_id=loop.tracking_id), recipe.train.keep_checkpoints)
+            if stopping:
                 raise RunInterrupted(f"stopped by {stop.name} after step {done} of {steps}; checkpoint "
                                      f"saved in {saved}", stop.exit_code, str(saved))
-    train_seconds = loop.train_seconds + time.perf_counter() - start - (eval_seconds - loop.eval_seconds)
+    return train_seconds(), eval_seconds
 
+
+def _finish(recipe: Recipe, run: Prepared, run_dir: Path, accelerator, obs: Observer, log: results.MetricsLog,
+            train_seconds: float, eval_seconds: float) -> RunResult:
+    """Bake the masks, evaluate, and (on the main process) save the model, its artifacts and the result."""
     obs.on_phase("final evaluation")
-    final_model = accelerator.unwrap_model(model)
+    final_model = accelerator.unwrap_model(run.model)
     guards.check_finite_weights(final_model)
-    pruner.bake(final_model)
+    run.pruner.bake(final_model)
     t0 = time.perf_counter()
     prediction_counts: dict[str, dict[str, int]] = {}
-    metrics, artifacts = evaluate_all(task, final_model, data, tokenizer, recipe, accelerator.autocast,
+    metrics, artifacts = evaluate_all(run.task, final_model, run.data, run.tokenizer, recipe, accelerator.autocast,
                                       prediction_counts)
     eval_seconds += time.perf_counter() - t0
-    measured = remaining_pct(final_model)
-    by_module = remaining_by_module(final_model)
-    mask_digests = processes.check_masks_agree(final_model)
-    obs.on_eval(steps, metrics)
-    accelerator.log(tracking.eval_scalars(metrics, measured), step=steps)
-
-    result = RunResult.checked({
-        "name": recipe.run_name, "task": recipe.task, "model": recipe.model, "pruner": recipe.pruner.method,
-        "pruner_config": recipe.pruner.model_dump(mode="json"),
-        "target_remaining_pct": pruner.target_remaining_pct, "remaining_pct": measured,
-        "remaining_by_module": by_module, "metrics": metrics, "metric_names": list(task.metric_names),
-        "pruner_summary": pruner.summary(),
-        "prediction_counts": prediction_counts,
-        "warnings": guards.result_warnings(pruner.target_remaining_pct, pruner.summary(), prediction_counts),
-        "seed": recipe.seed, "steps": steps, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-        "bf16": recipe.train.bf16, "num_processes": accelerator.num_processes,
-        "mask_sha256_by_process": mask_digests,
-        "distill": distiller.result_entry() if distiller else None, "versions": results.versions(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }, f"run {recipe.run_name}")
-    if main:
+    result = run_result(recipe, run, final_model, metrics, prediction_counts, train_seconds=train_seconds,
+                        eval_seconds=eval_seconds, num_processes=accelerator.num_processes)
+    obs.on_eval(run.steps, metrics)
+    accelerator.log(tracking.eval_scalars(metrics, result.remaining_pct), step=run.steps)
+    if accelerator.is_main_process:
         obs.on_phase("saving model")
-        log.write({"step": steps, "eval": metrics, "remaining_pct": measured, "final": True})
-        results.save_model_atomically(final_model, tokenizer, run_dir)
+        log.write({"step": run.steps, "eval": metrics, "remaining_pct": result.remaining_pct, "final": True})
+        results.save_model_atomically(final_model, run.tokenizer, run_dir)
         for filename, content in artifacts.items():
             atomic_write_json(run_dir / filename, content)
         result.save(run_dir)

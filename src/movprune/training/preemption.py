@@ -1,5 +1,6 @@
 """Pre-emption: SIGTERM (what Slurm and Kubernetes send before killing a job) and Ctrl-C become a
-request the training loop honours at the next step boundary, by saving a checkpoint and stopping.
+request the training loop honours at the next step boundary, by saving a checkpoint and stopping
+(under several processes, at the next logging or checkpoint step, where they all agree).
 
 A second Ctrl-C stops at once (``KeyboardInterrupt``): the user insists, the run stays unfinished
 and resumes from its last checkpoint.
@@ -44,12 +45,20 @@ class StopSignals:
             raise KeyboardInterrupt
         self.signum = self.signum or signum
 
-    def requested(self, accelerator: Any = None) -> bool:
-        """Whether any process received a stop signal (all processes must agree, since saving a
-        checkpoint is collective)."""
+    def requested(self, accelerator: Any = None, *, collective: bool = True) -> bool:
+        """Whether the run stops at this step boundary (saving a checkpoint first).
+
+        One process reads its own flag, which costs nothing. Several must agree, since saving a
+        checkpoint is collective: their flags are combined by an all-reduce read back on the host, a
+        synchronisation done only where ``collective`` is true, on steps every process knows it acts
+        on anyway (logging and checkpoint steps); elsewhere the answer is no, and a signal waits for
+        the next such step.
+        """
         local = self.signum is not None
         if accelerator is None or accelerator.num_processes == 1:
             return local
+        if not collective:
+            return False
         flag = torch.tensor([self.signum or 0], device=accelerator.device)
         got = int(accelerator.reduce(flag, reduction="max").item())
         if got and self.signum is None:
