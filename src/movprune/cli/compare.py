@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -75,15 +76,15 @@ def compare_command(
 
         scan = compare.scan_runs(dirs)
         for warning in scan.warnings:
-            err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True)
         if not scan.results:
             fail(f"no finished runs (folders with result.json) under {', '.join(map(str, dirs))}")
         comparisons = compare.build_comparisons(scan.results, paper=paper)
         for comp in comparisons:
             for warning in comp.warnings:
-                err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+                err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True)
             if paper and not comp.paper_pruners():
-                err.print(f"[yellow]note:[/] --paper: the paper has no numbers for {comp.task} at these "
+                err.print(f"[yellow]note:[/] --paper: the paper has no numbers for {escape(comp.task)} at these "
                           f"levels (it reports {', '.join(compare.paper_tasks())} at 3%, 10% and dense)",
                           highlight=False, soft_wrap=True)
         if paper and any(comp.paper_pruners() for comp in comparisons):
@@ -101,7 +102,7 @@ def compare_command(
             out.print(render(comparisons, paper), end="", markup=False, highlight=False, soft_wrap=True)
         if plot is not None:
             written = compare.plot(comparisons, plot, paper=paper)
-            err.print(f"[green]plot[/] → {written}", highlight=False)
+            err.print(f"[green]plot[/] → {escape(str(written))}", highlight=False)
         if plot_speed is not None:
             from movprune.experiments.compare import speed_plot
 
@@ -109,4 +110,4 @@ def compare_command(
                 fail("--plot-speed needs --speed SPEED.json (made by benchmarks/sweep_speed.py)")
             written = speed_plot.plot_speed(speed_plot.load_speed(speed), plot_speed,
                                             [r["run_dir"] for r in scan.results])
-            err.print(f"[green]speed plot[/] → {written}", highlight=False)
+            err.print(f"[green]speed plot[/] → {escape(str(written))}", highlight=False)
