@@ -6,6 +6,7 @@ before training with one line naming the file, the row or key, and the fix (exit
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,100 @@ def test_recipe_files_listing_every_dataset_key_still_load(tmp_path):
     path = own_recipe(tmp_path, {"t.csv": T_CSV}, dataset={"question_column": "q"})
     with pytest.raises(Exception, match="dataset.question_column: does not apply to task text_classification"):
         load_recipe(path)
+
+
+# -- own data: used as meant, or refused before training -------------------------------------------
+
+
+def qa_rows(*rows: tuple[str, str, str, str, int]) -> str:
+    """JSON Lines of (id, question, context, answer, answer_start) rows."""
+    return "".join(json.dumps({"id": i, "question": q, "context": c, "answers": {"text": [a], "answer_start": [s]}})
+                   + "\n" for i, q, c, a, s in rows)
+
+
+QA_OK = qa_rows(("a", "who?", "Ann went home.", "Ann", 0), ("b", "where?", "Ann went home.", "home", 9))
+
+DATA_CASES = [
+    ("empty CSV text cell", {"t.csv": 'text,label\ngood,pos\n,neg\nfine,pos\n'}, {},
+     "t.csv line 3: column 'text' is empty"),
+    ("null JSONL text", {"t.jsonl": '{"text": "a", "label": "x"}\n{"text": null, "label": "y"}\n'}, {},
+     "t.jsonl line 2: column 'text' is empty"),
+    ("labels mixing integers and strings",
+     {"t.jsonl": '{"text": "a", "label": 1}\n{"text": "b", "label": "x"}\n{"text": "c", "label": 0}\n'}, {},
+     "column 'label' mixes text labels ({tmp}/t.jsonl line 2) with numbers ({tmp}/t.jsonl lines 1, 3)"),
+    ("header-only CSV", {"t.csv": "text,label\n", "v.csv": T_CSV}, {},
+     "dataset.files.train: {tmp}/t.csv holds only its header line, no rows"),
+    ("empty file", {"t.jsonl": "", "v.csv": T_CSV}, {}, "dataset.files.train: {tmp}/t.jsonl is empty: it has no rows"),
+    ("fractional labels in the evaluation split",
+     {"t.csv": "text,label\na,0\nb,1\n", "v.csv": "text,label\na,0.5\nb,1.7\n"}, {},
+     "{tmp}/v.csv lines 2, 3: label 0.5 in column 'label' is not a class"),
+    ("evaluation label not a train class", {"t.csv": T_CSV, "v.csv": "text,label\na,pos\nb,0\n"}, {},
+     "label 0 in split 'validation' ({tmp}/v.csv line 3) not among the classes of the train split (neg, pos)"),
+    ("infinite regression target in the evaluation split",
+     {"t.csv": "text,label\na,0.5\nb,1.7\n", "v.csv": "text,label\na,0.5\nb,inf\n"}, {"task": "regression"},
+     "{tmp}/v.csv line 3: target inf in column 'label' is not a finite number"),
+    ("TSV with an unbalanced quote",
+     {"t.tsv": "text\tlabel\n" + "".join(f'{chr(34) if i == 5 else ""}row {i}{chr(34) if i == 15 else ""}\t'
+                                         f'{"pos" if i % 2 else "neg"}\n' for i in range(20)), "v.csv": T_CSV}, {},
+     "{tmp}/t.tsv line 7: column 'text' starts with a double quote"),
+    ("QA: duplicate ids in the evaluation file",
+     {"t.jsonl": QA_OK, "v.jsonl": qa_rows(("a", "who?", "Ann went.", "Ann", 0), ("a", "who?", "Bo went.", "Bo", 0))},
+     {"task": "extractive_qa"}, "dataset.id_column: id 'a' is used twice ({tmp}/v.jsonl lines 1, 2)"),
+    ("QA: answer_start off the answer", {"t.jsonl": qa_rows(("a", "who?", "Ann went home.", "home", 2)),
+                                         "v.jsonl": QA_OK},
+     {"task": "extractive_qa"}, "{tmp}/t.jsonl line 1: the answer 'home' is not at answer_start 2 of its context"),
+    ("QA: empty context", {"t.jsonl": qa_rows(("a", "who?", "", "", 0)), "v.jsonl": QA_OK},
+     {"task": "extractive_qa"}, "dataset.context_column: {tmp}/t.jsonl line 1: column 'context' is empty"),
+]
+
+
+@pytest.mark.parametrize("files, recipe, fragment", [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES])
+def test_bad_own_data_is_refused_by_dry_run(tmp_path, files, recipe, fragment):
+    path = own_recipe(tmp_path, files, **recipe)
+    one_error_line(run_cli("run", str(path), "--dry-run"), fragment.format(tmp=tmp_path))
+    # and before anything is written when the run is started for real
+    one_error_line(run_cli("run", str(path)), fragment.format(tmp=tmp_path))
+    assert not (tmp_path / "results").exists()
+
+
+def _family(tmp_path, files: dict[str, str], **dataset):
+    from movprune.tasks import get_task
+    from movprune.tasks.config import DatasetConfig
+
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    names = list(files)
+    return get_task("text_classification", DatasetConfig(
+        files={"train": str(tmp_path / names[0]), "validation": str(tmp_path / names[-1])},
+        text_columns=["text"], **dataset))
+
+
+def test_labels_map_by_value_across_splits(tmp_path):
+    """Train labels the texts "1", "2", validation the integer 1: the validation 1 is class "1"."""
+    task = _family(tmp_path, {"t.jsonl": '{"text": "a", "label": "1"}\n{"text": "b", "label": "2"}\n',
+                              "v.jsonl": '{"text": "a", "label": 1}\n{"text": "b", "label": 2}\n'})
+    assert task.check_data(None, ["train", "validation"]) == []
+    assert task.label_names() == ["1", "2"]
+    assert task.load_split(None, "validation")["label"] == [0, 1]
+    assert task.load_split(None, "train")["label"] == [0, 1]
+
+
+def test_numeric_labels_are_ids_into_label_names(tmp_path):
+    task = _family(tmp_path, {"t.csv": "text,label\na,1\nb,0\n"}, label_names=["neg", "pos"])
+    assert task.load_split(None, "train")["label"] == [1, 0]
+
+
+def test_text_that_looks_like_numbers_is_read_as_written(tmp_path):
+    """A text column of numbers is text: CSV cells as written ("007" stays "007"), JSON numbers as text."""
+    task = _family(tmp_path, {"t.csv": "text,label\n007,pos\n1.50,neg\n"})
+    assert task.load_split(None, "train")["text"] == ["007", "1.50"]
+    task = _family(tmp_path, {"t.jsonl": '{"text": 7, "label": "a"}\n{"text": 12, "label": "b"}\n'})
+    assert task.load_split(None, "train")["text"] == ["7", "12"]
+
+
+def test_row_numbers_follow_a_slice(tmp_path):
+    from movprune.errors import DataError
+
+    task = _family(tmp_path, {"t.csv": "text,label\na,pos\nb,neg\nc,pos\n,neg\n"})
+    with pytest.raises(DataError, match=r"t.csv line 5: column 'text' is empty"):
+        task.load_split(None, "train[2:]")

@@ -157,20 +157,26 @@ def split_name(spec: str) -> str:
     return spec.split("[", 1)[0].strip()
 
 
-def slice_split(dataset: Dataset, spec: str) -> Dataset:
-    """Apply the slice in ``spec`` (Hugging Face syntax) to the full split ``dataset``."""
+def slice_indices(num_rows: int, spec: str) -> list[int] | None:
+    """The rows of a ``num_rows``-row split that the slice in ``spec`` selects (None: no slice)."""
     if "[" not in spec:
-        return dataset
+        return None
     name = split_name(spec)
     try:
-        instructions = ReadInstruction.from_spec(spec).to_absolute({name: len(dataset)})
+        instructions = ReadInstruction.from_spec(spec).to_absolute({name: num_rows})
     except (ValueError, AssertionError) as e:
         raise DataError(f"split '{spec}': not a valid split slice ({e}); write e.g. "
                         "'validation[:80%]' or 'train[:1000]'") from None
     indices: list[int] = []
     for ins in instructions:
         indices.extend(range(ins.from_, ins.to))
-    return dataset.select(indices)
+    return indices
+
+
+def slice_split(dataset: Dataset, spec: str) -> Dataset:
+    """Apply the slice in ``spec`` (Hugging Face syntax) to the full split ``dataset``."""
+    indices = slice_indices(len(dataset), spec)
+    return dataset if indices is None else dataset.select(indices)
 
 
 @torch.no_grad()
