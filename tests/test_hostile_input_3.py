@@ -197,3 +197,110 @@ def test_row_numbers_follow_a_slice(tmp_path):
     task = _family(tmp_path, {"t.csv": "text,label\na,pos\nb,neg\nc,pos\n,neg\n"})
     with pytest.raises(DataError, match=r"t.csv line 5: column 'text' is empty"):
         task.load_split(None, "train[2:]")
+
+
+# -- resume: the new run, the same data, a usable checkpoint ---------------------------------------
+
+
+class _Killed(BaseException):
+    """Raised out of the loop from the observer: no handler of the run sees it, like SIGKILL."""
+
+
+class _KillAt:
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_phase(self, text): pass
+    def on_start(self, total_steps, run_dir): pass
+    def on_eval(self, step, metrics): pass
+
+    def on_step(self, step, values):
+        if step == self.step:
+            raise _Killed
+
+
+def _killed_own_run(tmp_path, kill_at: int) -> tuple[Path, Path]:
+    """An own-data run of 8 steps, checkpoints every 2 (2 kept), killed at ``kill_at``."""
+    from movprune.recipe import load_recipe
+    from movprune.training.loop import run
+
+    path = own_recipe(tmp_path, {"t.csv": T_CSV}, max_steps=8, save_every_steps=2, keep_checkpoints=2)
+    with pytest.raises(_Killed):
+        run(load_recipe(path), observer=_KillAt(kill_at))
+    return path, tmp_path / "results" / "own"
+
+
+def test_resume_on_changed_data_is_refused(tmp_path):
+    path, run_dir = _killed_own_run(tmp_path, 3)
+    train = tmp_path / "t.csv"
+    train.write_text(T_CSV.replace("pos", "tmp").replace("neg", "pos").replace("tmp", "neg"))  # every label flipped
+    one_error_line(run_cli("run", str(path), "--resume"),
+                   f"cannot resume: {train} changed (SHA-256")
+    assert not (run_dir / "result.json").exists()
+    train.write_text(T_CSV)  # the data the run started with: it resumes
+    proc = run_cli("run", str(path), "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stderr and json.loads((run_dir / "result.json").read_text())["steps"] == 8
+
+
+def test_resume_falls_back_to_an_older_checkpoint(tmp_path):
+    from movprune.training import checkpoint
+
+    path, run_dir = _killed_own_run(tmp_path, 5)
+    assert [s for s, _ in checkpoint.checkpoints(run_dir)] == [2, 4]
+    weights = run_dir / "checkpoints" / "step-4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    proc = run_cli("run", str(path), "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (f"{run_dir}/checkpoints/step-4: model.safetensors is cut short (1000 of" in proc.stderr
+            and "resuming from the older step-2" in proc.stderr), proc.stderr
+    assert f"resuming from {run_dir}/checkpoints/step-2" in proc.stderr
+    assert json.loads((run_dir / "result.json").read_text())["steps"] == 8
+
+
+def test_resume_with_no_usable_checkpoint_is_one_line(tmp_path):
+    path, run_dir = _killed_own_run(tmp_path, 5)
+    for step in (2, 4):
+        (run_dir / "checkpoints" / f"step-{step}" / "optimizer.bin").unlink()
+    one_error_line(run_cli("run", str(path), "--resume"),
+                   f"no usable checkpoint in {run_dir}/checkpoints ({run_dir}/checkpoints/step-4: optimizer.bin "
+                   "is missing; ")
+
+
+def test_resume_after_an_interrupted_force_finishes_the_new_run(tmp_path):
+    """The resume command printed when a forced re-run is stopped finishes that re-run: it never
+    reports the old run as done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    path = own_recipe(tmp_path, {"t.csv": T_CSV}, max_steps=120)
+    run_dir = tmp_path / "results" / "own"
+    assert run_cli("run", str(path)).returncode == 0
+    old = json.loads((run_dir / "result.json").read_text())
+    staging = run_dir.parent / ".own.staging"
+    proc = subprocess.Popen([sys.executable, "-m", "movprune", "run", str(path), "--force"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "400"})
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (staging / "metrics.jsonl").exists() and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr[-3000:]
+    hint = stderr.split("resume with: ", 1)[1].split()
+    assert hint[:2] == ["movprune", "run"] and hint[-1] == "--resume"
+    resumed = run_cli(*hint[1:])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    new = json.loads((run_dir / "result.json").read_text())
+    assert new["finished_at"] != old["finished_at"] and new["steps"] == 120
+    assert not staging.exists()
+    assert "resuming from" in resumed.stderr

@@ -95,6 +95,10 @@ class Task:
         """A string that changes whenever the source data of ``split`` changes."""
         return f"hub:{split}"
 
+    def data_files(self, data_dir: str | None, split: str) -> list[Path]:
+        """The local files ``split`` is read from (none for the Hub)."""
+        return []
+
     def tokenize(self, examples: Dataset, tokenizer: PreTrainedTokenizerBase, *, max_seq_length: int,
                  doc_stride: int, train: bool) -> Dataset:
         """Model features for ``examples`` (train: with labels / targets); ``doc_stride`` is the
@@ -134,11 +138,16 @@ def file_fingerprint(path: Path, split: str) -> str:
     """Identity of a local data file for the tokenisation cache: a hash of its content, and the
     split. Size and modification time are not enough: a file rewritten within the same second (or
     copied with its times kept) would reuse another file's tokens."""
+    return f"sha256:{file_sha256(path)}:{split}"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content, in hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return f"sha256:{digest.hexdigest()}:{split}"
+    return digest.hexdigest()
 
 
 def load_hub_split(task: str, hub_id: str, config: str | None, split: str, offline_fix: str) -> Dataset:

@@ -13,6 +13,7 @@ message names the file and lines.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from datasets import ClassLabel, Dataset
@@ -163,6 +164,12 @@ class TextClassificationTask(SequenceTask):
     def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         return self.source.fingerprint(data_dir, [split] if self.regression else [split, LABELS_SPLIT])
 
+    def data_files(self, data_dir: str | None, split: str) -> list[Path]:
+        if self.dataset.files is None:
+            return []
+        return [self.source.path(data_dir, s) for s in dict.fromkeys([split] if self.regression
+                                                                     else [split, LABELS_SPLIT])]
+
     def load_split(self, data_dir: str | None, split: str) -> Dataset:
         if data_dir != self._data_dir:
             self._data_dir, self._names = data_dir, None
@@ -212,6 +219,9 @@ class ExtractiveQATask(QATask):
 
     def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         return self.source.fingerprint(data_dir, [split])
+
+    def data_files(self, data_dir: str | None, split: str) -> list[Path]:
+        return [] if self.dataset.files is None else [self.source.path(data_dir, split)]
 
     def load_split(self, data_dir: str | None, split: str) -> Dataset:
         ds = self.source.load(data_dir, split)

@@ -13,7 +13,10 @@ A checkpoint holds what the next step depends on:
   logging window, the length of ``metrics.jsonl`` at that step, time spent so far.
 
 It is written into a hidden ``.step-<N>.partial`` folder, flushed to disk and renamed into place, so
-a kill while writing leaves the previous checkpoint as the newest usable one.
+a kill while writing leaves the previous checkpoint as the newest usable one. ``files.json`` lists
+every other file with its size (a truncated or missing file makes the checkpoint unusable, and a
+resume falls back to an older one), and the trainer state holds the SHA-256 of the data files the
+run reads (a resume on changed data is refused).
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from movprune import results
-from movprune.errors import RecipeError, RunFailedError
+from movprune.errors import DataError, RecipeError, RunFailedError
 from movprune.recipe import Recipe, TrainConfig
 
 CHECKPOINTS_DIR = "checkpoints"
 PRUNER_STATE = "pruner_state"
 TRAINER_STATE = "trainer_state"
+#: ``{file name: size in bytes}`` of every other file of the checkpoint, written last.
+MANIFEST = "files.json"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)$")
 
@@ -64,6 +69,53 @@ def latest(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of ``run_dir`` (None when it has none)."""
     found = checkpoints(run_dir)
     return found[-1][1] if found else None
+
+
+def problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (a file missing or cut short, a state that does not
+    parse), or None when it can."""
+    manifest = checkpoint / MANIFEST
+    try:
+        sizes = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+        for name, size in sizes.items():
+            path = checkpoint / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != size:
+                return f"{name} is cut short ({path.stat().st_size} of {size} bytes)"
+        _read_state(checkpoint, TRAINER_STATE)
+    except (OSError, ValueError, KeyError) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+    return None
+
+
+def newest_usable(run_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint of ``run_dir`` that can be resumed from, and one line for each newer
+    one passed over. Raises :class:`RunFailedError` when there are checkpoints and none is usable."""
+    skipped: list[str] = []
+    found = checkpoints(run_dir)
+    for _, folder in reversed(found):
+        why = problem(folder)
+        if why is None:
+            return folder, skipped
+        skipped.append(f"{folder}: {why}")
+    if found:
+        raise RunFailedError(f"no usable checkpoint in {Path(run_dir) / CHECKPOINTS_DIR} ({'; '.join(skipped)}); "
+                             "run without --resume to start over")
+    return None, skipped
+
+
+def check_same_data(checkpoint: Path, digests: dict[str, str]) -> None:
+    """Raise :class:`DataError` when a data file the run was reading when ``checkpoint`` was
+    written now has other content (``digests``: path -> SHA-256 now)."""
+    saved = json.loads((checkpoint / f"{TRAINER_STATE}.json").read_text(encoding="utf-8")).get("data_sha256") or {}
+    for path, digest in saved.items():
+        now = digests.get(path)
+        if now != digest:
+            change = ("is gone or no longer read" if now is None
+                      else f"changed (SHA-256 {digest[:12]}… then, {now[:12]}… now)")
+            raise DataError(f"cannot resume: {path} {change} since {checkpoint} was written; the run would "
+                            "train on two datasets: restore the file to resume, or start over with --force")
 
 
 def step_of(checkpoint: Path) -> int:
@@ -242,9 +294,10 @@ def remove_partial(run_dir: str | Path) -> None:
 
 
 def save(accelerator: Any, run_dir: str | Path, pruner: Any, stream: BatchStream, loop: LoopState,
-         keep: int) -> Path:
+         keep: int, data_sha256: dict[str, str] | None = None) -> Path:
     """Write ``checkpoints/step-<loop.step>/`` completely or not at all, then delete all but the newest
-    ``keep`` checkpoints. Every process calls it (accelerate saves each process's RNG state)."""
+    ``keep`` checkpoints. Every process calls it (accelerate saves each process's RNG state).
+    ``data_sha256`` (path -> SHA-256 of the data files) is kept for :func:`check_same_data`."""
     root = Path(run_dir) / CHECKPOINTS_DIR
     final = root / f"step-{loop.step}"
     tmp = root / f".step-{loop.step}.partial"
@@ -264,9 +317,11 @@ def save(accelerator: Any, run_dir: str | Path, pruner: Any, stream: BatchStream
             "eval_seconds": loop.eval_seconds, "window": dict(loop.window), "window_n": loop.window_n,
             "window_samples": loop.window_samples, "metrics_bytes": loop.metrics_bytes,
             "tracking_id": loop.tracking_id, "num_processes": accelerator.num_processes,
-            "versions": results.versions()})
+            "versions": results.versions(), "data_sha256": data_sha256 or {}})
     accelerator.wait_for_everyone()
     if main:
+        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps(sizes, indent=1) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         if final.exists():  # a checkpoint of this very step (a signal on a save step): replace it
             old = root / f".step-{loop.step}.old"

@@ -9,7 +9,15 @@ from datasets import Dataset
 
 from movprune.errors import DataError
 from movprune.recipe import Recipe
-from movprune.tasks.base import PREPROCESSING_VERSION, EvalSet, Task, TaskData, cached, tokenizer_fingerprint
+from movprune.tasks.base import (
+    PREPROCESSING_VERSION,
+    EvalSet,
+    Task,
+    TaskData,
+    cached,
+    file_sha256,
+    tokenizer_fingerprint,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -43,6 +51,17 @@ def load_examples(task: Task, data_dir: str | None, split: str) -> Dataset:
 def eval_splits(task: Task, recipe: Recipe) -> list[tuple[str, str]]:
     """(split spec, metric suffix) of every evaluation set of the recipe."""
     return [(recipe.eval_split, "")] if recipe.eval_split else task.default_eval_splits()
+
+
+def data_digests(task: Task, recipe: Recipe) -> dict[str, str]:
+    """The SHA-256 of every local file the recipe's splits are read from (path -> hex digest): a
+    checkpoint keeps them, so that a resume on changed data is refused."""
+    digests: dict[str, str] = {}
+    for split in [recipe.train_split, *(s for s, _ in eval_splits(task, recipe))]:
+        for path in task.data_files(recipe.data_dir, split):
+            if str(path) not in digests and path.is_file():
+                digests[str(path)] = file_sha256(path)
+    return digests
 
 
 def check_data(task: Task, recipe: Recipe) -> None:

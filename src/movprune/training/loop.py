@@ -27,7 +27,7 @@ from movprune.recipe import Recipe, TrainConfig
 from movprune.results import RunResult
 from movprune.tasks.base import TaskData
 from movprune.training import checkpoint, distill, guards, preemption, processes, tracking
-from movprune.training.data import check_data, prepare_data
+from movprune.training.data import check_data, data_digests, prepare_data
 from movprune.training.observer import Observer, SilentObserver
 
 
@@ -166,12 +166,20 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
     if not state.is_main_process:  # one process reports progress
         obs = SilentObserver()
     run_dir = recipe.run_dir
-    if resume and results.is_finished(run_dir):
+    # A forced re-run interrupted before it replaced the finished run trains in the staging
+    # folder: --resume continues it (the command an interrupted run prints), never the old result.
+    forced = resume and results.is_finished(run_dir) and run_folder.unfinished_staging(run_dir)
+    if resume and results.is_finished(run_dir) and not forced:
         checkpoint.check_same_recipe(run_dir, recipe)
         return results.load_result(run_dir)
-    resume_from = checkpoint.latest(run_dir) if resume else None
+    force = force or bool(forced)
+    writes_in = run_folder.staging_path(run_dir) if forced else run_dir
+    resume_from, passed_over = checkpoint.newest_usable(writes_in) if resume else (None, [])
+    for line in passed_over:
+        obs.on_phase(f"{line}: resuming from the older {resume_from.name}")
     if resume_from is not None:
-        checkpoint.check_same_recipe(run_dir, recipe)
+        checkpoint.check_same_recipe(writes_in, recipe)
+        checkpoint.check_same_data(resume_from, data_digests(tasks.get_task(recipe.task, recipe.dataset), recipe))
     elif not results.is_finished(run_dir) and (unused := checkpoint.latest(run_dir)) is not None:
         obs.on_phase(f"starting over: {run_dir} held an unfinished run's checkpoint ({unused.name}); "
                      "--resume would have continued it")
@@ -220,6 +228,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
     # local to each machine), then the rest read the cache.
     with accelerator.main_process_first(), accelerator.local_main_process_first():
         data = prepare_data(task, recipe, tokenizer)
+    digests = data_digests(task, recipe)
     if len(data.train) == 0:
         raise DataError(f"task {task.name}: the training split '{recipe.train_split}' is empty")
     model = task.build_model(resolved)
@@ -310,7 +319,7 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
             saved = checkpoint.save(accelerator, run_dir, pruner, stream, checkpoint.LoopState(
                 done, elapsed, eval_seconds, window, window_n, window_samples,
                 log.path.stat().st_size if main and log.path.exists() else 0, loop.tracking_id),
-                recipe.train.keep_checkpoints)
+                recipe.train.keep_checkpoints, data_sha256=digests)
             if stop.signum is not None:
                 raise RunInterrupted(f"stopped by {stop.name} after step {done} of {steps}; checkpoint "
                                      f"saved in {saved}", stop.exit_code, str(saved))
