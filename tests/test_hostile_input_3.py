@@ -304,3 +304,62 @@ def test_resume_after_an_interrupted_force_finishes_the_new_run(tmp_path):
     assert new["finished_at"] != old["finished_at"] and new["steps"] == 120
     assert not staging.exists()
     assert "resuming from" in resumed.stderr
+
+
+# -- a full disk, a model with no attention heads left ---------------------------------------------
+
+
+def test_full_disk_while_saving_the_model_is_one_line(tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own error type, not an OSError."""
+    from safetensors import SafetensorError
+    from transformers import PreTrainedModel
+
+    def full(self, *args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    path = own_recipe(tmp_path, {"t.csv": T_CSV})
+    one_error_line(run_cli("run", str(path)),
+                   f"cannot write {tmp_path}/results/own/model: no space left on the device")
+    assert not (tmp_path / "results" / "own" / "result.json").exists()
+
+
+def test_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """torch.save (accelerate's optimizer state) reports a full disk as a RuntimeError."""
+    from accelerate import Accelerator
+
+    def full(self, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(Accelerator, "save_state", full)
+    path = own_recipe(tmp_path, {"t.csv": T_CSV}, save_every_steps=1)
+    one_error_line(run_cli("run", str(path)),
+                   f"cannot write {tmp_path}/results/own/checkpoints/step-1: no space left on the device")
+    assert not list((tmp_path / "results" / "own" / "checkpoints").iterdir())  # no partial folder left
+
+
+def test_other_write_errors_stay_errors_to_report():
+    from movprune.io import writing
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        with writing("/x"):
+            raise RuntimeError("a bug")
+
+
+def test_onnx_export_of_a_model_without_attention_heads(tmp_path):
+    """Hybrid global pruning to 5% removes every head of tiny-random-bert: the graph has no
+    attention_mask input (nothing attends), and the export says which inputs it has."""
+    pytest.importorskip("onnxruntime")
+    path = own_recipe(tmp_path, {"t.csv": T_CSV}, name="nohead")
+    data = yaml.safe_load(path.read_text())
+    data["pruner"] = {"method": "magnitude", "pattern": "hybrid", "scope": "global", "remaining_pct": 5}
+    path.write_text(yaml.safe_dump(data))
+    assert run_cli("run", str(path)).returncode == 0
+    out = tmp_path / "onnx"
+    proc = run_cli("export", str(tmp_path / "results" / "nohead"), "--to", str(out), "--format", "onnx",
+                   "--no-latency")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "heads per layer [0, 0]" in " ".join(proc.stdout.split())
+    assert json.loads((out / "onnx_config.json").read_text())["inputs"] == ["input_ids", "token_type_ids"]

@@ -36,7 +36,8 @@ from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from movprune import results
-from movprune.errors import DataError, RecipeError, RunFailedError
+from movprune.errors import DataError, RecipeError, RunFailedError, StorageError
+from movprune.io import writing
 from movprune.recipe import Recipe, TrainConfig
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -297,7 +298,19 @@ def save(accelerator: Any, run_dir: str | Path, pruner: Any, stream: BatchStream
          keep: int, data_sha256: dict[str, str] | None = None) -> Path:
     """Write ``checkpoints/step-<loop.step>/`` completely or not at all, then delete all but the newest
     ``keep`` checkpoints. Every process calls it (accelerate saves each process's RNG state).
-    ``data_sha256`` (path -> SHA-256 of the data files) is kept for :func:`check_same_data`."""
+    ``data_sha256`` (path -> SHA-256 of the data files) is kept for :func:`check_same_data`. A full
+    disk is a :class:`StorageError` naming the checkpoint (its partial folder is removed)."""
+    final = Path(run_dir) / CHECKPOINTS_DIR / f"step-{loop.step}"
+    try:
+        with writing(final):
+            return _save(accelerator, run_dir, pruner, stream, loop, keep, data_sha256)
+    except StorageError:
+        shutil.rmtree(final.parent / f".step-{loop.step}.partial", ignore_errors=True)
+        raise
+
+
+def _save(accelerator: Any, run_dir: str | Path, pruner: Any, stream: BatchStream, loop: LoopState,
+          keep: int, data_sha256: dict[str, str] | None) -> Path:
     root = Path(run_dir) / CHECKPOINTS_DIR
     final = root / f"step-{loop.step}"
     tmp = root / f".step-{loop.step}.partial"
