@@ -7,12 +7,17 @@ before training with one line naming the file, the row or key, and the fix (exit
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 T_CSV = 'text,label\n"good",pos\n"bad",neg\n"fine",pos\n"awful",neg\n'
 
@@ -270,13 +275,7 @@ def test_resume_with_no_usable_checkpoint_is_one_line(tmp_path):
 def test_resume_after_an_interrupted_force_finishes_the_new_run(tmp_path):
     """The resume command printed when a forced re-run is stopped finishes that re-run: it never
     reports the old run as done."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
-    from conftest import REPO
 
     path = own_recipe(tmp_path, {"t.csv": T_CSV}, max_steps=120)
     run_dir = tmp_path / "results" / "own"
@@ -363,3 +362,77 @@ def test_onnx_export_of_a_model_without_attention_heads(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "heads per layer [0, 0]" in " ".join(proc.stdout.split())
     assert json.loads((out / "onnx_config.json").read_text())["inputs"] == ["input_ids", "token_type_ids"]
+
+
+# -- a parallel sweep stopped: no worker outlives it -----------------------------------------------
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The sweep's worker processes (multiprocessing spawn children of ``pid``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by init) is not running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find the workers")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_stopped_parallel_sweep_leaves_no_worker_running(tmp_path, sig):
+
+    from movprune.training import checkpoint
+
+    path = own_recipe(tmp_path, {"t.csv": T_CSV}, max_steps=100000)
+    sweep_dir = tmp_path / "results" / "own"
+    runs = [sweep_dir / "magnitude-r10-s0", sweep_dir / "magnitude-r20-s0"]
+    proc = subprocess.Popen([sys.executable, "-m", "movprune", "sweep", str(path), "--jobs", "2",
+                             "--sparsity", "10,20", "--pruners", "magnitude"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "400"})
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not all(
+                (r / "metrics.jsonl").exists() for r in runs):
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        workers = _workers_of(proc.pid)
+        assert len(workers) == 2
+        proc.send_signal(getattr(signal, sig))
+        _, stderr = proc.communicate(timeout=180)
+        deadline = time.time() + 120
+        while time.time() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "a worker outlived the sweep"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+    for r in runs:  # each run saved where it was, to be resumed
+        assert checkpoint.latest(r) is not None and not (r / "result.json").exists()
+    if sig == "SIGTERM":
+        assert proc.returncode == 143
+        assert "interrupted: sweep stopped by SIGTERM: magnitude-r" in stderr
+        assert "resume with: movprune sweep" in stderr
+        assert "Traceback" not in stderr
