@@ -436,3 +436,20 @@ def test_stopped_parallel_sweep_leaves_no_worker_running(tmp_path, sig):
         assert "interrupted: sweep stopped by SIGTERM: magnitude-r" in stderr
         assert "resume with: movprune sweep" in stderr
         assert "Traceback" not in stderr
+
+
+def test_resume_data_check_compares_content(tmp_path):
+    """The same bytes at another path are the same data; other bytes, or a file no longer read, are not."""
+    from movprune.errors import DataError
+    from movprune.training import checkpoint
+
+    ckpt = tmp_path / "step-2"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text(json.dumps({"data_sha256": {"/a/t.csv": "ab" * 32}}))
+    checkpoint.check_same_data(ckpt, {"/a/t.csv": "ab" * 32})
+    checkpoint.check_same_data(ckpt, {"/b/t.csv": "ab" * 32})
+    with pytest.raises(DataError, match=r"cannot resume: /a/t.csv changed \(SHA-256 abababababab… then, "
+                                        r"cdcdcdcdcdcd… now"):
+        checkpoint.check_same_data(ckpt, {"/a/t.csv": "cd" * 32})
+    with pytest.raises(DataError, match="cannot resume: /a/t.csv is gone or no longer read"):
+        checkpoint.check_same_data(ckpt, {})

@@ -96,14 +96,15 @@ class TextClassificationTask(SequenceTask):
         outside the classes is an error."""
         names = self.label_names() or []
         values = self._checked_labels(ds, data_dir, split)
-        if isinstance(ds.features[self.dataset.label_column], ClassLabel):
-            return list(values)
+        class_label = isinstance(ds.features[self.dataset.label_column], ClassLabel)
         table = {n: i for i, n in enumerate(names)}
-        by_id = self.dataset.label_names is not None
+        by_id = self.dataset.label_names is not None or class_label
         ids: list[int | None] = []
         for v in values:
             key = rows.label_key(v)
-            if key in table:
+            if class_label:  # ids already (a Hub test split's -1 is outside them)
+                ids.append(v if 0 <= v < len(names) else None)
+            elif key in table:
                 ids.append(table[key])
             elif by_id and not isinstance(v, str) and 0 <= int(v) < len(names):
                 ids.append(int(v))

@@ -112,7 +112,7 @@ def check_same_data(checkpoint: Path, digests: dict[str, str]) -> None:
     saved = json.loads((checkpoint / f"{TRAINER_STATE}.json").read_text(encoding="utf-8")).get("data_sha256") or {}
     for path, digest in saved.items():
         now = digests.get(path)
-        if now != digest:
+        if now != digest and digest not in digests.values():  # the same content at another path is the same data
             change = ("is gone or no longer read" if now is None
                       else f"changed (SHA-256 {digest[:12]}… then, {now[:12]}… now)")
             raise DataError(f"cannot resume: {path} {change} since {checkpoint} was written; the run would "
