@@ -453,3 +453,23 @@ def test_resume_data_check_compares_content(tmp_path):
         checkpoint.check_same_data(ckpt, {"/a/t.csv": "cd" * 32})
     with pytest.raises(DataError, match="cannot resume: /a/t.csv is gone or no longer read"):
         checkpoint.check_same_data(ckpt, {})
+
+
+def test_sweep_again_finishes_an_interrupted_forced_rerun(tmp_path):
+    """``sweep --force`` stopped mid-run prints the same sweep command to go on: that command
+    finishes the forced re-run instead of skipping the old result as finished."""
+    from movprune.run_folder import MARKER_FILE
+
+    path = own_recipe(tmp_path, {"t.csv": T_CSV})
+    args = ["sweep", str(path), "--sparsity", "10", "--pruners", "magnitude"]
+    assert run_cli(*args).returncode == 0
+    run_dir = tmp_path / "results" / "own" / "magnitude-r10-s0"
+    old = json.loads((run_dir / "result.json").read_text())
+    staging = run_dir.parent / ".magnitude-r10-s0.staging"  # as a forced re-run killed before its first checkpoint
+    staging.mkdir()
+    (staging / MARKER_FILE).write_text("")
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 to run, 0 finished earlier" in proc.stderr
+    assert json.loads((run_dir / "result.json").read_text())["finished_at"] != old["finished_at"]
+    assert not staging.exists()
