@@ -441,7 +441,7 @@ def test_stopped_parallel_sweep_leaves_no_worker_running(tmp_path, sig):
 def test_resume_data_check_compares_content(tmp_path):
     """The same bytes at another path are the same data; other bytes, or a file no longer read, are not."""
     from movprune.errors import DataError
-    from movprune.training import checkpoint
+    from movprune.training import resume_checks as checkpoint
 
     ckpt = tmp_path / "step-2"
     ckpt.mkdir()

@@ -26,7 +26,7 @@ from movprune.pruners.counting import remaining_by_module, remaining_pct
 from movprune.recipe import Recipe, TrainConfig
 from movprune.results import RunResult
 from movprune.tasks.base import TaskData
-from movprune.training import checkpoint, distill, guards, preemption, processes, tracking
+from movprune.training import checkpoint, distill, guards, preemption, processes, resume_checks, tracking
 from movprune.training.data import check_data, data_digests, prepare_data
 from movprune.training.observer import Observer, SilentObserver
 
@@ -174,12 +174,12 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
         return results.load_result(run_dir)
     force = force or bool(forced)
     writes_in = run_folder.staging_path(run_dir) if forced else run_dir
-    resume_from, passed_over = checkpoint.newest_usable(writes_in) if resume else (None, [])
+    resume_from, passed_over = resume_checks.newest_usable(writes_in) if resume else (None, [])
     for line in passed_over:
         obs.on_phase(f"{line}: resuming from the older {resume_from.name}")
     if resume_from is not None:
         checkpoint.check_same_recipe(writes_in, recipe)
-        checkpoint.check_same_data(resume_from, data_digests(tasks.get_task(recipe.task, recipe.dataset), recipe))
+        resume_checks.check_same_data(resume_from, data_digests(tasks.get_task(recipe.task, recipe.dataset), recipe))
     elif not results.is_finished(run_dir) and (unused := checkpoint.latest(run_dir)) is not None:
         obs.on_phase(f"starting over: {run_dir} held an unfinished run's checkpoint ({unused.name}); "
                      "--resume would have continued it")
