@@ -141,7 +141,7 @@ def sst2_csv(tmp_path) -> dict:
     ({"text_columns": ["sentense"]}, "dataset.text_columns[0]: no column 'sentense' in {tmp}/train.csv "
                                      "(columns: sentence, label, sentiment)"),
     ({"label_column": "label", "files": None}, "dataset: give either files"),
-    ({}, "dataset: label neutral in split 'validation' ({tmp}/dev.csv) not among the classes of the "
+    ({}, "dataset: label neutral in split 'validation' ({tmp}/dev.csv line 3) not among the classes of the "
          "train split (negative, positive); fix the data or give dataset.label_names"),
     ({"metrics": ["f1", "pearson"]}, "dataset.metrics: 'pearson' is not a text_classification metric"),
 ])

@@ -62,6 +62,9 @@ class RunInterrupted(MovpruneError):
         self.checkpoint = checkpoint
         super().__init__(message)
 
+    def __reduce__(self):  # a sweep's worker process sends it back to the parent
+        return type(self), (str(self), self.exit_code, self.checkpoint)
+
 
 class TrainingDivergedError(MovpruneError):
     """The training loss or the weights became NaN or infinite; the run wrote no result."""

@@ -72,6 +72,30 @@ def storage_error(e: OSError) -> StorageError | None:
     return StorageError(f"cannot write{where}: {fix}")
 
 
+#: How libraries that write through code of their own report a full disk: safetensors (Rust's
+#: ``StorageFull``, ``os error 28``), torch.save (``file write failed``).
+_FULL_DISK_TEXT = ("No space left on device", "StorageFull", "os error 28", "os error 122", "file write failed")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Write ``path`` (a file or a folder) in the block: a full, read-only or unwritable disk
+    becomes a :class:`StorageError` naming it, however the writing library reports it."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as e:
+        fix = _STORAGE_FIXES.get(e.errno)
+        if fix is None:
+            raise
+        raise StorageError(f"cannot write {e.filename or path}: {fix}") from None
+    except Exception as e:  # safetensors and torch raise their own types for an OS write error
+        if not any(text in str(e) for text in _FULL_DISK_TEXT):
+            raise
+        raise StorageError(f"cannot write {path}: {_STORAGE_FIXES[errno.ENOSPC]}") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` via a hidden temporary file in the same folder, flushed to disk,
     then ``os.replace``: readers see the old file or the new one, never a part."""

@@ -17,7 +17,7 @@ from movprune.pruners.config import PrunerConfig, pruner_config
 from movprune.run_folder import check_run_name
 from movprune.schema import StrictModel
 from movprune.suggest import did_you_mean
-from movprune.tasks.config import DatasetConfig
+from movprune.tasks.config import DatasetConfig, dataset_for_file
 
 
 class TrainConfig(StrictModel):
@@ -109,7 +109,10 @@ class Recipe(StrictModel):
 
     def to_yaml(self) -> str:
         """The resolved recipe as YAML, loadable again by :func:`load_recipe`."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        data = self.model_dump(mode="json")
+        if self.dataset is not None:
+            data["dataset"] = dataset_for_file(self.task, self.dataset)
+        return yaml.safe_dump(data, sort_keys=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
 from movprune.errors import InvalidResultError, RunFailedError
-from movprune.io import atomic_write_json, staged_dir
+from movprune.io import atomic_write_json, staged_dir, writing
 
 RESULT_FILE = "result.json"
 RECIPE_FILE = "recipe.yaml"
@@ -162,7 +162,7 @@ def save_model_atomically(model, tokenizer, run_dir: str | Path) -> Path:
     """``save_pretrained`` model and tokenizer into ``<run_dir>/model``: written into a staging
     folder, flushed to disk, then renamed into place (an older ``model/`` stays until then)."""
     final = Path(run_dir) / MODEL_DIR
-    with staged_dir(final, replace=True) as tmp:
+    with writing(final), staged_dir(final, replace=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return final

@@ -69,6 +69,13 @@ def staging_path(run_dir: Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.staging"
 
 
+def unfinished_staging(run_dir: str | Path) -> bool:
+    """True when a forced re-run of ``run_dir`` was stopped before it replaced the finished run:
+    its staging folder is movprune's and holds no result yet."""
+    staging = staging_path(Path(run_dir))
+    return is_movprune_run(staging) and not (staging / RESULT_FILE).exists()
+
+
 def is_movprune_run(path: Path) -> bool:
     """True when ``path`` is a folder movprune created as a run (its marker file is there)."""
     return (path / MARKER_FILE).is_file() and not path.is_symlink()
@@ -163,6 +170,7 @@ def prepare(run_dir: str | Path, force: bool, resume: bool = False) -> RunFolder
     """Create the folder a run writes into (the caller holds :func:`run_lock`).
 
     - ``resume`` (the caller found a checkpoint in it): movprune's unfinished run is kept as it is;
+      with ``force`` too, an interrupted forced re-run's staging folder is kept and written on;
     - nothing there, or an empty folder: the run writes there;
     - movprune's unfinished run (marker, no ``result.json``): cleared, then as above;
     - a finished run: :class:`ResultExistsError` without ``force``; with it, the run writes into a
@@ -171,6 +179,8 @@ def prepare(run_dir: str | Path, force: bool, resume: bool = False) -> RunFolder
     """
     run_dir = Path(run_dir)
     staging = staging_path(run_dir)
+    if resume and force and unfinished_staging(run_dir) and (run_dir / RESULT_FILE).exists():
+        return RunFolder(final=run_dir, path=staging)  # continue the interrupted forced re-run
     if staging.exists() or staging.is_symlink():
         # Left by a forced run that was killed before its swap (never published; the run it was to
         # replace is intact). Ours when marked, finished or not; we hold the lock.

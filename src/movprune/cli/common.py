@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from movprune.errors import MovpruneError, RunInterrupted
@@ -47,17 +48,17 @@ def reported_errors(resume_command: str | None = None) -> Iterator[None]:
         yield
     except RunInterrupted as e:
         how = f"; resume with: {resume_command}" if resume_command else ""
-        err.print(f"[yellow]interrupted[/]: {e}{how}", highlight=False, soft_wrap=True, markup=True)
+        err.print(f"[yellow]interrupted[/]: {escape(str(e) + how)}", highlight=False, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     except MovpruneError as e:
         for line in str(e).splitlines():
-            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     except OSError as e:
         typed = storage_error(e)
         if typed is None:
             raise
-        err.print(f"[bold red]error:[/] {typed}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(typed))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: nothing was published (the run folder has no result.json; "
@@ -85,10 +86,10 @@ class ProgressObserver:
         self.progress.__exit__(*exc)
 
     def on_phase(self, text: str) -> None:
-        err.print(f"[dim]{text}…[/]")
+        err.print(f"[dim]{escape(text)}…[/]")
 
     def on_start(self, total_steps: int, run_dir: Path) -> None:
-        err.print(f"[dim]training {total_steps} steps → {run_dir}[/]")
+        err.print(f"[dim]training {total_steps} steps → {escape(str(run_dir))}[/]")
         self.task_id = self.progress.add_task("train", total=total_steps, info="")
 
     def on_step(self, step: int, values: dict[str, float]) -> None:
@@ -104,7 +105,7 @@ class ProgressObserver:
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
-        err.print(f"[dim]step {step}: {shown}[/]")
+        err.print(f"[dim]step {step}: {escape(shown)}[/]")
 
 
 #: The recipe ``movprune sweep`` takes from the current folder when none is named.
@@ -138,11 +139,11 @@ def print_warnings(result: RunResult) -> None:
     """Print a result's ``warnings`` (a suspicious result is never shown as a normal one)."""
     for warning in result.warnings:
         text = warning if isinstance(warning, str) else warning.get("message", warning)
-        err.print(f"[bold yellow]warning {WARNING_MARK}:[/] {result.name or ''}: {text}",
+        err.print(f"[bold yellow]warning {WARNING_MARK}:[/] {escape(str(result.name or ''))}: {escape(str(text))}",
                   highlight=False, soft_wrap=True)
 
 
 def fail(message: str) -> None:
     """Print ``message`` as an error and exit with code 2."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -96,7 +97,7 @@ def compare_command(
             fail(problem)
         scan = compare.scan_runs(dirs)
         for warning in scan.warnings:
-            err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True)
         if not scan.results:
             fail(f"no finished runs (folders with result.json) under {', '.join(map(str, dirs))}")
         rows, columns = compare.check_axes(rows, columns)
@@ -105,9 +106,9 @@ def compare_command(
         comparisons = compare.build_comparisons(scan.results, paper=paper, rows=rows, columns=columns)
         for comp in comparisons:
             for warning in comp.warnings:
-                err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+                err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True)
             if paper and not comp.paper_columns():
-                err.print(f"[yellow]note:[/] --paper: the paper has no numbers for {comp.task} at these "
+                err.print(f"[yellow]note:[/] --paper: the paper has no numbers for {escape(comp.task)} at these "
                           f"levels (it reports {', '.join(compare.paper_tasks())} at 3%, 10% and dense)",
                           highlight=False, soft_wrap=True)
         if paper and any(comp.paper_columns() for comp in comparisons):
@@ -125,12 +126,13 @@ def compare_command(
             out.print(render(comparisons, paper), end="", markup=False, highlight=False, soft_wrap=True)
         if plot is not None and figure is not None:
             image, data = weight_plots.draw_figure(figure, comparisons, plot)
-            err.print(f"[green]{figure} figure[/] → {image}, data → {data}", highlight=False, soft_wrap=True)
+            err.print(f"[green]{figure} figure[/] → {escape(str(image))}, data → {escape(str(data))}",
+                      highlight=False, soft_wrap=True)
         elif plot is not None:
             drawn = comparisons if x is None or x == rows else compare.build_comparisons(
                 scan.results, paper=paper, rows=x, columns=columns)
             written = compare.plot(drawn, plot, paper=paper)
-            err.print(f"[green]plot[/] → {written}", highlight=False)
+            err.print(f"[green]plot[/] → {escape(str(written))}", highlight=False)
         if plot_speed is not None:
             from movprune.experiments.compare import speed_plot
 
@@ -138,4 +140,4 @@ def compare_command(
                 fail("--plot-speed needs --speed SPEED.json (made by benchmarks/sweep_speed.py)")
             written = speed_plot.plot_speed(speed_plot.load_speed(speed), plot_speed,
                                             [r["run_dir"] for r in scan.results])
-            err.print(f"[green]speed plot[/] → {written}", highlight=False)
+            err.print(f"[green]speed plot[/] → {escape(str(written))}", highlight=False)

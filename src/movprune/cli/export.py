@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from movprune.cli.common import err, out, quiet_libraries, reported_errors
@@ -74,7 +75,7 @@ def export_command(
         threads = torch.get_num_threads()
         from movprune.export import bench, export_run, folder_stats, load_export, load_hint
 
-        err.print(f"[dim]exporting {run_dir} as {fmt}{' int8' if int8 else ''}…[/]")
+        err.print(f"[dim]exporting {escape(str(run_dir))} as {fmt}{' int8' if int8 else ''}…[/]")
         result = export_run(run_dir, to, fmt, int8=int8, force=force, onnx_source=onnx_source.value,
                             hub_repo=push_to_hub)
         model_dir = Path(run_dir) / "model"
@@ -121,9 +122,9 @@ def export_command(
             out.print(f"{d['matrices_csr']} of {d['matrices']} pruned matrices stored in CSR; the sparse "
                       f"kernel was measured faster for {chosen} of them at small batches", highlight=False)
         out.print("load it with:\n" + load_hint(fmt, result.architecture, to), highlight=False, markup=False)
-        out.print(f"model card: {Path(to) / 'README.md'}", highlight=False)
+        out.print(f"model card: {Path(to) / 'README.md'}", highlight=False, markup=False)
         if push_to_hub:
             from movprune.export.hub import push_to_hub as push
 
-            err.print(f"[dim]uploading {to} to the Hugging Face Hub as {push_to_hub}…[/]")
-            out.print(f"uploaded: {push(to, push_to_hub, private=private)}", highlight=False)
+            err.print(f"[dim]uploading {escape(str(to))} to the Hugging Face Hub as {escape(str(push_to_hub))}…[/]")
+            out.print(f"uploaded: {push(to, push_to_hub, private=private)}", highlight=False, markup=False)

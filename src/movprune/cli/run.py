@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from movprune.cli.common import ProgressObserver, err, fail, out, print_warnings, quiet_libraries, reported_errors
@@ -59,7 +60,8 @@ def run_command(
             return
         if dry_run:
             out.print(resolved.to_yaml(), end="", highlight=False, markup=False)
-            err.print(f"[green]ok[/]: {recipe} is valid; results would go to {resolved.run_dir}/")
+            err.print(f"[green]ok[/]: {escape(str(recipe))} is valid; results would go to "
+                      f"{escape(str(resolved.run_dir))}/")
             return
         if not launched_as_main():  # one of several processes of a launch: rank 0 reports
             run(resolved, force=force, resume=resume, observer=SilentObserver())

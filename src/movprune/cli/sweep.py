@@ -40,7 +40,7 @@ class _SweepProgress:
 
     def on_run_start(self, index, total, run):
         grid = escape("".join(f", {key}={value}" for key, value in run.grid))
-        err.print(f"[bold][{index + 1}/{total}][/] {run.name}: {run.method}, "
+        err.print(f"[bold][{index + 1}/{total}][/] {escape(run.name)}: {run.method}, "
                   f"{level_label(run.remaining_pct)}, seed {run.seed}{grid}", highlight=False)
         self.current = ProgressObserver().__enter__()
         self.started += 1
@@ -49,17 +49,19 @@ class _SweepProgress:
     def on_run_end(self, index, total, outcome):
         self.close()
         if outcome.status == "skipped":
-            err.print(f"[dim][{index + 1}/{total}] {outcome.run.name}: finished earlier, skipped[/]",
+            err.print(f"[dim][{index + 1}/{total}] {escape(outcome.run.name)}: finished earlier, skipped[/]",
                       highlight=False)
         elif outcome.status == "locked":
-            err.print(f"[yellow][{index + 1}/{total}] {outcome.run.name}: skipped, another process is "
-                      f"running it[/] ({outcome.error})", highlight=False, soft_wrap=True)
+            err.print(f"[yellow][{index + 1}/{total}] {escape(outcome.run.name)}: skipped, another process is "
+                      f"running it[/] ({escape(str(outcome.error))})", highlight=False, soft_wrap=True)
         elif outcome.status == "finished" and self.current is None and not self.started:
             # Trained elsewhere (--jobs, --backend ray): one line as each run ends.
-            err.print(f"[green][{index + 1}/{total}] {outcome.run.name}: finished[/] in {outcome.seconds:.0f} s",
+            err.print(f"[green][{index + 1}/{total}] {escape(outcome.run.name)}: finished[/] in "
+                      f"{outcome.seconds:.0f} s",
                       highlight=False)
         elif outcome.status == "failed":
-            err.print(f"[bold red][{index + 1}/{total}] {outcome.run.name} failed:[/] {outcome.error}",
+            err.print(f"[bold red][{index + 1}/{total}] {escape(outcome.run.name)} failed:[/] "
+                      f"{escape(str(outcome.error))}",
                       highlight=False, soft_wrap=True)
 
 
@@ -172,7 +174,7 @@ def sweep_command(
 
     recipe_path, overrides, note = pick_recipe(recipe, overrides or [])
     if note:
-        err.print(note, highlight=False, soft_wrap=True)
+        err.print(note, highlight=False, soft_wrap=True, markup=False)
     options = [f"{opt}={value}" for opt, value in (("--sparsity", sparsity), ("--pruners", pruners),
                                                    ("--seeds", seeds)) if value is not None]
     options += [f"--grid={axis}" for axis in grid or []]
@@ -189,7 +191,7 @@ def sweep_command(
         sweep_dir = plan[0].run_dir.parent
         done = len(plan) - len(todo) if not force else sum(results.is_finished(r.run_dir) for r in plan)
         err.print(f"sweep: {len(plan)} runs in {sweep_dir}/: {len(todo)} to run, {done} finished earlier "
-                  f"({'re-run: --force' if force else 'skipped'})", highlight=False, soft_wrap=True)
+                  f"({'re-run: --force' if force else 'skipped'})", highlight=False, soft_wrap=True, markup=False)
         if dry_run:
             table = Table(title=f"sweep plan ({recipe_path})", title_justify="left")
             table.add_column("run", no_wrap=True)
@@ -213,11 +215,11 @@ def sweep_command(
     locked = [o for o in outcomes if o.status == "locked"]
     if locked:
         err.print(f"[yellow]{len(locked)} of {len(outcomes)} runs were skipped because another process is "
-                  f"running them[/] ({', '.join(o.run.name for o in locked)}); rerun this command when it "
+                  f"running them[/] ({escape(', '.join(o.run.name for o in locked))}); rerun this command when it "
                   "has finished to collect them", highlight=False, soft_wrap=True)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         err.print(f"[bold red]{len(failed)} of {len(outcomes)} runs failed[/]; rerun the same command "
                   "to retry them (finished runs are skipped)")
         raise typer.Exit(EXIT_RUN_FAILED)
-    err.print(f"compare them with: movprune compare {sweep_dir}", highlight=False)
+    err.print(f"compare them with: movprune compare {sweep_dir}", highlight=False, markup=False)

@@ -59,7 +59,13 @@ def save_onnx(model: nn.Module, folder: Path, example: dict[str, torch.Tensor], 
         warnings.simplefilter("ignore")  # tracer and deprecation warnings: the check below decides
         torch.onnx.export(model, (), str(folder / ONNX_FILE), kwargs=inputs, input_names=names,
                           output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    info = {"inputs": names, "outputs": outputs, "opset": OPSET, "source": source}
+    # An input the traced model never reads is not in the graph: attention_mask, when every layer
+    # lost all its attention heads (nothing attends, so nothing is masked).
+    import onnx
+
+    graph = onnx.load(str(folder / ONNX_FILE), load_external_data=False).graph
+    in_graph = {i.name for i in graph.input}
+    info = {"inputs": [k for k in names if k in in_graph], "outputs": outputs, "opset": OPSET, "source": source}
     (folder / ONNX_CONFIG).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
 

@@ -101,6 +101,10 @@ class Task:
         """A string that changes whenever the source data of ``split`` changes."""
         return f"hub:{split}"
 
+    def data_files(self, data_dir: str | None, split: str) -> list[Path]:
+        """The local files ``split`` is read from (none for the Hub)."""
+        return []
+
     def tokenize(self, examples: Dataset, tokenizer: PreTrainedTokenizerBase, *, max_seq_length: int,
                  doc_stride: int, train: bool) -> Dataset:
         """Model features for ``examples`` (train: with labels / targets); ``doc_stride`` is the
@@ -140,11 +144,16 @@ def file_fingerprint(path: Path, split: str) -> str:
     """Identity of a local data file for the tokenisation cache: a hash of its content, and the
     split. Size and modification time are not enough: a file rewritten within the same second (or
     copied with its times kept) would reuse another file's tokens."""
+    return f"sha256:{file_sha256(path)}:{split}"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content, in hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return f"sha256:{digest.hexdigest()}:{split}"
+    return digest.hexdigest()
 
 
 def load_hub_split(task: str, hub_id: str, config: str | None, split: str, offline_fix: str) -> Dataset:
@@ -163,20 +172,26 @@ def split_name(spec: str) -> str:
     return spec.split("[", 1)[0].strip()
 
 
-def slice_split(dataset: Dataset, spec: str) -> Dataset:
-    """Apply the slice in ``spec`` (Hugging Face syntax) to the full split ``dataset``."""
+def slice_indices(num_rows: int, spec: str) -> list[int] | None:
+    """The rows of a ``num_rows``-row split that the slice in ``spec`` selects (None: no slice)."""
     if "[" not in spec:
-        return dataset
+        return None
     name = split_name(spec)
     try:
-        instructions = ReadInstruction.from_spec(spec).to_absolute({name: len(dataset)})
+        instructions = ReadInstruction.from_spec(spec).to_absolute({name: num_rows})
     except (ValueError, AssertionError) as e:
         raise DataError(f"split '{spec}': not a valid split slice ({e}); write e.g. "
                         "'validation[:80%]' or 'train[:1000]'") from None
     indices: list[int] = []
     for ins in instructions:
         indices.extend(range(ins.from_, ins.to))
-    return dataset.select(indices)
+    return indices
+
+
+def slice_split(dataset: Dataset, spec: str) -> Dataset:
+    """Apply the slice in ``spec`` (Hugging Face syntax) to the full split ``dataset``."""
+    indices = slice_indices(len(dataset), spec)
+    return dataset if indices is None else dataset.select(indices)
 
 
 @torch.no_grad()

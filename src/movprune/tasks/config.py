@@ -59,6 +59,20 @@ class DatasetConfig(StrictModel):
         return tuple(self.metrics) if self.metrics else DEFAULT_METRICS[family]
 
 
+def _foreign_keys(family: str) -> set[str]:
+    """The ``dataset:`` keys that do not apply to ``family``."""
+    keys = set(_QA_KEYS if family != "extractive_qa" else _SEQUENCE_KEYS)
+    if family == "regression":
+        keys.add("label_names")
+    return keys
+
+
+def dataset_for_file(family: str, dataset: DatasetConfig) -> dict:
+    """The ``dataset:`` block as a saved recipe writes it: every key that applies to ``family``,
+    none of another family's (so the file loads again under the same checks)."""
+    return {k: v for k, v in dataset.model_dump(mode="json").items() if k not in _foreign_keys(family)}
+
+
 def check_dataset(family: str, dataset: DatasetConfig) -> list[str]:
     """Problems (one line each, naming the key) of a ``dataset:`` block for ``family``; no data
     is read here."""
@@ -73,9 +87,10 @@ def check_dataset(family: str, dataset: DatasetConfig) -> list[str]:
         if suffix not in FILE_TYPES:
             problems.append(f"dataset.files.{split}: {path}: file type '{suffix or '(none)'}' is not "
                             f"supported (use one of {', '.join(FILE_TYPES)})")
-    unused = (_QA_KEYS if family != "extractive_qa" else _SEQUENCE_KEYS) & dataset.model_fields_set
-    if family == "regression" and "label_names" in dataset.model_fields_set:
-        unused.add("label_names")
+    # A key of another family left at null or at its default says nothing: files written before
+    # the saved recipe kept only the family's keys list every key, and must load again.
+    unused = {k for k in _foreign_keys(family) & dataset.model_fields_set
+              if getattr(dataset, k) not in (None, DatasetConfig.model_fields[k].default)}
     for key in sorted(unused):
         problems.append(f"dataset.{key}: does not apply to task {family}")
     if family != "extractive_qa":

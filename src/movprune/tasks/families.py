@@ -4,117 +4,30 @@ on any local files (CSV, TSV, JSON, JSON Lines, Parquet) or Hub dataset, read wi
 A ``dataset:`` block (:class:`DatasetConfig`) names the source and the columns; everything after
 reading (tokenisation, head, metrics) is the shared family code in ``sequence.py`` / ``qa.py``.
 Class labels follow ``run_glue.py``: string labels get ids in sorted order (or the order of
-``label_names``), integer labels are ids; the label set is the ``train`` split's, and a label of
-another split outside it is an error before training.
+``label_names``), integer labels are ids; the label set is the ``train`` split's, and every split's
+labels are mapped by their value as text (the number 1 and the text "1" are the same class). Before
+training, every split is checked row by row: no empty text, no label missing, outside the classes,
+fractional or of mixed kinds (text and numbers), no regression target that is not finite; the
+message names the file and lines.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Dataset, Value
+from datasets import ClassLabel, Dataset
 
 from movprune.errors import DataError
-from movprune.tasks.base import cache_root, file_fingerprint, load_hub_split, slice_split, split_name
-from movprune.tasks.config import BINARY_METRICS, FILE_TYPES, DatasetConfig
+from movprune.tasks import rows
+from movprune.tasks.base import split_name
+from movprune.tasks.config import BINARY_METRICS, DatasetConfig
 from movprune.tasks.qa import FEATURES, QATask
 from movprune.tasks.sequence import SequenceTask
+from movprune.tasks.source import DatasetSource
 
 #: The split whose labels define the classes (as run_glue.py's ``raw_datasets["train"]``).
 LABELS_SPLIT = "train"
-
-
-class DatasetSource:
-    """Reads the splits of a :class:`DatasetConfig` (whole splits memoised, then sliced)."""
-
-    def __init__(self, task: str, dataset: DatasetConfig):
-        self.task = task
-        self.dataset = dataset
-        self._loaded: dict[tuple[str | None, str], Dataset] = {}
-
-    def path(self, data_dir: str | None, split: str) -> Path:
-        """The local file of ``split`` (a slicing spec is allowed)."""
-        files = self.dataset.files or {}
-        name = split_name(split)
-        if name not in files:
-            raise DataError(f"dataset.files: no file for split '{name}' (files are given for: "
-                            f"{', '.join(files) or 'none'}); add '{name}: <file>' or change the recipe's "
-                            "train_split / eval_split")
-        path = Path(files[name]).expanduser()
-        if not path.is_absolute() and data_dir is not None:
-            path = Path(data_dir) / path
-        return path
-
-    def describe(self, data_dir: str | None, split: str) -> str:
-        """Where ``split`` comes from, for messages."""
-        if self.dataset.files is None:
-            return f"{self.dataset.name}" + (f" ({self.dataset.config})" if self.dataset.config else "")
-        return str(self.path(data_dir, split))
-
-    def load(self, data_dir: str | None, split: str) -> Dataset:
-        """The rows of ``split`` (Hugging Face slicing syntax) as ``datasets`` reads them."""
-        if self.dataset.files is None:
-            key = (None, split)
-            if key not in self._loaded:
-                self._loaded[key] = load_hub_split(self.task, self.dataset.name or "", self.dataset.config,
-                                                   split, "use dataset.files with local files instead")
-            return self._loaded[key]
-        path = self.path(data_dir, split)
-        key = (str(path), split_name(split))
-        if key not in self._loaded:
-            self._loaded[key] = self._read_file(path, split_name(split))
-        return slice_split(self._loaded[key], split)
-
-    def _read_file(self, path: Path, split: str) -> Dataset:
-        from datasets import load_dataset
-
-        if not path.is_file():
-            raise DataError(f"dataset.files.{split}: {path} not found")
-        suffix = path.suffix.lower()
-        if suffix not in FILE_TYPES:
-            raise DataError(f"dataset.files.{split}: {path}: file type '{suffix}' is not supported "
-                            f"(use one of {', '.join(FILE_TYPES)})")
-        builder, kwargs = FILE_TYPES[suffix]
-        try:
-            ds = load_dataset(builder, data_files=str(path), split="train",
-                              cache_dir=str(cache_root() / "datasets"), **kwargs)
-        except Exception as e:  # datasets/pyarrow raise many types; all mean "cannot read this file"
-            raise DataError(f"dataset.files.{split}: cannot read {path} as {builder} "
-                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-        if len(ds) == 0:
-            raise DataError(f"dataset.files.{split}: {path} has no rows")
-        return ds
-
-    def hub_dataset(self) -> tuple[str, str | None] | None:
-        """(Hub id, configuration) when the data comes from the Hub."""
-        return None if self.dataset.name is None else (self.dataset.name, self.dataset.config)
-
-    def fingerprint(self, data_dir: str | None, splits: list[str]) -> str:
-        """Changes whenever the config or the source data of ``splits`` changes."""
-        parts: list[str] = [json.dumps(self.dataset.model_dump(mode="json"), sort_keys=True)]
-        for split in splits:
-            if self.dataset.files is None:
-                parts.append(f"hub:{self.dataset.name}/{self.dataset.config}:{split}")
-            else:
-                parts.append(file_fingerprint(self.path(data_dir, split), split))
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-    def check_columns(self, data_dir: str | None, split: str, columns: dict[str, str]) -> list[str]:
-        """Problems with ``{recipe key: column}`` against the columns of ``split``."""
-        try:
-            ds = self.load(data_dir, split)
-        except DataError as e:
-            return [str(e)]
-        problems = []
-        for key, column in columns.items():
-            if column not in ds.column_names:
-                close = ", ".join(ds.column_names)
-                problems.append(f"dataset.{key}: no column '{column}' in {self.describe(data_dir, split)} "
-                                f"(columns: {close})")
-        return problems
 
 
 class TextClassificationTask(SequenceTask):
@@ -133,10 +46,6 @@ class TextClassificationTask(SequenceTask):
         return self.regression
 
     # -- labels -------------------------------------------------------------------------------
-    def _string_labels(self, ds: Dataset) -> bool:
-        feature = ds.features[self.dataset.label_column]
-        return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
-
     def label_names(self) -> list[str] | None:
         if self.regression:
             return None
@@ -148,40 +57,80 @@ class TextClassificationTask(SequenceTask):
         if self.dataset.label_names is not None:
             return list(self.dataset.label_names)
         train = self.source.load(data_dir, LABELS_SPLIT)
-        column = self.dataset.label_column
-        feature = train.features[column]
+        feature = train.features[self.dataset.label_column]
         if isinstance(feature, ClassLabel):
             return list(feature.names)
-        values = train.unique(column)
-        if None in values:
-            raise DataError(f"dataset.label_column: column '{column}' of "
-                            f"{self.source.describe(data_dir, LABELS_SPLIT)} has empty labels")
-        if self._string_labels(train):
-            return sorted(values)
-        if not all(isinstance(v, int) or (isinstance(v, float) and v.is_integer()) for v in values) \
-                or min(values) < 0:
-            raise DataError(f"dataset.label_column: column '{column}' of "
-                            f"{self.source.describe(data_dir, LABELS_SPLIT)} holds numbers that are not "
-                            "class ids 0, 1, ...; for scores use task: regression")
+        values = self._checked_labels(train, data_dir, LABELS_SPLIT)
+        if all(isinstance(v, str) for v in values):
+            return sorted(set(values))
         return [str(i) for i in range(int(max(values)) + 1)]
 
+    def _checked_labels(self, ds: Dataset, data_dir: str | None, split: str) -> list[Any]:
+        """The label values of ``split``: none missing, not strings and numbers mixed, numbers
+        whole and >= 0 (class ids); else a :class:`DataError` naming the rows."""
+        column = self.dataset.label_column
+        values = ds[column]
+        if isinstance(ds.features[column], ClassLabel):
+            return values
+        where = lambda bad: self.source.where(data_dir, split, bad)  # noqa: E731
+        missing = [i for i, v in enumerate(values) if v is None]
+        if missing:
+            raise DataError(f"dataset.label_column: {where(missing)}: no label in column '{column}'; give "
+                            "every row a label or remove it")
+        mixed = rows.mixed_kinds(values)
+        if mixed:
+            raise DataError(f"dataset.label_column: column '{column}' mixes text labels ({where(mixed[0])}) "
+                            f"with numbers ({where(mixed[1])}); write every label the same way, e.g. all as "
+                            "text")
+        bad = rows.not_class_id_rows(values)
+        if bad:
+            raise DataError(f"dataset.label_column: {where(bad)}: label {values[bad[0]]!r} in column "
+                            f"'{column}' is not a class (class ids are whole numbers 0, 1, ...); for scores "
+                            "use task: regression")
+        return values
+
     def _label_ids(self, ds: Dataset, data_dir: str | None, split: str) -> list[int]:
-        """Class ids of the rows of ``split``; a label outside the train split's classes is an error."""
+        """Class ids of the rows of ``split``, every split mapped the same way: a label is the class
+        of the same name (the number 1 and the text "1" are both class "1"); a number that names no
+        class is a class id when ``dataset.label_names`` gives the classes in id order. A label
+        outside the classes is an error."""
         names = self.label_names() or []
-        labels = ds[self.dataset.label_column]
-        given = "dataset.label_names" if self.dataset.label_names is not None else "the train split"
-        if self._string_labels(ds):
-            table = {n: i for i, n in enumerate(names)}
-            unknown = sorted({str(v) for v in labels if v not in table})
-        else:
-            unknown = sorted({str(v) for v in labels if v is None or not 0 <= int(v) < len(names)})
-            table = None
+        values = self._checked_labels(ds, data_dir, split)
+        class_label = isinstance(ds.features[self.dataset.label_column], ClassLabel)
+        table = {n: i for i, n in enumerate(names)}
+        by_id = self.dataset.label_names is not None or class_label
+        ids: list[int | None] = []
+        for v in values:
+            key = rows.label_key(v)
+            if class_label:  # ids already (a Hub test split's -1 is outside them)
+                ids.append(v if 0 <= v < len(names) else None)
+            elif key in table:
+                ids.append(table[key])
+            elif by_id and not isinstance(v, str) and 0 <= int(v) < len(names):
+                ids.append(int(v))
+            else:
+                ids.append(None)
+        unknown = [i for i, x in enumerate(ids) if x is None]
         if unknown:
-            raise DataError(f"dataset: label{'s' if len(unknown) > 1 else ''} {', '.join(unknown[:5])} in "
-                            f"split '{split}' ({self.source.describe(data_dir, split)}) not among the "
-                            f"classes of {given} ({', '.join(names[:10])}); fix the data or give "
-                            "dataset.label_names")
-        return [table[v] for v in labels] if table is not None else [int(v) for v in labels]
+            given = "dataset.label_names" if by_id else "the train split"
+            shown = sorted({rows.label_key(values[i]) for i in unknown})
+            raise DataError(f"dataset: label{'s' if len(shown) > 1 else ''} {', '.join(shown[:5])} "
+                            f"in split '{split}' ({self.source.where(data_dir, split, unknown)}) not among the "
+                            f"classes of {given} "
+                            f"({', '.join(names[:10])}); fix the data or give dataset.label_names")
+        return [int(x) for x in ids if x is not None]
+
+    def _texts(self, ds: Dataset, data_dir: str | None, split: str) -> dict[str, list[str]]:
+        """The text columns of ``split``; an empty cell or a null is an error naming its rows."""
+        out = {}
+        for key in self.text_keys:
+            values = ds[key]
+            empty = rows.empty_text_rows(values)
+            if empty:
+                raise DataError(f"dataset.text_columns: {self.source.where(data_dir, split, empty)}: column "
+                                f"'{key}' is empty; give every row its text or remove the row")
+            out[key] = rows.as_text(values)
+        return out
 
     # -- data ---------------------------------------------------------------------------------
     def hub_dataset(self) -> tuple[str, str | None] | None:
@@ -216,18 +165,25 @@ class TextClassificationTask(SequenceTask):
     def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         return self.source.fingerprint(data_dir, [split] if self.regression else [split, LABELS_SPLIT])
 
+    def data_files(self, data_dir: str | None, split: str) -> list[Path]:
+        if self.dataset.files is None:
+            return []
+        return [self.source.path(data_dir, s) for s in dict.fromkeys([split] if self.regression
+                                                                     else [split, LABELS_SPLIT])]
+
     def load_split(self, data_dir: str | None, split: str) -> Dataset:
         if data_dir != self._data_dir:
             self._data_dir, self._names = data_dir, None
         ds = self.source.load(data_dir, split)
-        columns: dict[str, Any] = {k: ds[k] for k in self.text_keys}
+        columns: dict[str, Any] = self._texts(ds, data_dir, split)
         if self.regression:
-            try:
-                columns["label"] = [float(v) for v in ds[self.dataset.label_column]]
-            except (TypeError, ValueError) as e:
-                raise DataError(f"dataset.label_column: column '{self.dataset.label_column}' of "
-                                f"{self.source.describe(data_dir, split)} must hold numbers for task "
-                                f"regression ({e})") from None
+            values = ds[self.dataset.label_column]
+            bad = rows.not_finite_rows(values)
+            if bad:
+                raise DataError(f"dataset.label_column: {self.source.where(data_dir, split, bad)}: target "
+                                f"{values[bad[0]]!r} in column '{self.dataset.label_column}' is not a finite "
+                                "number (task regression); fix or remove the row")
+            columns["label"] = [float(v) for v in values]
         else:
             columns["label"] = self._label_ids(ds, data_dir, split)
         return Dataset.from_dict(columns)
@@ -265,6 +221,9 @@ class ExtractiveQATask(QATask):
     def data_fingerprint(self, data_dir: str | None, split: str) -> str:
         return self.source.fingerprint(data_dir, [split])
 
+    def data_files(self, data_dir: str | None, split: str) -> list[Path]:
+        return [] if self.dataset.files is None else [self.source.path(data_dir, split)]
+
     def load_split(self, data_dir: str | None, split: str) -> Dataset:
         ds = self.source.load(data_dir, split)
         d = self.dataset
@@ -272,19 +231,48 @@ class ExtractiveQATask(QATask):
         try:
             answers = [{"text": list(a["text"]), "answer_start": [int(s) for s in a["answer_start"]]}
                        for a in ds[d.answers_column]]
-            rows = {"id": [str(i) for i in ds[d.id_column]],
-                    "title": [str(t) for t in ds["title"]] if "title" in ds.column_names else [""] * n,
-                    "context": ds[d.context_column], "question": ds[d.question_column], "answers": answers}
-            out = Dataset.from_dict(rows, features=FEATURES)
+            rows_ = {"id": [str(i) for i in ds[d.id_column]], d.context_column: ds[d.context_column],
+                     d.question_column: ds[d.question_column]}
+            self._check_rows(rows_, answers, data_dir, split)
+            out = Dataset.from_dict({
+                "id": rows_["id"], "title": [str(t) for t in ds["title"]] if "title" in ds.column_names else [""] * n,
+                "context": rows.as_text(ds[d.context_column]), "question": rows.as_text(ds[d.question_column]),
+                "answers": answers}, features=FEATURES)
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"dataset.answers_column: column '{d.answers_column}' of "
                             f"{self.source.describe(data_dir, split)} must hold SQuAD-format answers "
                             f"{{text: [...], answer_start: [...]}} ({type(e).__name__}: {e})") from None
-        if any(not a["text"] for a in answers) and split_name(split) == LABELS_SPLIT:
-            raise DataError(f"dataset.answers_column: a training question in "
-                            f"{self.source.describe(data_dir, split)} has no answer (extractive_qa "
-                            "is SQuAD v1.1-style: every question has one)")
         return out
+
+    def _check_rows(self, given: dict[str, list], answers: list[dict], data_dir: str | None, split: str) -> None:
+        """Every question has a context; the ids of an evaluation split are unique (predictions are
+        kept by id); a training answer is where its ``answer_start`` says (it is the target)."""
+        d, where = self.dataset, lambda bad: self.source.where(data_dir, split, bad)
+        for key, column in (("context_column", d.context_column), ("question_column", d.question_column)):
+            empty = rows.empty_text_rows(given[column])
+            if empty:
+                raise DataError(f"dataset.{key}: {where(empty)}: column '{column}' is empty; give every "
+                                "question its text and context, or remove the row")
+        train = split_name(split) == LABELS_SPLIT
+        if not train:
+            first: dict[str, int] = {}
+            for i, qid in enumerate(given["id"]):
+                if qid in first:
+                    raise DataError(f"dataset.id_column: id '{qid}' is used twice ({where([first[qid], i])}); "
+                                    "predictions are kept by id, so give every question its own id")
+                first[qid] = i
+            return
+        unanswered = [i for i, a in enumerate(answers) if not a["text"]]
+        if unanswered:
+            raise DataError(f"dataset.answers_column: {where(unanswered)}: a training question has no answer "
+                            "(extractive_qa is SQuAD v1.1-style: every question has one)")
+        misplaced = [i for i, a in enumerate(answers) for text, start in zip(a["text"], a["answer_start"])
+                     if given[d.context_column][i][start:start + len(text)] != text]
+        if misplaced:
+            a = answers[misplaced[0]]
+            raise DataError(f"dataset.answers_column: {where(sorted(set(misplaced)))}: the answer "
+                            f"{a['text'][0]!r} is not at answer_start {a['answer_start'][0]} of its context; "
+                            "answer_start is the answer's character offset in the context: fix it")
 
 
 def build_family_task(family: str, dataset: DatasetConfig) -> SequenceTask | QATask:

@@ -100,6 +100,9 @@ class SquadTask(QATask):
             return f"hub:{self.hub_id}:{split}"
         return file_fingerprint(self._file(data_dir, split), split)
 
+    def data_files(self, data_dir: str | None, split: str) -> list[Path]:
+        return [] if data_dir is None else [self._file(data_dir, split)]
+
     def load_split(self, data_dir: str | None, split: str) -> Dataset:
         if data_dir is None:
             ds = load_hub_split(self.name, self.hub_id, None, split,

@@ -13,7 +13,10 @@ A checkpoint holds what the next step depends on:
   logging window, the length of ``metrics.jsonl`` at that step, time spent so far.
 
 It is written into a hidden ``.step-<N>.partial`` folder, flushed to disk and renamed into place, so
-a kill while writing leaves the previous checkpoint as the newest usable one.
+a kill while writing leaves the previous checkpoint as the newest usable one. ``files.json`` lists
+every other file with its size (a truncated or missing file makes the checkpoint unusable, and a
+resume falls back to an older one), and the trainer state holds the SHA-256 of the data files the
+run reads (a resume on changed data is refused).
 """
 
 from __future__ import annotations
@@ -31,13 +34,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from movprune import identity, results
-from movprune.errors import RecipeError, RunFailedError
+from movprune.errors import RecipeError, RunFailedError, StorageError
+from movprune.io import writing
 from movprune.recipe import Recipe, TrainConfig
 from movprune.training.window import LogWindow
 
 CHECKPOINTS_DIR = "checkpoints"
 PRUNER_STATE = "pruner_state"
 TRAINER_STATE = "trainer_state"
+#: ``{file name: size in bytes}`` of every other file of the checkpoint, written last.
+MANIFEST = "files.json"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step-(\d+)$")
 
@@ -221,9 +227,22 @@ def remove_partial(run_dir: str | Path) -> None:
 
 
 def save(accelerator: Any, run_dir: str | Path, pruner: Any, stream: BatchStream, loop: LoopState,
-         keep: int) -> Path:
+         keep: int, data_sha256: dict[str, str] | None = None) -> Path:
     """Write ``checkpoints/step-<loop.step>/`` completely or not at all, then delete all but the newest
-    ``keep`` checkpoints. Every process calls it (accelerate saves each process's RNG state)."""
+    ``keep`` checkpoints. Every process calls it (accelerate saves each process's RNG state).
+    ``data_sha256`` (path -> SHA-256 of the data files) is kept for :func:`check_same_data`. A full
+    disk is a :class:`StorageError` naming the checkpoint (its partial folder is removed)."""
+    final = Path(run_dir) / CHECKPOINTS_DIR / f"step-{loop.step}"
+    try:
+        with writing(final):
+            return _save(accelerator, run_dir, pruner, stream, loop, keep, data_sha256)
+    except StorageError:
+        shutil.rmtree(final.parent / f".step-{loop.step}.partial", ignore_errors=True)
+        raise
+
+
+def _save(accelerator: Any, run_dir: str | Path, pruner: Any, stream: BatchStream, loop: LoopState,
+          keep: int, data_sha256: dict[str, str] | None) -> Path:
     root = Path(run_dir) / CHECKPOINTS_DIR
     final = root / f"step-{loop.step}"
     tmp = root / f".step-{loop.step}.partial"
@@ -243,9 +262,11 @@ def save(accelerator: Any, run_dir: str | Path, pruner: Any, stream: BatchStream
             "eval_seconds": loop.eval_seconds, "window": dict(loop.window.parts), "window_n": loop.window.steps,
             "window_samples": loop.window.samples, "metrics_bytes": loop.metrics_bytes,
             "tracking_id": loop.tracking_id, "num_processes": accelerator.num_processes,
-            "versions": results.versions()})
+            "versions": results.versions(), "data_sha256": data_sha256 or {}})
     accelerator.wait_for_everyone()
     if main:
+        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps(sizes, indent=1) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         if final.exists():  # a checkpoint of this very step (a signal on a save step): replace it
             old = root / f".step-{loop.step}.old"

@@ -9,7 +9,15 @@ from datasets import Dataset
 
 from movprune.errors import DataError
 from movprune.recipe import Recipe
-from movprune.tasks.base import PREPROCESSING_VERSION, EvalSet, Task, TaskData, cached, tokenizer_fingerprint
+from movprune.tasks.base import (
+    PREPROCESSING_VERSION,
+    EvalSet,
+    Task,
+    TaskData,
+    cached,
+    file_sha256,
+    tokenizer_fingerprint,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -38,6 +46,17 @@ def load_examples(task: Task, data_dir: str | None, split: str) -> Dataset:
     while len(_RECENT) > _RECENT_SIZE:
         _RECENT.popitem(last=False)
     return examples
+
+
+def data_digests(task: Task, recipe: Recipe) -> dict[str, str]:
+    """The SHA-256 of every local file the recipe's splits are read from (path -> hex digest): a
+    checkpoint keeps them, so that a resume on changed data is refused."""
+    digests: dict[str, str] = {}
+    for split in [recipe.train_split, *(s for s, _ in task.evaluation_splits(recipe.eval_split))]:
+        for path in task.data_files(recipe.data_dir, split):
+            if str(path) not in digests and path.is_file():
+                digests[str(path)] = file_sha256(path)
+    return digests
 
 
 def check_data(task: Task, recipe: Recipe) -> None:

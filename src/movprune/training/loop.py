@@ -23,9 +23,9 @@ from movprune.io import atomic_write_json, atomic_write_text
 from movprune.models import check_encoder, resolve_model
 from movprune.recipe import Recipe
 from movprune.results import RunResult
-from movprune.training import checkpoint, distill, guards, preemption, processes, tracking
+from movprune.training import checkpoint, distill, guards, preemption, processes, resume_checks, tracking
 from movprune.training.assemble import run_result
-from movprune.training.data import check_data
+from movprune.training.data import check_data, data_digests
 from movprune.training.evaluation import evaluate_all
 from movprune.training.observer import Observer, SilentObserver
 from movprune.training.setup import Prepared, build_optimizer, prepare
@@ -115,12 +115,20 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
     if not state.is_main_process:  # one process reports progress
         obs = SilentObserver()
     run_dir = recipe.run_dir
-    if resume and results.is_finished(run_dir):
+    # A forced re-run interrupted before it replaced the finished run trains in the staging
+    # folder: --resume continues it (the command an interrupted run prints), never the old result.
+    forced = resume and results.is_finished(run_dir) and run_folder.unfinished_staging(run_dir)
+    if resume and results.is_finished(run_dir) and not forced:
         checkpoint.check_same_recipe(run_dir, recipe)
         return results.load_result(run_dir)
-    resume_from = checkpoint.latest(run_dir) if resume else None
+    force = force or bool(forced)
+    writes_in = run_folder.staging_path(run_dir) if forced else run_dir
+    resume_from, passed_over = resume_checks.newest_usable(writes_in) if resume else (None, [])
+    for line in passed_over:
+        obs.on_phase(f"{line}: resuming from the older {resume_from.name}")
     if resume_from is not None:
-        checkpoint.check_same_recipe(run_dir, recipe)
+        checkpoint.check_same_recipe(writes_in, recipe)
+        resume_checks.check_same_data(resume_from, data_digests(tasks.get_task(recipe.task, recipe.dataset), recipe))
     elif not results.is_finished(run_dir) and (unused := checkpoint.latest(run_dir)) is not None:
         obs.on_phase(f"starting over: {run_dir} held an unfinished run's checkpoint ({unused.name}); "
                      "--resume would have continued it")
@@ -213,7 +221,7 @@ def _steps(recipe: Recipe, run: Prepared, run_dir: Path, accelerator, obs: Obser
             saved = checkpoint.save(accelerator, run_dir, pruner, run.stream, checkpoint.LoopState(
                 step=done, train_seconds=train_seconds(), eval_seconds=eval_seconds, window=window,
                 metrics_bytes=log.path.stat().st_size if main and log.path.exists() else 0,
-                tracking_id=loop.tracking_id), recipe.train.keep_checkpoints)
+                tracking_id=loop.tracking_id), recipe.train.keep_checkpoints, data_sha256=run.data_sha256)
             if stopping:
                 raise RunInterrupted(f"stopped by {stop.name} after step {done} of {steps}; checkpoint "
                                      f"saved in {saved}", stop.exit_code, str(saved))

@@ -18,7 +18,7 @@ from movprune.models import resolve_model
 from movprune.recipe import Recipe, TrainConfig
 from movprune.tasks.base import TaskData
 from movprune.training import checkpoint, distill, tracking
-from movprune.training.data import prepare_data
+from movprune.training.data import data_digests, prepare_data
 from movprune.training.evaluation import evaluate_all
 from movprune.training.observer import Observer
 
@@ -82,6 +82,8 @@ class Prepared:
     stream: checkpoint.BatchStream
     loop: checkpoint.LoopState
     steps: int
+    #: SHA-256 of every data file the run reads; checkpoints keep it so a resume on changed data is refused.
+    data_sha256: dict[str, str]
 
 
 def prepare(recipe: Recipe, run_dir: Path, accelerator: Any, teacher: Any, obs: Observer, *,
@@ -100,6 +102,7 @@ def prepare(recipe: Recipe, run_dir: Path, accelerator: Any, teacher: Any, obs: 
     # local to each machine), then the rest read the cache.
     with accelerator.main_process_first(), accelerator.local_main_process_first():
         data = prepare_data(task, recipe, tokenizer)
+    digests = data_digests(task, recipe)
     if len(data.train) == 0:
         raise DataError(f"task {task.name}: the training split '{recipe.train_split}' is empty")
     model = task.build_model(resolved)
@@ -147,4 +150,5 @@ def prepare(recipe: Recipe, run_dir: Path, accelerator: Any, teacher: Any, obs: 
                        tracking_id=loop.tracking_id)
         cleanup.callback(tracking.finish, accelerator)  # however the run ends
     return Prepared(task=task, tokenizer=tokenizer, data=data, model=model, pruner=pruner, distiller=distiller,
-                    optimizer=optimizer, scheduler=scheduler, stream=stream, loop=loop, steps=steps)
+                    optimizer=optimizer, scheduler=scheduler, stream=stream, loop=loop, steps=steps,
+                    data_sha256=digests)

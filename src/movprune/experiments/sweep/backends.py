@@ -10,23 +10,112 @@ run that raises comes back as a failed outcome with ``error.txt`` in its folder.
 retries after a lost worker and cluster membership are Ray's; this module schedules nothing.
 Every worker writes its run folder itself, so all machines must see the same results folder
 (a shared filesystem).
+
+Worker processes never outlive the sweep: SIGTERM to the sweep is forwarded to the workers, whose
+runs save a checkpoint and stop, and the sweep then stops with the interrupted line; when the sweep
+process dies without a word (``kill -9``), each worker gets SIGTERM from the kernel (Linux's
+parent-death signal; elsewhere a thread watching the parent) and does the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from movprune.errors import MovpruneError
+from movprune.errors import MovpruneError, RunInterrupted
 from movprune.experiments.sweep import RunOutcome, SweepRun, run_one
 
+_PR_SET_PDEATHSIG = 1
+#: The sweep process a worker serves (set in the worker by :func:`_init_worker`).
+_parent_pid: int | None = None
+#: Set in a worker once it was told to stop: it starts no further run.
+_stopping = False
 
-def _limit_threads(threads: int) -> None:
-    """Worker initialiser: share the machine's cores between the concurrent runs."""
+
+def _init_worker(threads: int, parent: int) -> None:
+    """Worker initialiser: share the machine's cores between the concurrent runs, and stop (SIGTERM:
+    the run saves a checkpoint) when the sweep process dies."""
     import torch
 
+    global _parent_pid
+    _parent_pid = parent
     torch.set_num_threads(threads)
+    signal.signal(signal.SIGTERM, _stop_idle_worker)  # a run's own handler takes over while it trains
+    if not _ask_kernel_for_parent_death_signal():
+        threading.Thread(target=_watch_parent, daemon=True).start()
+    if os.getppid() != parent:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _ask_kernel_for_parent_death_signal() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _stop_idle_worker(signum, frame) -> None:
+    global _stopping
+    _stopping = True
+    if os.getppid() != _parent_pid:  # the sweep is gone: nothing is training here, nothing to save
+        os._exit(128 + signum)
+
+
+def _watch_parent() -> None:
+    while os.getppid() == _parent_pid:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_run_one(run: SweepRun, force: bool) -> RunOutcome:
+    """One run in a worker; none starts, and the worker exits, once the sweep process is gone
+    (runs queued for this worker would otherwise train for nobody)."""
+    global _stopping
+    if _parent_pid is not None and os.getppid() != _parent_pid:
+        os._exit(128 + signal.SIGTERM)
+    if _stopping:
+        raise RunInterrupted("not started (the sweep was stopped)", 128 + signal.SIGTERM, None)
+    try:
+        return run_one(run, force)
+    except RunInterrupted:
+        _stopping = True
+        raise
+    finally:
+        if _parent_pid is not None and os.getppid() != _parent_pid:
+            os._exit(128 + signal.SIGTERM)  # the run saved its checkpoint; no one to report to
+
+
+@contextlib.contextmanager
+def _forward_sigterm(pool: Any) -> Iterator[list[int]]:
+    """While the block runs, SIGTERM to this process is sent on to the pool's workers (their runs
+    save a checkpoint and stop); yields a list that holds the signal once received."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def forward(signum, frame) -> None:
+        received.append(signum)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError, AttributeError, TypeError):
+                os.kill(process.pid, signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class ProcessPoolBackend:
@@ -49,18 +138,33 @@ class ProcessPoolBackend:
         # spawn: a forked child would inherit this process's torch threads and locks.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(self.jobs, len(runs)), mp_context=context,
-                                 initializer=_limit_threads, initargs=(self.threads_per_run,)) as pool:
-            futures = {pool.submit(run_one, run, force): (index, run) for index, run in runs}
+                                 initializer=_init_worker, initargs=(self.threads_per_run, os.getpid())) as pool, \
+                _forward_sigterm(pool) as stopped:
+            futures = {pool.submit(_worker_run_one, run, force): (index, run) for index, run in runs}
+            interrupted: list[str] = []
             try:
                 for future in as_completed(futures):
+                    if stopped and not interrupted:
+                        pool.shutdown(wait=False, cancel_futures=True)  # start nothing more
                     index, run = futures[future]
+                    if future.cancelled():
+                        continue
                     try:
                         yield index, future.result()
+                    except RunInterrupted as e:
+                        interrupted.append(f"{run.name}: {e}")
                     except BrokenProcessPool as e:  # a worker died (killed, out of memory)
-                        yield index, RunOutcome(run, "failed", error=f"its worker process died ({e})")
+                        if stopped:
+                            interrupted.append(f"{run.name}: its worker stopped before saving")
+                        else:
+                            yield index, RunOutcome(run, "failed", error=f"its worker process died ({e})")
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
+            if interrupted or stopped:
+                signum = stopped[0] if stopped else signal.SIGTERM
+                raise RunInterrupted(f"sweep stopped by {signal.Signals(signum).name}: "
+                                     f"{'; '.join(interrupted) or 'no run was training'}", 128 + signum, None)
 
 
 def _ray_run_one(run: SweepRun, force: bool) -> RunOutcome:

@@ -15,7 +15,7 @@ from movprune.experiments.sweep.finished import check_finished_recipes
 from movprune.experiments.sweep.plan import SweepRun
 from movprune.io import atomic_write_text
 from movprune.results import RunResult
-from movprune.run_folder import is_movprune_run
+from movprune.run_folder import is_movprune_run, unfinished_staging
 
 #: Written into an unfinished run folder when its run raised (the folder stays unfinished).
 ERROR_FILE = "error.txt"
@@ -42,9 +42,15 @@ class SweepObserver(Protocol):
         """Called after a run finished, failed, was skipped, or was locked by another process."""
 
 
+def done_earlier(sweep_run: SweepRun) -> bool:
+    """A finished run with no interrupted ``--force`` re-run of it pending (that re-run is resumed,
+    never reported as the old result)."""
+    return results.is_finished(sweep_run.run_dir) and not unfinished_staging(sweep_run.run_dir)
+
+
 def pending(plan: list[SweepRun], force: bool = False) -> list[SweepRun]:
-    """The runs that would train (all with ``force``, else those without a finished result)."""
-    return [r for r in plan if force or not results.is_finished(r.run_dir)]
+    """The runs that would train (all with ``force``, else those not :func:`done_earlier`)."""
+    return [r for r in plan if force or not done_earlier(r)]
 
 
 def run_one(sweep_run: SweepRun, force: bool = False, observer: Any = None) -> RunOutcome:
@@ -108,7 +114,7 @@ def run_sweep(plan: list[SweepRun], *, force: bool = False,
     outcomes: dict[int, RunOutcome] = {}
     todo: list[tuple[int, SweepRun]] = []
     for index, sweep_run in enumerate(plan):
-        if not force and results.is_finished(sweep_run.run_dir):
+        if not force and done_earlier(sweep_run):
             outcomes[index] = RunOutcome(sweep_run, "skipped", result=results.load_result(sweep_run.run_dir))
             if observer:
                 observer.on_run_end(index, total, outcomes[index])
