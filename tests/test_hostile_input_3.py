@@ -473,3 +473,25 @@ def test_sweep_again_finishes_an_interrupted_forced_rerun(tmp_path):
     assert "1 to run, 0 finished earlier" in proc.stderr
     assert json.loads((run_dir / "result.json").read_text())["finished_at"] != old["finished_at"]
     assert not staging.exists()
+
+
+@pytest.mark.parametrize("damage", ["old format", "pruner state of another shape"])
+def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path, damage):
+    from movprune.training import checkpoint
+
+    path, run_dir = _killed_own_run(tmp_path, 5)
+    for step in (2, 4):
+        folder = run_dir / "checkpoints" / f"step-{step}"
+        (folder / checkpoint.MANIFEST).unlink()  # as in checkpoints written before it existed
+        if damage == "old format":
+            state = json.loads((folder / "trainer_state.json").read_text())
+            state["format_version"] = 1
+            (folder / "trainer_state.json").write_text(json.dumps(state))
+        else:
+            state = checkpoint.read_state(folder, checkpoint.PRUNER_STATE)
+            state.pop("current_step")
+            checkpoint.write_state(folder, checkpoint.PRUNER_STATE, state)
+    proc = run_cli("run", str(path), "--resume")
+    expected = "checkpoint format 1 is not 2" if damage == "old format" else "does not fit this run"
+    one_error_line(proc, expected)
+    assert "--force" in proc.stderr

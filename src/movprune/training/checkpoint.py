@@ -44,7 +44,9 @@ PRUNER_STATE = "pruner_state"
 TRAINER_STATE = "trainer_state"
 #: ``{file name: size in bytes}`` of every other file of the checkpoint, written last.
 MANIFEST = "files.json"
-FORMAT_VERSION = 1
+#: 2: persistent moving averages (sensitivity, bias correction) in the model state, the data files'
+#: SHA-256 and files.json; a checkpoint of another format is refused, never half-loaded.
+FORMAT_VERSION = 2
 _NAME = re.compile(r"^step-(\d+)$")
 
 # --------------------------------------------------------------------------------------------
@@ -299,9 +301,13 @@ def load(accelerator: Any, checkpoint: Path, pruner: Any, stream: BatchStream) -
             f"{checkpoint}: written by {trainer['num_processes']} process(es), resumed with "
             f"{accelerator.num_processes}; the data order would differ: resume with "
             f"{trainer['num_processes']} process(es)")
-    accelerator.load_state(str(checkpoint))
-    _check_rng_restored(checkpoint, accelerator.process_index)
-    pruner.load_state_dict(pruner_state)
+    try:
+        accelerator.load_state(str(checkpoint))
+        _check_rng_restored(checkpoint, accelerator.process_index)
+        pruner.load_state_dict(pruner_state)
+    except (RuntimeError, KeyError, ValueError) as e:  # a state of another shape than this run's
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunFailedError(f"{checkpoint}: does not fit this run ({first}); start over with --force") from None
     stream.restore(trainer["data"], trainer["data_generator_state"])
     return LoopState(step=int(trainer["step"]), train_seconds=float(trainer["train_seconds"]),
                      eval_seconds=float(trainer["eval_seconds"]),
