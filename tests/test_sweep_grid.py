@@ -95,14 +95,36 @@ def test_compare_lays_the_grid_out_as_the_rows_and_columns_asked(grid_sweep):
     assert "warning" not in res.stderr
 
 
-def test_the_plot_takes_a_grid_key_as_its_x(grid_sweep, tmp_path):
+def test_the_plot_takes_a_grid_key_as_its_x(grid_sweep, tmp_path, monkeypatch):
     import matplotlib.image
 
+    from movprune.experiments import compare
+
+    drawn = []
+    original = compare.plot
+    monkeypatch.setattr(compare, "plot", lambda comps, path, **kw: drawn.append(comps) or original(comps, path, **kw))
     out = tmp_path / "budget.png"
     res = run_cli("compare", str(grid_sweep[0]), "--columns", "train.lr", "--plot", str(out),
                   "--x", "train.max_steps")
     assert res.returncode == 0, res.stderr
     assert matplotlib.image.imread(out).shape[0] > 100
+    (comparison,) = drawn[0]  # the table's rows are levels; the plot's x is the budget
+    assert comparison.row_axis == "train.max_steps" and [r.value for r in comparison.rows] == [2, 3]
+    assert {c.axes for c in comparison.columns} == {(("train.lr", 0.0001),), (("train.lr", 0.001),)}
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--x", "train.max_steps"], "give --plot FILE.png"),
+    (["--x", "train.max_steps", "--figure", "layers", "--plot", "f.png"], "leave out --figure"),
+    (["--figure", "layers", "--plot", "f.png", "--rows", "train.max_steps"], "a figure's panels are"),
+    (["--rows", "train"], "a section of the recipe, not one key"),
+])
+def test_compare_refuses_options_it_would_ignore(grid_sweep, tmp_path, args, why):
+    res = run_cli("compare", str(grid_sweep[0]), *args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and why in errors[0], res.stderr
+    assert not (tmp_path / "f.png").exists()
 
 
 @pytest.mark.parametrize("axis, why", [("train.save_every_steps=5,10", "operational key"),

@@ -95,6 +95,12 @@ def compare_command(
 
         if figure is not None and (problem := weight_plots.figure_problem(figure, plot)):
             fail(problem)
+        if x is not None and (plot is None or figure is not None):
+            fail(f"--x {x}: the x axis of --plot's metric plot; give --plot FILE.png"
+                 + (" and leave out --figure (its figures have their own axes)" if figure is not None else ""))
+        if figure is not None and rows not in ("level", "pruner.remaining_pct"):
+            fail(f"--figure {figure} with --rows {rows}: a figure's panels are the remaining-weights levels; "
+                 "leave out --rows, or pass only the folders of one value of it")
         scan = compare.scan_runs(dirs)
         for warning in scan.warnings:
             err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False, soft_wrap=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from movprune.experiments.compare.paper import PAPER_LABEL
 from movprune.experiments.compare.render import column_header
@@ -80,7 +82,21 @@ def plot(comparisons: Sequence[Comparison], path: str | Path, paper: bool = Fals
         else:
             ax.legend(fontsize=8)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Save ``fig`` to ``path`` through a hidden sibling and a rename (never a half-written image), and
+    close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return path

@@ -86,6 +86,10 @@ def check_axes(rows: str = LEVEL, columns: str = METHOD, row_option: str = "--ro
         if key in (LEVEL, METHOD):
             continue
         kind = identity.kind_of(key)
+        if kind is not None and key not in identity.key_kinds():  # a whole section, e.g. train
+            problems.append(f"{option} {key}: a section of the recipe, not one key; give one of its keys "
+                            f"(e.g. {next(k for k in identity.key_kinds() if k.startswith(key + '.'))})")
+            continue
         if kind is None or kind in ("output", "operational") or key == "seed":
             why = identity.sweepable_problem(key) if key != "seed" else "a cell averages over the seeds"
             problems.append(f"{option} {key}: {why}; give '{LEVEL}', '{METHOD}' or a recipe key that changes "

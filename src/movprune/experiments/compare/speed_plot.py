@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from movprune.errors import RunFailedError
+from movprune.experiments.compare.figure import save_figure
 
 
 def load_speed(path: str | Path) -> dict[str, Any]:
@@ -91,8 +92,4 @@ def plot_speed(speed: dict[str, Any], path: str | Path, run_dirs: Iterable[str] 
     axes[0].set_ylabel(metric)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

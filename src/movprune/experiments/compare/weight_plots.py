@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from movprune.errors import RunFailedError
 from movprune.experiments.compare import weight_figures as data
+from movprune.experiments.compare.figure import save_figure
 from movprune.experiments.compare.table import Comparison, level_label
 from movprune.io import atomic_write_text
 
@@ -155,15 +155,5 @@ def _layers(counts: Sequence[data.LayerCount]):
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """Save ``fig`` to ``path`` through a hidden sibling and a rename: never a half-written image."""
-    plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        fig.tight_layout(rect=(0, 0, 1, 0.93))
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        plt.close(fig)
-    return path
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return save_figure(fig, path)
