@@ -231,6 +231,8 @@ def main(argv: list[str]) -> int:
         overhead.update(status="skipped_for_time", error=f"did not finish in {budget:.0f} s")
     except subprocess.CalledProcessError as e:
         overhead.update(status="error", error=f"exit {e.returncode}: {tail(work / 'overhead.log')}")
+    except (OSError, ValueError) as e:  # exit 0 without a readable report: recorded, the other parts go on
+        overhead.update(status="error", error=f"no readable {out_json.name} after exit 0: {e}")
     overhead["seconds"] = round(time.time() - t0, 1)
     log(f"train_overhead: {overhead['status']} in {overhead['seconds']} s")
     log.attach("train_overhead", work / "overhead.log", lines=40)
