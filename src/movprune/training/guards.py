@@ -1,7 +1,7 @@
 """Checks that keep a run from writing an invalid result: inputs checked before training, a
 diverged loss stopping the run, and warnings for results that finished but deserve suspicion.
 
-The loop calls these; they hold the rules so that ``train.py`` stays the loop.
+The loop calls these; they hold the rules so that ``loop.py`` stays the loop.
 """
 
 from __future__ import annotations
