@@ -173,3 +173,7 @@ def test_a_grid_pruner_key_must_be_a_key_of_every_swept_method(write_recipe):
     with pytest.raises(RecipeError, match="also a --grid axis"):
         sweep.plan_sweep(write_recipe(), remaining_pcts=[10], overrides=["train.lr=0.1"],
                          grid=[("train.lr", [0.01, 0.1])])
+    # dense fine-tuning reads no pruner key: a grid over a shared one would repeat one dense run
+    with pytest.raises(RecipeError, match="none have no key initial_warmup"):
+        sweep.plan_sweep(write_recipe(), remaining_pcts=[10], methods=["none", "movement"],
+                         grid=[("pruner.initial_warmup", [0.1, 0.2])])

@@ -226,8 +226,8 @@ def _set_values(data: dict, point: Sequence[tuple[str, Any]]) -> str | None:
 
 
 def _grid_keys_every_method_takes(keys: Sequence[str], methods: list[str]) -> list[str]:
-    """A ``--grid`` pruner key must be a key of every swept method (a method without it would run
-    the same experiment under several names)."""
+    """A ``--grid`` pruner key must be a key of every swept method that prunes (a method without it,
+    or dense fine-tuning, which reads no pruner key, would run the same experiment under several names)."""
     from movprune import pruners
 
     problems = []
@@ -235,7 +235,8 @@ def _grid_keys_every_method_takes(keys: Sequence[str], methods: list[str]) -> li
         section, _, name = key.partition(".")
         if section != "pruner":
             continue
-        lacking = [m for m in methods if m not in pruners.methods_taking(name)]
+        lacking = [m for m in methods if m not in pruners.methods_taking(name)
+                   or not pruners.pruner_class(m).MASKS_WEIGHTS]
         if lacking:
             problems.append(f"--grid {key}: method(s) {', '.join(lacking)} have no key {name}; sweep it with "
                             f"--pruners {','.join(m for m in methods if m not in lacking) or '<a method that has it>'}")
