@@ -9,6 +9,7 @@ a layer with no head or no neuron left, and exports a small model in seconds.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,41 @@ def save_onnx(model: nn.Module, folder: Path, example: dict[str, torch.Tensor], 
     return info
 
 
+#: Operators ``--int8`` quantizes (ONNX Runtime dynamic quantization, int8 weights): every MatMul
+#: with a constant weight (the encoder's Linear layers, the pooler and classifier), and Gather on a
+#: constant table (the word, position and token-type embeddings: their rows are dequantized on lookup).
+INT8_OPS = ("MatMul", "Gather")
+
+
+def quantize_int8(folder: Path) -> dict[str, Any]:
+    """Replace ``folder/model.onnx`` by its dynamically quantized int8 version (weights int8 with
+    one scale per matrix, activations quantized per call); returns what was quantized."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = Path(folder) / ONNX_FILE
+    before = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    tmp = path.with_name("model.int8.onnx")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice about static-quantization preprocessing
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(path), str(tmp), op_types_to_quantize=list(INT8_OPS),
+                             weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    tmp.replace(path)
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    counts: dict[str, int] = {}
+    for node in nodes:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return {"int8_ops": [op for op in INT8_OPS if op in before], "int8_weight_type": "QInt8",
+            "quantized_node_counts": {k: v for k, v in sorted(counts.items())
+                                      if k in ("MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear")}}
+
+
 class OnnxModel:
     """An ONNX Runtime session called like a transformers model: ``model(**batch)`` returns a dict
     of torch tensors (``logits``...). CPU execution; ``threads`` intra-op threads (0: ORT's default)."""
@@ -97,6 +133,38 @@ def _config(folder: Path):
         return AutoConfig.from_pretrained(folder)
     except (OSError, ValueError):
         return None
+
+
+def onnx_weight_bytes(folder: str | Path, encoder_prefix: str) -> dict[str, int]:
+    """Bytes of the graph's initializers by part (``embeddings``, ``encoder``, ``head``). The
+    exporter renames transposed weights (``onnx::MatMul_12``), so an initializer is placed by its own
+    name or by the scoped names of the nodes reading it (``/bert/encoder/layer.0/...``), through
+    Identity nodes."""
+    import onnx
+    from onnx import numpy_helper
+
+    from movprune.export.folders import weight_part
+
+    graph = onnx.load(str(Path(folder) / ONNX_FILE)).graph
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def names(value: str, depth: int = 0) -> list[str]:
+        found = [value]
+        for node in readers.get(value, []):
+            found.append(node.name)
+            if node.op_type == "Identity" and depth < 3:
+                found += [n for out in node.output for n in names(out, depth + 1)]
+        return found
+
+    parts = {"embeddings": 0, "encoder": 0, "head": 0}
+    for init in graph.initializer:
+        seen = {weight_part(n, encoder_prefix) for n in names(init.name)}
+        part = "embeddings" if "embeddings" in seen else "encoder" if "encoder" in seen else "head"
+        parts[part] += numpy_helper.to_array(init).nbytes
+    return parts
 
 
 def onnx_parameters(folder: str | Path) -> int:
