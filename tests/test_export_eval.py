@@ -46,7 +46,7 @@ def test_int8_onnx_stays_near_fp32_and_is_evaluated_in_onnx_runtime(finished_run
 
     fp32 = export_run(finished_run, tmp_path / "fp32", "onnx")
     int8 = export_run(finished_run, tmp_path / "int8", "onnx", int8=True, evaluate=True)
-    assert int8.details["int8_ops"] == ["MatMul", "Gather"]
+    assert int8.details["int8_ops"] == ["MatMul", "Gather"] and int8.details["int8_tables"] == 3  # word, position, type
     assert int8.details["quantized_node_counts"]["MatMulInteger"] >= 12  # the encoder's 12 Linear layers at least
     texts = _dev_sentences()
     batch = dict(AutoTokenizer.from_pretrained(tmp_path / "int8")(texts, padding=True, return_tensors="pt"))
