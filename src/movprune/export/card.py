@@ -93,7 +93,7 @@ def _eval_lines(evaluation: dict[str, Any]) -> list[str]:
     verdict = ("within" if evaluation["within_tolerance"] else "**more than**") + \
         f" the tolerance of {evaluation['tolerance_pts']:g} points"
     return ["## Accuracy of this file", "",
-            f"This export itself, evaluated by movprune in {evaluation['runtime']} (fp32 inputs) on the same "
+            f"This export itself, evaluated by movprune in {evaluation['runtime']} on the same "
             f"{evaluation['examples']} evaluation examples as the run, with its own tokenizer: the drop is {verdict}.",
             "", "| metric | the run (PyTorch) | this export | change |", "| --- | ---: | ---: | ---: |", *rows, ""]
 

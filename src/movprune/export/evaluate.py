@@ -72,7 +72,7 @@ def task_corpus(run_dir: str | Path) -> Corpus:
                               doc_stride=recipe.train.doc_stride, train=True)
         return list(feats["input_ids"])
 
-    return Corpus(f"task ({recipe.task} {recipe.train_split})", encode, max_length)
+    return Corpus(f"the {recipe.task} training split ({recipe.train_split})", encode, max_length)
 
 
 class _Outputs(dict):

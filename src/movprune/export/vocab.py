@@ -81,7 +81,7 @@ def file_corpus(path: str | Path, max_length: int) -> Corpus:
         kwargs = {"truncation": True, "max_length": length} if length else {}
         return list(tokenizer(texts, **kwargs)["input_ids"])
 
-    return Corpus(str(path), encode, max_length)
+    return Corpus(f"the corpus {path}", encode, max_length)
 
 
 def tokenizer_state(tokenizer) -> dict[str, Any]:
