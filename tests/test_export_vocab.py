@@ -227,3 +227,30 @@ def test_unsupported_tokenizer_and_bad_vocab_requests_are_one_line_errors(finish
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
     assert proc.returncode == 2 and len(errors) == 1 and "WordLevel" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "b").exists()
+
+
+def test_masked_lm_head_loses_the_same_rows(tmp_path):
+    """A tied masked-LM head keeps the kept rows of its decoder and bias: the pruned model's logits are
+    the original's at the kept columns, and it saves and reloads as a plain transformers model."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from movprune.export.vocab import VocabPlan, prune_embeddings, remap_batch
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64, pad_token_id=0)).eval()
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()
+    pruned = BertForMaskedLM(model.config.__class__.from_dict(model.config.to_dict())).eval()
+    pruned.load_state_dict(model.state_dict())
+    kept = [0, 3, 7, 50, 51, 120, 299]
+    prune_embeddings(pruned, VocabPlan(kept, {}, 300, 0, 0))
+    pruned.save_pretrained(tmp_path)
+    reloaded = BertForMaskedLM.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([[3, 7, 50, 299, 120, 0]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.inference_mode():
+        ref = model(**batch).logits[..., kept]
+        got = reloaded(**remap_batch(batch, VocabPlan(kept, {}, 300, 0, 0))).logits
+    assert reloaded.config.vocab_size == len(kept) and got.shape == ref.shape
+    assert (got - ref).abs().max() <= FP32_TOL
