@@ -109,6 +109,7 @@ def test_a_drop_beyond_the_tolerance_is_a_visible_warning(finished_run, tmp_path
     (["--format", "dense", "--int8"], "--int8 applies to --format onnx and sparse"),
     (["--format", "compact", "--int8"], "--int8 applies to --format onnx and sparse"),
     (["--format", "dense", "--eval", "--eval-tolerance-pts", "-1"], "--eval-tolerance-pts -1"),
+    (["--format", "dense", "--eval", "--data-dir", "/nonexistent/glue"], "--data-dir /nonexistent/glue"),
 ])
 def test_refused_combinations_are_one_line_errors(finished_run, tmp_path, args, needle):
     proc = run_cli("export", str(finished_run), "--to", str(tmp_path / "x"), *args, "--no-latency")

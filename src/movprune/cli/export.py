@@ -55,6 +55,9 @@ def export_command(
     eval_tolerance_pts: Annotated[float, typer.Option("--eval-tolerance-pts", help="With --eval: warn when the "
                                                       "export's metric is this many points below the "
                                                       "run's.")] = 0.5,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="With --eval or --vocab task: read the "
+                                                  "task's data here instead of the run recipe's data_dir.")
+                        ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --to folder.")] = False,
     onnx_source: Annotated[OnnxSource, typer.Option("--onnx-source", help="onnx only: trace the compact "
                                                     "model (emptied heads/neurons removed) or the dense one.")
@@ -90,7 +93,7 @@ def export_command(
                   f"{', then evaluating it' if evaluate else ''}…[/]")
         result = export_run(run_dir, to, fmt, int8=int8, force=force, onnx_source=onnx_source.value,
                             hub_repo=push_to_hub, vocab=vocab, evaluate=evaluate,
-                            eval_tolerance_pts=eval_tolerance_pts)
+                            eval_tolerance_pts=eval_tolerance_pts, data_dir=data_dir)
         model_dir = Path(run_dir) / "model"
         name = f"{fmt}{'-int8' if int8 else ''}{'-vocab' if vocab else ''}"
         rows = {"dense": folder_stats(model_dir, result.encoder_prefix), name: folder_stats(to, result.encoder_prefix)}

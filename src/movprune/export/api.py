@@ -17,7 +17,7 @@ from movprune import results
 from movprune.errors import ExportError, ModelError, RunFailedError
 from movprune.export import bench, card, compact, sparse
 from movprune.export import vocab as vocab_mod
-from movprune.export.evaluate import DEFAULT_TOLERANCE_PTS, evaluate_model, run_max_seq_length, task_corpus
+from movprune.export.evaluate import DEFAULT_TOLERANCE_PTS, evaluate_model, run_max_seq_length, run_recipe, task_corpus
 from movprune.export.folders import (
     EXPORT_INFO,
     check_destination,
@@ -162,7 +162,7 @@ def _check_request(fmt: str, onnx_source: str, int8: bool, vocab: str | None, to
 def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = False, force: bool = False,
                measure_kernels: bool = True, onnx_source: str = "compact",
                hub_repo: str | None = None, vocab: str | None = None, evaluate: bool = False,
-               eval_tolerance_pts: float = DEFAULT_TOLERANCE_PTS) -> ExportResult:
+               eval_tolerance_pts: float = DEFAULT_TOLERANCE_PTS, data_dir: str | Path | None = None) -> ExportResult:
     """Export a finished run's model to the folder ``to`` in format ``fmt``.
 
     ``dense`` copies the saved model; ``compact`` removes emptied heads and neurons (custom code,
@@ -174,7 +174,8 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
     (:func:`movprune.export.onnx.quantize_int8`). ``vocab`` (``"task"``: the run's training data,
     or a text file) keeps only the tokens that corpus produces (:mod:`movprune.export.vocab`).
     ``evaluate`` measures the export in its own runtime on the run's evaluation split
-    (:mod:`movprune.export.evaluate`). Every export holds a model card (``README.md``) whose loading
+    (:mod:`movprune.export.evaluate`); both read the run's data from its recipe's ``data_dir``, or
+    from ``data_dir``. Every export holds a model card (``README.md``) whose loading
     snippet names ``hub_repo`` when the folder is to be uploaded there.
     Raises :class:`ExportError` / :class:`ResultExistsError`.
     """
@@ -182,6 +183,8 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
     run_dir, to = Path(run_dir), Path(to)
     check_destination(to, run_dir, force)
     model, tokenizer, model_dir = load_run_model(run_dir)
+    if evaluate or vocab == "task":
+        run_recipe(run_dir, data_dir)  # the data is there, before anything is exported
     arch = type(model).__name__
     check = [bench.check_batch(model.config.vocab_size)]
     if arch.endswith("ForMultipleChoice"):  # inputs are (batch, choices, tokens)
@@ -189,7 +192,7 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
     work, plan, vocab_info = model, None, None
     check_export = check
     if vocab is not None:
-        corpus = task_corpus(run_dir) if vocab == "task" else \
+        corpus = task_corpus(run_dir, data_dir) if vocab == "task" else \
             file_corpus(vocab, run_max_seq_length(run_dir))
         plan = vocab_mod.plan_vocab(tokenizer, corpus)
         vocab_info = vocab_mod.summary(plan, corpus)
@@ -267,7 +270,7 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
 
             runtime = "onnxruntime" if fmt == "onnx" else "pytorch"
             evaluation = evaluate_model(load_export(tmp), AutoTokenizer.from_pretrained(tmp), run_dir, runtime,
-                                        eval_tolerance_pts).as_dict()
+                                        eval_tolerance_pts, data_dir).as_dict()
         result = ExportResult(format=fmt, folder=str(to), run_dir=str(run_dir), architecture=arch, int8=int8,
                               encoder_prefix=prefix, max_abs_diff=diff, details=details, vocab=vocab_info,
                               evaluation=evaluation)

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from movprune import results, tasks
-from movprune.errors import ExportError
+from movprune.errors import DataError, ExportError
 from movprune.export.vocab import Corpus
 from movprune.recipe import Recipe, load_recipe
-from movprune.training.data import load_examples, prepare_data
+from movprune.training.data import eval_splits, load_examples, prepare_data
 
 #: Largest drop (run's metric − export's, in points) accepted without a warning, by default.
 DEFAULT_TOLERANCE_PTS = 0.5
@@ -44,9 +44,20 @@ class ExportEval:
         return asdict(self)
 
 
-def run_recipe(run_dir: str | Path) -> Recipe:
-    """The run's saved recipe, validated."""
-    return load_recipe(Path(run_dir) / results.RECIPE_FILE)
+def run_recipe(run_dir: str | Path, data_dir: str | Path | None = None) -> Recipe:
+    """The run's saved recipe, validated, reading its data from ``data_dir`` when given; a
+    :class:`DataError` when the data it names cannot be found."""
+    path = Path(run_dir) / results.RECIPE_FILE
+    recipe = load_recipe(path)
+    if data_dir is not None:
+        recipe = recipe.model_copy(update={"data_dir": str(data_dir)})
+    task = _task(recipe)
+    problems = task.check_data(recipe.data_dir, [recipe.train_split, *(s for s, _ in eval_splits(task, recipe))])
+    if problems:
+        where = "--data-dir" if data_dir is not None else f"{path}: data_dir"
+        raise DataError(f"{where} {recipe.data_dir}: {problems[0]} (a relative data_dir is read from the current "
+                        "folder: run from the folder the run was made in, or pass --data-dir DIR)")
+    return recipe
 
 
 def _task(recipe: Recipe) -> tasks.Task:
@@ -55,14 +66,14 @@ def _task(recipe: Recipe) -> tasks.Task:
 
 def run_max_seq_length(run_dir: str | Path) -> int:
     """The tokens per sequence the run trained and evaluated at."""
-    recipe = run_recipe(run_dir)
+    recipe = load_recipe(Path(run_dir) / results.RECIPE_FILE)
     return recipe.train.max_seq_length or _task(recipe).default_max_seq_length
 
 
-def task_corpus(run_dir: str | Path) -> Corpus:
+def task_corpus(run_dir: str | Path, data_dir: str | Path | None = None) -> Corpus:
     """The run's training split (in full) as a :class:`Corpus`, tokenized by the task's own
     preprocessing at the run's ``max_seq_length``."""
-    recipe = run_recipe(run_dir)
+    recipe = run_recipe(run_dir, data_dir)
     task = _task(recipe)
     examples = load_examples(task, recipe.data_dir, recipe.train_split)
     max_length = recipe.train.max_seq_length or task.default_max_seq_length
@@ -101,11 +112,12 @@ class OnnxTaskModel(nn.Module):
 
 
 def evaluate_model(model: Any, tokenizer, run_dir: str | Path, runtime: str,
-                   tolerance_pts: float = DEFAULT_TOLERANCE_PTS) -> ExportEval:
+                   tolerance_pts: float = DEFAULT_TOLERANCE_PTS, data_dir: str | Path | None = None) -> ExportEval:
     """Evaluate ``model`` (a torch model, or an ONNX Runtime ``OnnxModel`` when ``runtime`` is
-    ``onnxruntime``) with ``tokenizer`` on the run's evaluation split(s), fp32."""
+    ``onnxruntime``) with ``tokenizer`` on the run's evaluation split(s), fp32 (data from the
+    recipe's ``data_dir``, or ``data_dir``)."""
     run_dir = Path(run_dir)
-    recipe = run_recipe(run_dir)
+    recipe = run_recipe(run_dir, data_dir)
     task = _task(recipe)
     # Only the evaluation sets are needed: one training example keeps preparing the data cheap.
     eval_only = recipe.model_copy(update={"train": recipe.train.model_copy(update={"max_train_samples": 1})})
