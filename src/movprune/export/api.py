@@ -159,6 +159,28 @@ def _check_request(fmt: str, onnx_source: str, int8: bool, vocab: str | None, to
         raise ExportError(f"--eval-tolerance-pts {tolerance_pts:g}: must be 0 or more (accuracy points)")
 
 
+def _write_info_and_card(tmp: Path, result: ExportResult, run_dir: Path, model_dir: Path, hint: str) -> None:
+    """Write ``movprune_export.json`` and the model card into ``tmp``, both stating the folder's sizes
+    on disk, themselves included: they are rewritten until the sizes they state are the sizes they
+    produce (two or three rounds)."""
+    prefix = result.encoder_prefix
+    dense_sizes = sizes_on_disk(model_dir, prefix)
+    result.sizes = {"export": sizes_on_disk(tmp, prefix), "dense": dense_sizes}
+    for _ in range(8):
+        atomic_write_json(tmp / EXPORT_INFO, {**asdict(result), "load": load_hint(result.format, result.architecture,
+                                                                                 result.folder),
+                                              "versions": results.versions()})
+        (tmp / card.CARD_FILE).write_text(card.model_card(run_dir, result.format, hint, result.max_abs_diff,
+                                                          result.sizes, result.evaluation, result.vocab,
+                                                          result.int8), encoding="utf-8")
+        measured = sizes_on_disk(tmp, prefix)
+        if measured == result.sizes["export"]:
+            return
+        result.sizes = {"export": measured, "dense": dense_sizes}
+    raise ExportError(f"{result.folder}: the sizes on disk did not settle while writing the model card; "
+                      "nothing was written. Please report this")
+
+
 def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = False, force: bool = False,
                measure_kernels: bool = True, onnx_source: str = "compact",
                hub_repo: str | None = None, vocab: str | None = None, evaluate: bool = False,
@@ -274,20 +296,7 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
         result = ExportResult(format=fmt, folder=str(to), run_dir=str(run_dir), architecture=arch, int8=int8,
                               encoder_prefix=prefix, max_abs_diff=diff, details=details, vocab=vocab_info,
                               evaluation=evaluation)
-        hint = load_hint(fmt, arch, hub_repo or to)
-        dense_sizes = sizes_on_disk(model_dir, prefix)
-        # The card and the info report the folder's sizes, themselves included: rewrite both until
-        # the sizes they state are the sizes they produce (two or three rounds).
-        result.sizes = {"export": sizes_on_disk(tmp, prefix), "dense": dense_sizes}
-        for _ in range(8):
-            atomic_write_json(tmp / EXPORT_INFO, {**asdict(result), "load": load_hint(fmt, arch, to),
-                                                  "versions": results.versions()})
-            (tmp / card.CARD_FILE).write_text(card.model_card(run_dir, fmt, hint, diff, result.sizes, evaluation,
-                                                              vocab_info, int8), encoding="utf-8")
-            measured = sizes_on_disk(tmp, prefix)
-            if measured == result.sizes["export"]:
-                break
-            result.sizes = {"export": measured, "dense": dense_sizes}
+        _write_info_and_card(tmp, result, run_dir, model_dir, load_hint(fmt, arch, hub_repo or to))
     return result
 
 
