@@ -61,7 +61,7 @@ def test_int8_onnx_stays_near_fp32_and_is_evaluated_in_onnx_runtime(finished_run
 
 
 @pytest.mark.parametrize("fmt, options", [("dense", {}), ("compact", {"vocab": "task"}),
-                                          ("sparse", {"measure_kernels": False}),
+                                          ("sparse", {"measure_kernels": False, "vocab": "task"}),
                                           ("onnx", {"int8": True, "vocab": "task"})])
 def test_sizes_add_up_to_the_files_on_disk(finished_run, tmp_path, fmt, options):
     if fmt == "onnx":
@@ -75,10 +75,12 @@ def test_sizes_add_up_to_the_files_on_disk(finished_run, tmp_path, fmt, options)
         assert sizes["embeddings"] + sizes["encoder"] + sizes["head"] + sizes["other"] == sizes["total"]
         assert min(sizes.values()) > 0
     assert info["sizes"] == result.sizes
+    if fmt in ("compact", "sparse"):
+        assert result.max_abs_diff <= 1e-4  # checked against the run's model on the same texts
     dense = result.sizes["dense"]
     # tiny-random-bert: 30,522 x 64 word, 512 x 64 position, 2 x 64 token-type rows and a LayerNorm, fp32.
     assert dense["embeddings"] == 4 * (30522 * 64 + 512 * 64 + 2 * 64 + 2 * 64)
-    if options.get("vocab") and fmt == "compact":
+    if options.get("vocab") and fmt in ("compact", "sparse"):
         kept = result.vocab["kept"]
         assert result.sizes["export"]["embeddings"] == dense["embeddings"] - 4 * 64 * (30522 - kept)
     assert f"| total | {result.sizes['export']['total'] / 1e6:.2f} | {dense['total'] / 1e6:.2f} |" in \
