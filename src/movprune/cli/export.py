@@ -44,7 +44,21 @@ def export_command(
     fmt: Annotated[ExportFormat, typer.Option("--format", help="dense: the model with zeros; compact: "
                                               "emptied heads/neurons removed; sparse: CSR matrices; onnx: "
                                               "an ONNX Runtime graph (of --onnx-source).")],
-    int8: Annotated[bool, typer.Option("--int8", help="sparse only: int8 values with a per-matrix scale.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="onnx: ONNX Runtime dynamic quantization (MatMul and "
+                                       "embedding Gather weights int8); sparse: int8 values with a per-matrix "
+                                       "scale.")] = False,
+    vocab: Annotated[str | None, typer.Option("--vocab", metavar="task|FILE",
+                                              help="Keep only the tokens of the run's training data (task) or "
+                                              "of FILE (one text per line), plus the special tokens: "
+                                              "rewrites the tokenizer and the embedding rows.")] = None,
+    evaluate: Annotated[bool, typer.Option("--eval", help="Evaluate the export in its own runtime on the "
+                                           "run's evaluation split; recorded beside the run's metric.")] = False,
+    eval_tolerance_pts: Annotated[float, typer.Option("--eval-tolerance-pts", help="With --eval: warn when the "
+                                                      "export's metric is this many points below the "
+                                                      "run's.")] = 0.5,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="With --eval or --vocab task: read the "
+                                                  "task's data here instead of the run recipe's data_dir.")
+                        ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --to folder.")] = False,
     onnx_source: Annotated[OnnxSource, typer.Option("--onnx-source", help="onnx only: trace the compact "
                                                     "model (emptied heads/neurons removed) or the dense one.")
@@ -75,33 +89,58 @@ def export_command(
         threads = torch.get_num_threads()
         from movprune.export import bench, export_run, folder_stats, load_export, load_hint
 
-        err.print(f"[dim]exporting {escape(str(run_dir))} as {fmt}{' int8' if int8 else ''}…[/]")
+        err.print(f"[dim]exporting {escape(str(run_dir))} as {fmt}{' int8' if int8 else ''}"
+                  f"{' with the vocabulary of ' + escape(vocab) if vocab else ''}"
+                  f"{', then evaluating it' if evaluate else ''}…[/]")
         result = export_run(run_dir, to, fmt, int8=int8, force=force, onnx_source=onnx_source.value,
-                            hub_repo=push_to_hub)
+                            hub_repo=push_to_hub, vocab=vocab, evaluate=evaluate,
+                            eval_tolerance_pts=eval_tolerance_pts, data_dir=data_dir)
         model_dir = Path(run_dir) / "model"
-        rows = {"dense": folder_stats(model_dir, result.encoder_prefix),
-                f"{fmt}{'-int8' if int8 else ''}": folder_stats(to, result.encoder_prefix)}
+        name = f"{fmt}{'-int8' if int8 else ''}{'-vocab' if vocab else ''}"
+        rows = {"dense": folder_stats(model_dir, result.encoder_prefix), name: folder_stats(to, result.encoder_prefix)}
+        sizes = dict(zip(rows, (result.sizes["dense"], result.sizes["export"])))
         timing: dict[str, dict] = {name: {} for name in rows}
         if latency:
             err.print(f"[dim]timing batch 1 and 32 × {seq_length} tokens, {repeats} repetitions…[/]")
             models = dict(zip(rows, (load_export(model_dir), load_export(to, threads=threads))))
-            vocab = models["dense"].config.vocab_size
-            batches = {1: [bench.synthetic_batch(vocab, 1, seq_length)] * 10,
-                       32: [bench.synthetic_batch(vocab, 32, seq_length)]}
+            # Ids every model knows (a pruned vocabulary is smaller): latency depends on shapes only.
+            vocab_size = min(m.config.vocab_size for m in models.values())
+            batches = {1: [bench.synthetic_batch(vocab_size, 1, seq_length)] * 10,
+                       32: [bench.synthetic_batch(vocab_size, 32, seq_length)]}
             timing = bench.compare_latency(models, batches, repeats)
 
         base = timing["dense"]
         table = Table(title=f"{to}: {fmt}{' int8' if int8 else ''} export vs the run's dense model",
                       title_justify="left")
-        for col in ("format", "encoder MB", "total MB", "params", "b1 ms", "b1 ×", "b32 ms", "b32 ×"):
+        for col in ("format", "embeddings MB", "encoder MB", "head MB", "other MB", "total MB", "× smaller",
+                    "params", "b1 ms", "b1 ×", "b32 ms", "b32 ×"):
             table.add_column(col, justify="left" if col == "format" else "right")
-        for name, stats in rows.items():
-            b1 = _ms(timing[name].get("batch_1"), base.get("batch_1"))
-            b32 = _ms(timing[name].get("batch_32"), base.get("batch_32"))
-            encoder = "-" if stats.encoder_bytes is None else f"{stats.encoder_bytes / _MB:.2f}"
-            table.add_row(name, encoder, f"{stats.total_bytes / _MB:.2f}",
-                          f"{stats.parameters / 1e6:.2f} M", *b1, *b32)
+        for row, stats in rows.items():
+            b1 = _ms(timing[row].get("batch_1"), base.get("batch_1"))
+            b32 = _ms(timing[row].get("batch_32"), base.get("batch_32"))
+            part = sizes[row]
+            table.add_row(row, *(f"{part[k] / _MB:.2f}" for k in ("embeddings", "encoder", "head", "other", "total")),
+                          f"{sizes['dense']['total'] / part['total']:.1f}x", f"{stats.parameters / 1e6:.2f} M",
+                          *b1, *b32)
         out.print(table)
+        out.print("MB: 10^6 bytes on disk; other = configuration, tokenizer, model card, file headers and graph "
+                  "structure, so the parts add up to the folder's files", highlight=False)
+        if result.vocab:
+            v = result.vocab
+            out.print(f"vocabulary: kept {v['kept']:,} of {v['original_size']:,} tokens ({v['tokenizer']}) from "
+                      f"{v['texts']:,} texts of {v['corpus']} at {v['max_length']} tokens "
+                      f"({v['texts_kept_untruncated']} kept whole to keep their truncated tokens)", highlight=False)
+        if result.evaluation:
+            ev = result.evaluation
+            for metric, value in ev["metrics"].items():
+                if metric in ev["run_metrics"]:
+                    out.print(f"{metric} of this export ({ev['runtime']}, {ev['examples']} examples): {value:.2f} "
+                              f"(the run: {ev['run_metrics'][metric]:.2f}, change {0.0 - ev['drop_pts'][metric]:+.2f} "
+                              "points)", highlight=False)
+            if not ev["within_tolerance"]:
+                worst = max(ev["drop_pts"].values())
+                err.print(f"[bold yellow]warning:[/] the export's metric is {worst:.2f} points below the run's "
+                          f"(more than --eval-tolerance-pts {ev['tolerance_pts']:g})", highlight=False)
         if latency:
             out.print(f"b1/b32: median ms per batch of 1/32 synthetic {seq_length}-token sequences over "
                       f"{repeats} interleaved repetitions, {threads} torch thread(s); × = dense ms / this ms",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -15,20 +16,26 @@ from torch import nn
 from movprune import results
 from movprune.errors import ExportError, ModelError, RunFailedError
 from movprune.export import bench, card, compact, sparse
+from movprune.export import vocab as vocab_mod
+from movprune.export.evaluate import DEFAULT_TOLERANCE_PTS, evaluate_model, run_max_seq_length, run_recipe, task_corpus
 from movprune.export.folders import (
     EXPORT_INFO,
     check_destination,
     element_count,
     folder_bytes,
     safetensors_header,
+    size_breakdown,
     staged_folder,
     tensor_bytes,
 )
+from movprune.export.vocab import file_corpus
 from movprune.io import atomic_write_json
 from movprune.models import check_no_custom_code, corrupt_model_message
 from movprune.pruners.counting import prunable_linears
 
 FORMATS = ("dense", "compact", "sparse", "onnx")
+#: Formats ``--int8`` applies to.
+INT8_FORMATS = ("onnx", "sparse")
 #: What an ONNX export traces: the compact model (emptied heads/neurons removed) or the dense one.
 ONNX_SOURCES = ("compact", "dense")
 #: Largest |output difference| to the dense model accepted for exact (fp32) exports.
@@ -56,6 +63,11 @@ class ExportResult:
     encoder_prefix: str
     max_abs_diff: float | None
     details: dict[str, Any] = field(default_factory=dict)
+    #: Bytes on disk by part (:data:`~movprune.export.folders.SIZE_PARTS` and ``total``), of the
+    #: export (``export``) and of the run's dense model (``dense``).
+    sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    vocab: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -115,20 +127,20 @@ def load_hint(fmt: str, architecture: str, path: str | Path) -> str:
     return _LOAD_HINTS[fmt].format(auto=_auto_class(architecture), path=path)
 
 
-def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = False, force: bool = False,
-               measure_kernels: bool = True, onnx_source: str = "compact",
-               hub_repo: str | None = None) -> ExportResult:
-    """Export a finished run's model to the folder ``to`` in format ``fmt``.
+def sizes_on_disk(folder: str | Path, prefix: str) -> dict[str, int]:
+    """Bytes on disk of the folder's embeddings, encoder and head weights, the rest (``other``) and
+    the ``total``: the parts add up to the files under the folder."""
+    folder = Path(folder)
+    if export_format(folder) != "onnx":
+        return size_breakdown(folder, prefix)
+    from movprune.export.onnx import onnx_weight_bytes
 
-    ``dense`` copies the saved model; ``compact`` removes emptied heads and neurons (custom code,
-    ``trust_remote_code=True``); ``sparse`` stores pruned matrices in CSR (``int8``: int8 values),
-    timing CSR against dense kernels per matrix when ``measure_kernels``. Compact and fp32 sparse
-    exports are checked against the dense model (max |output difference| ≤ 1e-4) before the folder
-    is renamed into place. ``onnx`` traces the compact (``onnx_source``) or dense model into
-    ``model.onnx`` and checks ONNX Runtime's outputs the same way. Every export holds a model card
-    (``README.md``) whose loading snippet names ``hub_repo`` when the folder is to be uploaded there.
-    Raises :class:`ExportError` / :class:`ResultExistsError`.
-    """
+    parts = onnx_weight_bytes(folder, prefix)
+    total = folder_bytes(folder)
+    return {**parts, "other": total - sum(parts.values()), "total": total}
+
+
+def _check_request(fmt: str, onnx_source: str, int8: bool, vocab: str | None, tolerance_pts: float) -> None:
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     if onnx_source not in ONNX_SOURCES:
@@ -137,28 +149,103 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
         from movprune.export import onnx
 
         onnx.require_onnxruntime()
-    if int8 and fmt != "sparse":
-        raise ExportError("--int8 applies to --format sparse only")
+    if int8 and fmt not in INT8_FORMATS:
+        raise ExportError(f"--int8 applies to --format {' and '.join(INT8_FORMATS)} only (not {fmt}): PyTorch "
+                          "int8 (torch.ao dynamic quantization) has no loadable safetensors form")
+    if vocab is not None and vocab != "task" and not Path(vocab).is_file():
+        raise ExportError(f"--vocab {vocab}: no such file; give 'task' (the run's training data) or a text "
+                          "file with one text per line")
+    if tolerance_pts < 0:
+        raise ExportError(f"--eval-tolerance-pts {tolerance_pts:g}: must be 0 or more (accuracy points)")
+
+
+def _write_info_and_card(tmp: Path, result: ExportResult, run_dir: Path, model_dir: Path, hint: str) -> None:
+    """Write ``movprune_export.json`` and the model card into ``tmp``, both stating the folder's sizes
+    on disk, themselves included: they are rewritten until the sizes they state are the sizes they
+    produce (two or three rounds)."""
+    prefix = result.encoder_prefix
+    dense_sizes = sizes_on_disk(model_dir, prefix)
+    result.sizes = {"export": sizes_on_disk(tmp, prefix), "dense": dense_sizes}
+    for _ in range(8):
+        atomic_write_json(tmp / EXPORT_INFO, {**asdict(result), "load": load_hint(result.format, result.architecture,
+                                                                                 result.folder),
+                                              "versions": results.versions()})
+        (tmp / card.CARD_FILE).write_text(card.model_card(run_dir, result.format, hint, result.max_abs_diff,
+                                                          result.sizes, result.evaluation, result.vocab,
+                                                          result.int8), encoding="utf-8")
+        measured = sizes_on_disk(tmp, prefix)
+        if measured == result.sizes["export"]:
+            return
+        result.sizes = {"export": measured, "dense": dense_sizes}
+    raise ExportError(f"{result.folder}: the sizes on disk did not settle while writing the model card; "
+                      "nothing was written. Please report this")
+
+
+def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = False, force: bool = False,
+               measure_kernels: bool = True, onnx_source: str = "compact",
+               hub_repo: str | None = None, vocab: str | None = None, evaluate: bool = False,
+               eval_tolerance_pts: float = DEFAULT_TOLERANCE_PTS, data_dir: str | Path | None = None) -> ExportResult:
+    """Export a finished run's model to the folder ``to`` in format ``fmt``.
+
+    ``dense`` copies the saved model; ``compact`` removes emptied heads and neurons (custom code,
+    ``trust_remote_code=True``); ``sparse`` stores pruned matrices in CSR (``int8``: int8 values),
+    timing CSR against dense kernels per matrix when ``measure_kernels``. Compact and fp32 sparse
+    exports are checked against the dense model (max |output difference| ≤ 1e-4) before the folder
+    is renamed into place. ``onnx`` traces the compact (``onnx_source``) or dense model into
+    ``model.onnx`` and checks ONNX Runtime's outputs the same way; ``int8`` then quantizes it
+    (:func:`movprune.export.onnx.quantize_int8`). ``vocab`` (``"task"``: the run's training data,
+    or a text file) keeps only the tokens that corpus produces (:mod:`movprune.export.vocab`).
+    ``evaluate`` measures the export in its own runtime on the run's evaluation split
+    (:mod:`movprune.export.evaluate`); both read the run's data from its recipe's ``data_dir``, or
+    from ``data_dir``. Every export holds a model card (``README.md``) whose loading
+    snippet names ``hub_repo`` when the folder is to be uploaded there.
+    Raises :class:`ExportError` / :class:`ResultExistsError`.
+    """
+    _check_request(fmt, onnx_source, int8, vocab, eval_tolerance_pts)
     run_dir, to = Path(run_dir), Path(to)
     check_destination(to, run_dir, force)
     model, tokenizer, model_dir = load_run_model(run_dir)
+    if evaluate or vocab == "task":
+        run_recipe(run_dir, data_dir)  # the data is there, before anything is exported
     arch = type(model).__name__
     check = [bench.check_batch(model.config.vocab_size)]
     if arch.endswith("ForMultipleChoice"):  # inputs are (batch, choices, tokens)
         check = [{k: v[None] for k, v in check[0].items()}]
+    work, plan, vocab_info = model, None, None
+    check_export = check
+    if vocab is not None:
+        corpus = task_corpus(run_dir, data_dir) if vocab == "task" else \
+            file_corpus(vocab, run_max_seq_length(run_dir))
+        plan = vocab_mod.plan_vocab(tokenizer, corpus)
+        vocab_info = vocab_mod.summary(plan, corpus)
+        work = copy.deepcopy(model)
+        vocab_mod.prune_embeddings(work, plan)
+        check = [vocab_mod.kept_ids_batch(b, plan) for b in check]
+        check_export = [vocab_mod.remap_batch(b, plan) for b in check]
+
+    def save_tokenizer(folder: Path) -> None:
+        if plan is None:
+            tokenizer.save_pretrained(folder)
+        else:
+            vocab_mod.save_tokenizer(tokenizer, plan, folder)
+
     details: dict[str, Any] = {}
     diff = None
     with staged_folder(to, force) as tmp:
-        if fmt == "dense":
+        if fmt == "dense" and plan is None:
             for item in model_dir.iterdir():
                 if item.is_file():
                     shutil.copy2(item, tmp / item.name)
+        elif fmt == "dense":
+            work.save_pretrained(tmp, safe_serialization=True)
+            save_tokenizer(tmp)
+            diff = bench.max_abs_diff(model, type(work).from_pretrained(tmp).eval(), check, check_export)
         elif fmt == "compact":
-            small, plans = compact.compact_model(model)
+            small, plans = compact.compact_model(work)
             compact.save_compact(small, tmp)
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tmp)
             reloaded = type(small).from_pretrained(tmp).eval()
-            diff = bench.max_abs_diff(model, reloaded, check)
+            diff = bench.max_abs_diff(model, reloaded, check, check_export)
             cfg = small.config
             details = {"heads_per_layer": cfg.num_attention_heads_per_layer,
                        "original_heads_per_layer": model.config.num_attention_heads,
@@ -170,25 +257,27 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
         elif fmt == "onnx":
             from movprune.export import onnx
 
-            source = compact.compact_model(model)[0] if onnx_source == "compact" else model
-            details = onnx.save_onnx(source, tmp, check[0], onnx_source)
-            model.config.save_pretrained(tmp)  # the architecture and sizes, for reference and loading
-            tokenizer.save_pretrained(tmp)
-            diff = bench.max_abs_diff(model, onnx.OnnxModel(tmp), check)
+            source = compact.compact_model(work)[0] if onnx_source == "compact" else work
+            details = onnx.save_onnx(source, tmp, check_export[0], onnx_source)
+            if int8:
+                details.update(onnx.quantize_int8(tmp))
+            work.config.save_pretrained(tmp)  # the architecture and sizes, for reference and loading
+            save_tokenizer(tmp)
+            diff = bench.max_abs_diff(model, onnx.OnnxModel(tmp), check, check_export)
             if onnx_source == "compact":
                 cfg = source.config
                 details.update(heads_per_layer=cfg.num_attention_heads_per_layer,
                                intermediate_size_per_layer=cfg.intermediate_size_per_layer)
         else:
-            manifest = sparse.save_sparse(model, tmp, int8=int8, measure=measure_kernels)
-            tokenizer.save_pretrained(tmp)
+            manifest = sparse.save_sparse(work, tmp, int8=int8, measure=measure_kernels)
+            save_tokenizer(tmp)
             loaded = sparse.load_sparse(tmp)
             layers = sparse.sparse_layers(loaded).values()
             diff = 0.0
             for rows in (2**62, 0):  # every CSR matrix through the sparse kernel, then the dense one
                 for layer in layers:
                     layer.sparse_max_rows = rows
-                diff = max(diff, bench.max_abs_diff(model, loaded, check))
+                diff = max(diff, bench.max_abs_diff(model, loaded, check, check_export))
             details = {"matrices_csr": sum(m["storage"] == "csr" for m in manifest["matrices"].values()),
                        "matrices": len(manifest["matrices"]),
                        "sparse_max_rows": {k: m.get("sparse_max_rows", 0)
@@ -196,12 +285,18 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
         if diff is not None and not int8 and diff > EXACT_TOLERANCE:
             raise ExportError(f"the {fmt} export's outputs differ from the dense model's by {diff:.2e} "
                               f"(> {EXACT_TOLERANCE:g}); nothing was written. Please report this")
+        prefix = encoder_prefix(model)
+        evaluation = None
+        if evaluate:
+            from transformers import AutoTokenizer
+
+            runtime = "onnxruntime" if fmt == "onnx" else "pytorch"
+            evaluation = evaluate_model(load_export(tmp), AutoTokenizer.from_pretrained(tmp), run_dir, runtime,
+                                        eval_tolerance_pts, data_dir).as_dict()
         result = ExportResult(format=fmt, folder=str(to), run_dir=str(run_dir), architecture=arch, int8=int8,
-                              encoder_prefix=encoder_prefix(model), max_abs_diff=diff, details=details)
-        atomic_write_json(tmp / EXPORT_INFO, {**asdict(result), "load": load_hint(fmt, arch, to),
-                                              "versions": results.versions()})
-        hint = load_hint(fmt, arch, hub_repo or to)
-        (tmp / card.CARD_FILE).write_text(card.model_card(run_dir, fmt, hint, diff), encoding="utf-8")
+                              encoder_prefix=prefix, max_abs_diff=diff, details=details, vocab=vocab_info,
+                              evaluation=evaluation)
+        _write_info_and_card(tmp, result, run_dir, model_dir, load_hint(fmt, arch, hub_repo or to))
     return result
 
 

@@ -65,11 +65,13 @@ def model_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dic
     return {k: v for k, v in out.items() if isinstance(v, torch.Tensor) and k != "loss"}
 
 
-def max_abs_diff(reference: torch.nn.Module, other: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> float:
-    """Largest absolute difference between the two models' outputs over ``batches``."""
+def max_abs_diff(reference: torch.nn.Module, other: torch.nn.Module, batches: list[dict[str, torch.Tensor]],
+                 other_batches: list[dict[str, torch.Tensor]] | None = None) -> float:
+    """Largest absolute difference between the two models' outputs over ``batches`` (``other`` reads
+    ``other_batches`` instead when given: the same texts under its own token ids)."""
     worst = 0.0
-    for batch in batches:
-        a, b = model_outputs(reference, batch), model_outputs(other, batch)
+    for batch, batch_b in zip(batches, other_batches or batches):
+        a, b = model_outputs(reference, batch), model_outputs(other, batch_b)
         if a.keys() != b.keys():
             raise ValueError(f"the models return different outputs: {sorted(a)} vs {sorted(b)}")
         for k in a:

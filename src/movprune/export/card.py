@@ -75,8 +75,35 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{float(value):.2f}%"
 
 
-def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: float | None) -> str:
-    """The model card of an export of the run in ``run_dir`` in format ``fmt``."""
+def _size_lines(sizes: dict[str, dict[str, int]]) -> list[str]:
+    export, dense = sizes["export"], sizes["dense"]
+    rows = [f"| {part} | {export[part] / 1e6:.2f} | {dense[part] / 1e6:.2f} |"
+            for part in ("embeddings", "encoder", "head", "other", "total")]
+    return ["## Size on disk", "",
+            f"Bytes of the files of this folder and of the run's dense model (MB = 10⁶ bytes; this export is "
+            f"{export['total'] / dense['total']:.1%} of the dense model). Embeddings, encoder and head are the "
+            "bytes of their weights; other is everything else (configuration, tokenizer, this card, file "
+            "headers, graph structure), so the parts add up to the total.", "",
+            "| part | this export MB | dense model MB |", "| --- | ---: | ---: |", *rows, ""]
+
+
+def _eval_lines(evaluation: dict[str, Any]) -> list[str]:
+    rows = [f"| {name} | {float(evaluation['run_metrics'][name]):.2f} | {float(value):.2f} | "
+            f"{0.0 - evaluation['drop_pts'][name]:+.2f} |"
+            for name, value in evaluation["metrics"].items() if name in evaluation["run_metrics"]]
+    verdict = ("within" if evaluation["within_tolerance"] else "**more than**") + \
+        f" the tolerance of {evaluation['tolerance_pts']:g} points"
+    return ["## Accuracy of this file", "",
+            f"This export itself, evaluated by movprune in {evaluation['runtime']} on the same "
+            f"{evaluation['examples']} evaluation examples as the run, with its own tokenizer: the drop is {verdict}.",
+            "", "| metric | the run (PyTorch) | this export | change |", "| --- | ---: | ---: | ---: |", *rows, ""]
+
+
+def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: float | None,
+               sizes: dict[str, dict[str, int]] | None = None, evaluation: dict[str, Any] | None = None,
+               vocab: dict[str, Any] | None = None, int8: bool = False) -> str:
+    """The model card of an export of the run in ``run_dir`` in format ``fmt`` (with its sizes on
+    disk, its own evaluation and its vocabulary pruning when given)."""
     run_dir = Path(run_dir)
     result = results.load_result(run_dir).as_dict()
     recipe_text = (run_dir / results.RECIPE_FILE).read_text(encoding="utf-8")
@@ -100,7 +127,7 @@ def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: floa
         f"{_model_text(str(result.get('model')))} fine-pruned on the task `{result.get('task')}` with "
         f"movprune ({method} pruning; Sanh, Wolf & Rush 2020, *Movement "
         f"Pruning: Adaptive Sparsity by Fine-Tuning*). This folder is the **{fmt}** export: "
-        f"{_FORMAT_TEXT[fmt]}.", "",
+        f"{_FORMAT_TEXT[fmt]}" + (", weights quantized to int8" if int8 else "") + ".", "",
         "| | |", "| --- | --- |",
         f"| pruning method | {method} |",
         f"| budget (target remaining encoder weights) | {'dense (no pruning)' if target is None else _pct(target)} |",
@@ -112,8 +139,17 @@ def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: floa
         "embeddings and the task head stay dense, as in the paper.", "",
         "## Metrics", "", measured, "", "| metric | value |", "| --- | --- |",
         *(f"| {name} | {float(value):.2f} |" for name, value in metrics.items()), "",
-        "## Use it", "", "```python", load_hint, "```", "",
     ]
+    if vocab:
+        lines += [f"The vocabulary was pruned to the {vocab['kept']:,} of {vocab['original_size']:,} tokens that "
+                  f"{vocab['corpus']} produces at {vocab['max_length']} tokens (plus the special tokens); the "
+                  "tokenizer and the embedding rows were rewritten together. A word outside it splits into kept "
+                  "pieces where it can, else becomes the unknown token.", ""]
+    if sizes:
+        lines += _size_lines(sizes)
+    if evaluation:
+        lines += _eval_lines(evaluation)
+    lines += ["## Use it", "", "```python", load_hint, "```", ""]
     if max_abs_diff is not None:
         lines += [f"The export's outputs were checked against the run's dense model: max |difference| "
                   f"{max_abs_diff:.2e} on a check batch.", ""]

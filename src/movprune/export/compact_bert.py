@@ -162,75 +162,36 @@ def _with_compact_encoder(model: nn.Module, config: CompactBertConfig) -> None:
     model.post_init()
 
 
-class CompactBertForSequenceClassification(BertForSequenceClassification):
-    """Sequence classification head on :class:`CompactBertModel`."""
+def _compact_head(base: type, name: str, config_class: type) -> type:
+    """``base`` (a BERT or RoBERTa task model) on the compact encoder of ``config_class``."""
 
-    config_class = CompactBertConfig
-
-    def __init__(self, config: CompactBertConfig):
-        super().__init__(config)
-        _with_compact_encoder(self, config)
-
-
-class CompactBertForQuestionAnswering(BertForQuestionAnswering):
-    """Extractive QA head on :class:`CompactBertModel`."""
-
-    config_class = CompactBertConfig
-
-    def __init__(self, config: CompactBertConfig):
-        super().__init__(config)
-        _with_compact_encoder(self, config)
-
-
-class CompactBertForTokenClassification(BertForTokenClassification):
-    """Token classification head on :class:`CompactBertModel`."""
-
-    config_class = CompactBertConfig
-
-    def __init__(self, config: CompactBertConfig):
-        super().__init__(config)
-        _with_compact_encoder(self, config)
-
-
-class CompactBertForMultipleChoice(BertForMultipleChoice):
-    """Multiple-choice head on :class:`CompactBertModel`."""
-
-    config_class = CompactBertConfig
-
-    def __init__(self, config: CompactBertConfig):
-        super().__init__(config)
-        _with_compact_encoder(self, config)
-
-
-class CompactBertForMaskedLM(BertForMaskedLM):
-    """Masked-LM head on :class:`CompactBertModel`."""
-
-    config_class = CompactBertConfig
-
-    def __init__(self, config: CompactBertConfig):
-        super().__init__(config)
-        _with_compact_encoder(self, config)
-
-
-def _compact_head(base: type, name: str) -> type:
-    """``base`` (a RoBERTa task model) on :class:`CompactRobertaModel`."""
-
-    def __init__(self, config: CompactRobertaConfig):
+    def __init__(self, config):
         base.__init__(self, config)
         _with_compact_encoder(self, config)
 
-    return type(name, (base,), {"config_class": CompactRobertaConfig, "__init__": __init__,
-                                "__doc__": f"{base.__name__} on :class:`CompactRobertaModel`.",
-                                "__module__": __name__})
+    encoder = "CompactRobertaModel" if config_class is CompactRobertaConfig else "CompactBertModel"
+    return type(name, (base,), {"config_class": config_class, "__init__": __init__,
+                                "__doc__": f"{base.__name__} on :class:`{encoder}`.", "__module__": __name__})
 
 
+CompactBertForSequenceClassification = _compact_head(BertForSequenceClassification,
+                                                     "CompactBertForSequenceClassification", CompactBertConfig)
+CompactBertForQuestionAnswering = _compact_head(BertForQuestionAnswering, "CompactBertForQuestionAnswering",
+                                                CompactBertConfig)
+CompactBertForTokenClassification = _compact_head(BertForTokenClassification, "CompactBertForTokenClassification",
+                                                  CompactBertConfig)
+CompactBertForMultipleChoice = _compact_head(BertForMultipleChoice, "CompactBertForMultipleChoice", CompactBertConfig)
+CompactBertForMaskedLM = _compact_head(BertForMaskedLM, "CompactBertForMaskedLM", CompactBertConfig)
 CompactRobertaForSequenceClassification = _compact_head(RobertaForSequenceClassification,
-                                                        "CompactRobertaForSequenceClassification")
-CompactRobertaForQuestionAnswering = _compact_head(RobertaForQuestionAnswering, "CompactRobertaForQuestionAnswering")
+                                                        "CompactRobertaForSequenceClassification",
+                                                        CompactRobertaConfig)
+CompactRobertaForQuestionAnswering = _compact_head(RobertaForQuestionAnswering, "CompactRobertaForQuestionAnswering",
+                                                   CompactRobertaConfig)
 CompactRobertaForTokenClassification = _compact_head(RobertaForTokenClassification,
-                                                     "CompactRobertaForTokenClassification")
-CompactRobertaForMultipleChoice = _compact_head(RobertaForMultipleChoice, "CompactRobertaForMultipleChoice")
-CompactRobertaForMaskedLM = _compact_head(RobertaForMaskedLM, "CompactRobertaForMaskedLM")
+                                                     "CompactRobertaForTokenClassification", CompactRobertaConfig)
+CompactRobertaForMultipleChoice = _compact_head(RobertaForMultipleChoice, "CompactRobertaForMultipleChoice",
+                                                CompactRobertaConfig)
+CompactRobertaForMaskedLM = _compact_head(RobertaForMaskedLM, "CompactRobertaForMaskedLM", CompactRobertaConfig)
 
 #: model_type -> its compact config class.
 COMPACT_CONFIGS = {"bert": CompactBertConfig, "roberta": CompactRobertaConfig}

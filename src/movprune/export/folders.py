@@ -95,6 +95,34 @@ def tensor_bytes(folder: Path, prefix: str = "") -> int:
     return total
 
 
+#: The parts of a model's bytes on disk: ``other`` is every byte not in a weight of the three
+#: (config, tokenizer, model card, file headers, graph structure), so the parts add up to ``total``.
+SIZE_PARTS = ("embeddings", "encoder", "head", "other")
+
+
+def weight_part(name: str, encoder_prefix: str) -> str:
+    """``embeddings``, ``encoder`` or ``head`` for a weight (tensor or ONNX initializer) name."""
+    dotted = "." + name.replace("/", ".")
+    if ".embeddings." in dotted:
+        return "embeddings"
+    if name.startswith(encoder_prefix) or ".encoder." in dotted:
+        return "encoder"
+    return "head"
+
+
+def size_breakdown(folder: Path, encoder_prefix: str) -> dict[str, int]:
+    """Bytes on disk of the embeddings, encoder and head weights stored in the folder's safetensors
+    files, of everything else (``other``) and the ``total`` (the files under ``folder``)."""
+    parts = dict.fromkeys(SIZE_PARTS, 0)
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        for name, info in safetensors_header(path).items():
+            start, end = info["data_offsets"]
+            parts[weight_part(name, encoder_prefix)] += end - start
+    total = folder_bytes(folder)
+    parts["other"] = total - sum(parts.values())
+    return {**parts, "total": total}
+
+
 def element_count(info: dict) -> int:
     """Number of elements of a safetensors header entry."""
     n = 1

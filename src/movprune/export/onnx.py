@@ -9,6 +9,7 @@ a layer with no head or no neuron left, and exports a small model in seconds.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,83 @@ def save_onnx(model: nn.Module, folder: Path, example: dict[str, torch.Tensor], 
     return info
 
 
+#: What ``--int8`` quantizes: every MatMul with a constant weight (the encoder's Linear layers, the
+#: pooler and the classifier; ONNX Runtime dynamic quantization, int8 weights with one scale per output
+#: column, activations quantized per call) and every Gather from a constant table (the word, position
+#: and token-type embeddings: int8 rows with one scale per row, dequantized on lookup).
+INT8_OPS = ("MatMul", "Gather")
+
+
+def _quantize_tables_per_row(model) -> int:
+    """Replace each ``Gather`` (axis 0) from a constant 2-D fp32 table by a lookup in an int8 copy
+    and in a per-row scale, then ``Cast`` and ``Mul``: row ``r`` is stored as ``q_r * s_r`` with
+    ``s_r = max|row| / 127``. Returns the number of tables quantized. (ONNX Runtime's own Gather
+    quantization uses one scale for the whole table, which costs accuracy on embedding tables.)"""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    done = 0
+    nodes = []
+    for node in graph.node:
+        table = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if table is None or axis != 0 or len(table.dims) != 2 or table.data_type != TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(table)
+        peak = np.abs(w).max(axis=1, keepdims=True)
+        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        base, out = table.name, node.output[0]
+        graph.initializer.remove(table)
+        graph.initializer.extend([numpy_helper.from_array(q, base + "_int8"),
+                                  numpy_helper.from_array(scale, base + "_row_scale")])
+        nodes += [helper.make_node("Gather", [base + "_int8", node.input[1]], [out + "_int8"], name=node.name),
+                  helper.make_node("Gather", [base + "_row_scale", node.input[1]], [out + "_scale"],
+                                   name=node.name + "_row_scale"),
+                  helper.make_node("Cast", [out + "_int8"], [out + "_f"], to=TensorProto.FLOAT,
+                                   name=node.name + "_cast"),
+                  helper.make_node("Mul", [out + "_f", out + "_scale"], [out], name=node.name + "_dequantize")]
+        done += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return done
+
+
+def quantize_int8(folder: Path) -> dict[str, Any]:
+    """Replace ``folder/model.onnx`` by its int8 version (see :data:`INT8_OPS`); returns what was
+    quantized."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = Path(folder) / ONNX_FILE
+    tmp = path.with_name("model.int8.onnx")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice about static-quantization preprocessing
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(path), str(tmp), op_types_to_quantize=["MatMul"], per_channel=True,
+                             weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    model = onnx.load(str(tmp))
+    tables = _quantize_tables_per_row(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return {"int8_ops": list(INT8_OPS), "int8_weights": "MatMul: QInt8 per output column (ONNX Runtime dynamic "
+            "quantization); Gather tables: int8 per row", "int8_tables": tables,
+            "quantized_node_counts": {k: v for k, v in sorted(counts.items())
+                                      if k in ("MatMulInteger", "DynamicQuantizeLinear")}}
+
+
 class OnnxModel:
     """An ONNX Runtime session called like a transformers model: ``model(**batch)`` returns a dict
     of torch tensors (``logits``...). CPU execution; ``threads`` intra-op threads (0: ORT's default)."""
@@ -103,6 +181,38 @@ def _config(folder: Path):
         return AutoConfig.from_pretrained(folder)
     except (OSError, ValueError):
         return None
+
+
+def onnx_weight_bytes(folder: str | Path, encoder_prefix: str) -> dict[str, int]:
+    """Bytes of the graph's initializers by part (``embeddings``, ``encoder``, ``head``). The
+    exporter renames transposed weights (``onnx::MatMul_12``), so an initializer is placed by its own
+    name or by the scoped names of the nodes reading it (``/bert/encoder/layer.0/...``), through
+    Identity nodes."""
+    import onnx
+    from onnx import numpy_helper
+
+    from movprune.export.folders import weight_part
+
+    graph = onnx.load(str(Path(folder) / ONNX_FILE)).graph
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def names(value: str, depth: int = 0) -> list[str]:
+        found = [value]
+        for node in readers.get(value, []):
+            found.append(node.name)
+            if node.op_type == "Identity" and depth < 3:
+                found += [n for out in node.output for n in names(out, depth + 1)]
+        return found
+
+    parts = {"embeddings": 0, "encoder": 0, "head": 0}
+    for init in graph.initializer:
+        seen = {weight_part(n, encoder_prefix) for n in names(init.name)}
+        part = "embeddings" if "embeddings" in seen else "encoder" if "encoder" in seen else "head"
+        parts[part] += numpy_helper.to_array(init).nbytes
+    return parts
 
 
 def onnx_parameters(folder: str | Path) -> int:
