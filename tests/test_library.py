@@ -220,10 +220,12 @@ def test_trainer_killed_while_rotating_checkpoints_resumes_from_the_newest_compl
     assert "no movprune_pruner_state.json" in _one_line(e)
 
 
-def _ga_trainer_weights(out: Path, batch_size: int, accumulation: int) -> tuple[dict[str, torch.Tensor], float]:
+def _ga_trainer_weights(out: Path, batch_size: int, accumulation: int, *, summed_loss: bool = False
+                        ) -> tuple[dict[str, torch.Tensor], float]:
     """A PruningTrainer (soft movement, a fixed λ, plain SGD, no dropout) of 4 optimizer steps at
     ``batch_size`` per micro-batch and ``accumulation`` micro-batches per step: every parameter
-    (scores included) at the end, and the remaining % after baking."""
+    (scores included) at the end, and the remaining % after baking. ``summed_loss``: a
+    ``compute_loss_func`` that scales the task loss itself (summed, over the step's examples)."""
     from datasets import load_dataset
     from transformers import DataCollatorWithPadding, TrainingArguments
 
@@ -248,18 +250,25 @@ def _ga_trainer_weights(out: Path, batch_size: int, accumulation: int) -> tuple[
     trainer = movprune.PruningTrainer(model=model, args=args, train_dataset=data,
                                       data_collator=DataCollatorWithPadding(tokenizer, padding="max_length",
                                                                             max_length=32),
-                                      pruning={"method": "soft_movement", "lambda_final": 50.0})
+                                      pruning={"method": "soft_movement", "lambda_final": 1000.0, "scores_lr": 1.0},
+                                      compute_loss_func=_summed_cross_entropy if summed_loss else None)
     trainer.train()
     weights = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer.pruning.bake()
     return weights, trainer.pruning.remaining_pct()
 
 
-def test_trainer_gradient_accumulation_equals_one_batch_of_all_micro_batches(tmp_path):
+def _summed_cross_entropy(outputs, labels, num_items_in_batch=None):
+    return torch.nn.functional.cross_entropy(outputs.logits, labels, reduction="sum") / num_items_in_batch
+
+
+@pytest.mark.parametrize("summed_loss", [False, True], ids=["model-loss", "compute_loss_func"])
+def test_trainer_gradient_accumulation_equals_one_batch_of_all_micro_batches(tmp_path, summed_loss):
     """Two micro-batches of 8 per step train exactly as one batch of 16: the task loss and the penalty
-    each count once per optimizer step (plain SGD: any extra factor would show in the weights)."""
-    one, one_remaining = _ga_trainer_weights(tmp_path / "one", 16, 1)
-    two, two_remaining = _ga_trainer_weights(tmp_path / "two", 8, 2)
+    each count once per optimizer step (plain SGD: any extra factor would show in the weights), with
+    the head's own mean loss and with a compute_loss_func that scales it over the step's examples."""
+    one, one_remaining = _ga_trainer_weights(tmp_path / "one", 16, 1, summed_loss=summed_loss)
+    two, two_remaining = _ga_trainer_weights(tmp_path / "two", 8, 2, summed_loss=summed_loss)
     assert one_remaining == pytest.approx(two_remaining)
     scores = [name for name in one if "scores" in name]
     assert scores

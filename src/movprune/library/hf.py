@@ -172,7 +172,8 @@ class PruningTrainer(Trainer):
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
         """The Trainer's loss (with the teacher's distillation term) plus the pruner's penalty while
-        training: one micro-batch's loss, which the Trainer divides by the number of micro-batches."""
+        training: one micro-batch's loss, the penalty and the distillation term weighed as the task loss
+        is under gradient accumulation (:meth:`_micro_batch_share`)."""
         training = model.training and not self.pruning.baked
         distil = training and self.teacher is not None
         out = super().compute_loss(model, inputs, return_outputs=return_outputs or distil,
@@ -180,12 +181,22 @@ class PruningTrainer(Trainer):
         if not training:
             return out
         loss, outputs = out if return_outputs or distil else (out, None)
-        if distil:
-            loss = self._with_teacher(loss, outputs, inputs)
+        share = self._micro_batch_share()
+        if distil:  # the distillation term weighs `share` of a step, as the task loss does
+            loss = self._with_teacher(loss / share, outputs, inputs) * share
         penalty = self.pruning.penalty()
         if penalty is not None:
-            loss = loss + penalty
+            loss = loss + penalty * share
         return (loss, outputs) if return_outputs else loss
+
+    def _micro_batch_share(self) -> float:
+        """What one micro-batch's penalty and distillation term must weigh so that a step counts each
+        once: 1 when the Trainer divides the loss by the number of micro-batches, else (a
+        ``compute_loss_func`` or ``loss_is_scaled_for_ga`` says the task loss comes scaled already) 1 over it."""
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)
+        if scaled is None:
+            scaled = self.compute_loss_func is not None
+        return 1.0 / getattr(self, "current_gradient_accumulation_steps", 1) if scaled else 1.0
 
     def _with_teacher(self, loss: torch.Tensor, outputs: Any, inputs: dict[str, Any]) -> torch.Tensor:
         from movprune.library.distill import with_distillation
