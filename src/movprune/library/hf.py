@@ -88,7 +88,7 @@ def load_session_state(session: PruningSession, folder: Path) -> None:
     try:
         state = read_state(folder, STATE_STEM)
         session.load_state_dict(state)
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise PruningSessionError(f"{folder}: the pruner's state ({STATE_STEM}.*) is unreadable ({reason}); "
                                   "resume from an earlier checkpoint") from None
