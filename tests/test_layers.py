@@ -92,3 +92,25 @@ def test_experiments_use_only_the_loops_entry_points(path: Path, module: str):
     # "from movprune.training import run" records both the package and movprune.training.run.
     public = {"movprune.training", "movprune.training.run", "movprune.training.check_inputs"} if allowed else set()
     assert taken <= public, f"{module} reaches into the training loop: {sorted(taken - public)}"
+
+
+def _training_public_names() -> set[str]:
+    """The names in ``movprune/training/__init__.py``'s ``__all__`` (read, not imported)."""
+    tree = ast.parse((SRC / "training" / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
+@pytest.mark.parametrize("path, module", [(p, m) for p, m in _modules() if m.startswith("movprune.library")],
+                         ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_library_uses_only_the_training_packages_public_names(path: Path, module: str):
+    """The library API drives pieces of the loop from the user's code, through the names
+    ``movprune.training`` exports, never through its modules."""
+    public = {"movprune.training"} | {f"movprune.training.{name}" for name in _training_public_names()}
+    submodules = {p.stem for p in (SRC / "training").glob("*.py")} | {p.name for p in (SRC / "training").iterdir()
+                                                                       if p.is_dir()}
+    assert not (public - {"movprune.training"}) & {f"movprune.training.{s}" for s in submodules}
+    taken = {t for t in _imports(path, module) if t == "movprune.training" or t.startswith("movprune.training.")}
+    assert taken <= public, f"{module} reaches into the training loop: {sorted(taken - public)}"

@@ -177,6 +177,108 @@ def test_trainer_resumed_from_its_checkpoint_ends_with_the_masks_of_an_uninterru
     assert any(bool((w == 0).any()) for w in whole.values())
 
 
+def test_trainer_killed_while_rotating_checkpoints_resumes_from_the_newest_complete_one(tmp_path, monkeypatch):
+    """A kill after the Trainer wrote checkpoint-6 but before it rotated the old ones (where a callback's
+    on_save would have come) leaves the pruner's state in checkpoint-6; a newer folder a kill left
+    half-written (no trainer_state.json) is passed over by resume_from_checkpoint=True."""
+    import transformers.trainer
+
+    import movprune
+    from movprune.library import hf
+
+    method = METHODS["soft_movement"]
+    whole = _trainer_masks(tmp_path / "whole", method)
+    rotate = transformers.trainer.rotate_checkpoints
+
+    def killed_at_six(*args, **kwargs):
+        if kwargs.get("output_dir", args[0] if args else None) and (tmp_path / "parts" / "checkpoint-6").is_dir():
+            raise _Killed
+        return rotate(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.trainer, "rotate_checkpoints", killed_at_six)
+    with pytest.raises(_Killed):
+        _trainer_masks(tmp_path / "parts", method)
+    monkeypatch.setattr(transformers.trainer, "rotate_checkpoints", rotate)
+    six = tmp_path / "parts" / "checkpoint-6"
+    assert hf.has_session_state(six) and not list(six.glob(".*partial"))
+    half = tmp_path / "parts" / "checkpoint-7"
+    half.mkdir()
+    (half / "config.json").write_text("{}")
+    assert hf.last_complete_checkpoint(tmp_path / "parts") == six
+    resumed = _trainer_masks(tmp_path / "parts", method, resume=True)
+    for name, weight in whole.items():
+        assert torch.equal(weight != 0, resumed[name] != 0), name
+        assert torch.allclose(weight, resumed[name], atol=1e-6), name
+    # A damaged state is one typed line, not a traceback.
+    (six / f"{hf.STATE_STEM}.safetensors").write_bytes(b"not safetensors")
+    session = movprune.attach(_tiny_model(), method, total_steps=8)
+    with pytest.raises(movprune.PruningSessionError) as e:
+        hf.load_session_state(session, six)
+    assert "unreadable" in _one_line(e) and str(six) in _one_line(e)
+    with pytest.raises(movprune.PruningSessionError) as e:
+        hf.load_session_state(session, half)
+    assert "no movprune_pruner_state.json" in _one_line(e)
+
+
+def _ga_trainer_weights(out: Path, batch_size: int, accumulation: int, *, summed_loss: bool = False
+                        ) -> tuple[dict[str, torch.Tensor], float]:
+    """A PruningTrainer (soft movement, a fixed λ, plain SGD, no dropout) of 4 optimizer steps at
+    ``batch_size`` per micro-batch and ``accumulation`` micro-batches per step: every parameter
+    (scores included) at the end, and the remaining % after baking. ``summed_loss``: a
+    ``compute_loss_func`` that scales the task loss itself (summed, over the step's examples)."""
+    from datasets import load_dataset
+    from transformers import DataCollatorWithPadding, TrainingArguments
+
+    import movprune
+    from movprune.models import resolve_model
+
+    resolved = resolve_model("tiny-random-bert")
+    tokenizer = resolved.tokenizer()
+    torch.manual_seed(0)
+    model = _tiny_model()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # the two runs see the same examples; dropout would draw differently
+    data = load_dataset("csv", data_files={"train": str(TINY_GLUE_DIR / "SST-2" / "train.tsv")}, delimiter="\t",
+                        quoting=3)["train"]
+    data = data.map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=32), batched=True,
+                    remove_columns=["sentence"])
+    args = TrainingArguments(output_dir=str(out), max_steps=4, per_device_train_batch_size=batch_size,
+                             gradient_accumulation_steps=accumulation, optim="sgd", learning_rate=0.5,
+                             lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0, seed=0,
+                             save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True)
+    trainer = movprune.PruningTrainer(model=model, args=args, train_dataset=data,
+                                      data_collator=DataCollatorWithPadding(tokenizer, padding="max_length",
+                                                                            max_length=32),
+                                      pruning={"method": "soft_movement", "lambda_final": 1000.0, "scores_lr": 1.0},
+                                      compute_loss_func=_summed_cross_entropy if summed_loss else None)
+    trainer.train()
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer.pruning.bake()
+    return weights, trainer.pruning.remaining_pct()
+
+
+def _summed_cross_entropy(outputs, labels, num_items_in_batch=None):
+    return torch.nn.functional.cross_entropy(outputs.logits, labels, reduction="sum") / num_items_in_batch
+
+
+@pytest.mark.parametrize("summed_loss", [False, True], ids=["model-loss", "compute_loss_func"])
+def test_trainer_gradient_accumulation_equals_one_batch_of_all_micro_batches(tmp_path, summed_loss):
+    """Two micro-batches of 8 per step train exactly as one batch of 16: the task loss and the penalty
+    each count once per optimizer step (plain SGD: any extra factor would show in the weights), with
+    the head's own mean loss and with a compute_loss_func that scales it over the step's examples."""
+    one, one_remaining = _ga_trainer_weights(tmp_path / "one", 16, 1, summed_loss=summed_loss)
+    two, two_remaining = _ga_trainer_weights(tmp_path / "two", 8, 2, summed_loss=summed_loss)
+    assert one_remaining == pytest.approx(two_remaining)
+    scores = [name for name in one if "scores" in name]
+    assert scores
+    torch.manual_seed(0)
+    start = _tiny_model().state_dict()
+    assert any(not torch.allclose(one[n], start[n]) for n in one if n in start)  # it trained
+    for name in one:
+        assert torch.allclose(one[name], two[name], atol=1e-5, rtol=1e-4), name
+
+
 # -- misuse --------------------------------------------------------------------------------------
 
 
@@ -219,6 +321,10 @@ def test_misuse_raises_a_typed_error_with_one_line():
     with pytest.raises(movprune.PruningSessionError) as e:
         movprune.attach(torch.nn.Sequential(torch.nn.Embedding(4, 4)), {"method": "magnitude", "remaining_pct": 10}, 4)
     assert "no encoder nn.Linear layer" in _one_line(e)
+    for steps in (True, 2.0, -1):
+        with pytest.raises(movprune.PruningSessionError) as e:
+            movprune.PruningSession({"method": "movement", "remaining_pct": 10}, total_steps=steps)
+        assert f"total_steps={steps!r}" in _one_line(e)
 
 
 def test_trainer_refuses_an_optimizer_without_the_scores(tmp_path):
@@ -341,11 +447,11 @@ def test_trainer_with_a_teacher_adds_the_distillation_term_and_the_penalty(tmp_p
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=10, report_to=[], use_cpu=True)
     trainer = movprune.PruningTrainer(model=student, args=args, teacher=teacher,
                                       distillation={"alpha_ce": 0.25, "alpha_distil": 0.75, "temperature": 3.0},
-                                      pruning={"method": "soft_movement", "remaining_pct": 20})
+                                      pruning={"method": "soft_movement", "lambda_final": 400.0})
     g = torch.Generator().manual_seed(0)
     inputs = {"input_ids": torch.randint(1000, 2000, (4, 9), generator=g),
               "attention_mask": torch.ones(4, 9, dtype=torch.long), "labels": torch.tensor([0, 1, 1, 0])}
-    trainer.pruning.before_forward(0)
+    trainer.pruning.before_forward(5)  # inside λ's ramp: the penalty weighs something
     with torch.no_grad():
         student.eval()
         plain = trainer.compute_loss(student, inputs)  # evaluation: the task loss alone
@@ -355,9 +461,61 @@ def test_trainer_with_a_teacher_adds_the_distillation_term_and_the_penalty(tmp_p
         combined = trainer.compute_loss(student, inputs)
         torch.manual_seed(1)
         out, teacher_out = student(**inputs), teacher(**inputs)
-    penalty = trainer.pruning.penalty()
-    assert penalty is not None  # (λ is 0 at step 0: the term is there, its weight comes with the schedule)
-    expected = movprune.with_distillation(out.loss, out.logits, teacher_out.logits, alpha_ce=0.25, alpha_distil=0.75,
-                                          temperature=3.0) + penalty
-    assert torch.allclose(combined, expected)
+    lam = trainer.pruning.pruner.lambda_value
+    assert 0 < lam < 400.0
+    # Every score starts at 0: sigmoid 0.5 in every matrix, so the penalty is λ * 0.5.
+    penalty = lam * 0.5
+    distilled = movprune.with_distillation(out.loss, out.logits, teacher_out.logits, alpha_ce=0.25,
+                                           alpha_distil=0.75, temperature=3.0)
+    assert float(combined - distilled) == pytest.approx(penalty, rel=1e-5)
     assert not torch.allclose(combined, out.loss + penalty)
+
+
+def test_a_library_folder_shares_a_cell_with_movprune_runs_only_when_its_recorded_settings_say_so(tmp_path):
+    """A library run's recipe.yaml records what its user gave; a setting it lacks is unknown, not the
+    default: compare keeps it apart from a `movprune run` run unless every setting is recorded and
+    equal, and a sweep or a resume does not take it as a recipe movprune trained with."""
+    import json
+
+    import movprune
+    from movprune import identity
+    from movprune.errors import RecipeError
+    from movprune.experiments.compare.variants import split_by_settings
+    from movprune.library.save import recipe_record
+    from movprune.recipe import Recipe
+
+    pruner = {"method": "movement", "remaining_pct": 10}
+    run_recipe = Recipe.model_validate({"task": "sst2", "model": "tiny-random-bert", "seed": 42, "pruner": pruner,
+                                        "train": {"max_steps": 8, "lr": 1e-3, "batch_size": 16}})
+
+    def folder(name: str, recipe_text: str, source: str | None) -> dict:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "recipe.yaml").write_text(recipe_text)
+        result = {"name": name, "steps": 8, "num_processes": 1, **({"source": source} if source else {})}
+        (path / "result.json").write_text(json.dumps(result))
+        return {**result, "run_dir": str(path)}
+
+    session = movprune.PruningSession(pruner, total_steps=8)
+    run = folder("run", yaml.safe_dump(run_recipe.model_dump(mode="json")), None)
+    partial = folder("partial", recipe_record(session, name="partial", task="sst2", model_name="tiny-random-bert",
+                                              seed=42, train_settings={"lr": 1e-3, "batch_size": 16}), "library")
+    every = {k: v for k, v in run_recipe.train.model_dump(mode="json").items() if k != "max_steps"}
+    full = folder("full", recipe_record(session, name="full", task="sst2", model_name="tiny-random-bert", seed=42,
+                                        train_settings=every), "library")
+    differing, groups = split_by_settings([run, partial])
+    assert len(groups) == 2 and "train.bf16" in differing and "train.lr" not in differing
+    assert dict(next(axes for axes, members in groups if members == [partial]))["train.bf16"] is None
+    assert identity.recorded_settings(partial["run_dir"])["train.lr"] == 1e-3
+    # Every train setting recorded: what remains unknown is the data the user's loop trained on.
+    differing, groups = split_by_settings([run, full])
+    assert differing == ["train_split"] and len(groups) == 2
+    # Two library runs recording the same settings (another seed) share a cell.
+    again = folder("again", recipe_record(session, name="again", task="sst2", model_name="tiny-random-bert",
+                                          seed=7, train_settings={"lr": 1e-3, "batch_size": 16}), "library")
+    _, groups = split_by_settings([run, partial, again])
+    assert sorted(len(members) for _, members in groups) == [1, 2]
+    assert [run] in [members for _, members in groups]
+    with pytest.raises(RecipeError) as e:
+        identity.load_saved_recipe(partial["run_dir"])
+    assert "library API" in str(e.value)

@@ -23,6 +23,11 @@ Every key of a recipe has one kind:
   in their last digits), ``data_dir`` (another folder may hold other data) and every key of the
   ``dataset:``, ``pruner:`` and ``distill:`` sections. A sweep's ``--grid`` may vary any material key.
 
+A folder the library API wrote (``result.json``'s ``source`` is :data:`LIBRARY_SOURCE`) was trained
+by its user's own loop: its ``recipe.yaml`` records the settings the user gave and nothing more, so
+a key it lacks is unknown, not movprune's default (:func:`recorded_settings`), and it is no recipe
+that a resume or a sweep can take as the one it was trained with (:func:`load_saved_recipe`).
+
 Resume (:func:`same_experiment`), a sweep's finished-run check, ``compare``'s cells and warnings
 (:func:`setting_differences`) and the teacher cache (:func:`experiment_key`) all ask this module.
 No torch at import: validating or comparing recipes must not need it.
@@ -55,6 +60,8 @@ OPERATIONAL_KEYS = frozenset({"train.save_every_steps", "train.keep_checkpoints"
 AXIS_KEYS = frozenset({"pruner.method", "pruner.remaining_pct", "seed"})
 #: Kinds that change the numbers: two runs differing in one of them are different experiments.
 NUMBER_KINDS: tuple[Kind, ...] = ("axis", "material")
+#: ``result.json``'s ``source`` in a run folder written through the library API.
+LIBRARY_SOURCE = "library"
 
 
 def _sections(annotation: Any) -> list[type[BaseModel]]:
@@ -175,13 +182,44 @@ def saved_recipe_or_none(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def written_by_library(run_dir: str | Path) -> bool:
+    """Whether ``run_dir``'s ``result.json`` says the library API wrote it (the user's own loop trained it)."""
+    try:
+        data = json.loads((Path(run_dir) / results.RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("source") == LIBRARY_SOURCE
+
+
 def load_saved_recipe(run_dir: str | Path) -> Recipe:
     """The validated recipe a run folder was trained with (schema and registries); raises
-    :class:`RecipeError` naming the file."""
+    :class:`RecipeError` naming the file, also for a folder the library API wrote (no movprune recipe
+    trained it: its unrecorded settings are unknown)."""
     from movprune.recipe import validate_recipe
 
     path = Path(run_dir) / results.RECIPE_FILE
+    if written_by_library(run_dir):
+        raise RecipeError(str(path), ["written by movprune's library API: it records the settings of the user's own "
+                                      "training loop, not a recipe `movprune run` trained with"])
     return validate_recipe(read_recipe_data(path), str(path))
+
+
+def recorded_settings(run_dir: str | Path, kinds: Iterable[Kind] = NUMBER_KINDS) -> dict[str, Any] | None:
+    """The keys of ``kinds`` that ``run_dir``'s ``recipe.yaml`` writes out, flattened, with no default
+    filled in (a library folder's: what its user gave); None when the file is missing or unreadable.
+    A ``train.max_seq_length`` of null is the task's default written out, as in :func:`settings`."""
+    try:
+        data = dict(read_recipe_data(Path(run_dir) / results.RECIPE_FILE))
+    except (OSError, RecipeError, TypeError, ValueError):
+        return None
+    if isinstance(data.get("pruner"), dict):
+        data["pruner"] = without_null_method_keys(data["pruner"])
+    wanted = set(kinds)
+    flat = flatten(data)
+    out = {k: v for k, v in flat.items() if (kind_of(k) or "material") in wanted}
+    if "train.max_seq_length" in out and out["train.max_seq_length"] is None:
+        out["train.max_seq_length"] = _task_default_seq_length(flat.get("task")) or None
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from movprune.training.distill.loss import distillation_loss
+from movprune.training import distillation_loss
 
 
 def with_distillation(task_loss: torch.Tensor, student_logits: torch.Tensor | Sequence[torch.Tensor],

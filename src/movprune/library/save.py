@@ -8,23 +8,21 @@ record of the settings rather than a recipe that reproduces the run.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from movprune import distributed, results, run_folder, tasks
+from movprune import distributed, identity, results, run_folder, tasks
 from movprune.io import atomic_write_text
-from movprune.pruners.counting import remaining_by_module, remaining_pct
 from movprune.results import RunResult
-from movprune.training import guards, processes
+from movprune.training import check_finite_weights, result_record
 
 if TYPE_CHECKING:
     from movprune.library.session import PruningSession
 
 #: ``result.json``'s ``source`` for a folder written through the library API.
-SOURCE = "library"
+SOURCE = identity.LIBRARY_SOURCE
 _RECIPE_HEADER = ("# Written by movprune's library API: the model was trained by the user's own code, not by\n"
                   "# `movprune run`. This records the pruner and the settings the user gave; running it with\n"
                   "# `movprune run` trains with movprune's loop instead.\n")
@@ -55,22 +53,13 @@ def save_run(session: PruningSession, output_dir: Path, tokenizer: Any, *, task:
     model = session.model
     assert model is not None and session.baked
     model_name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
-    guards.check_finite_weights(model)
-    pruner = session.pruner
+    check_finite_weights(model)
     name = output_dir.name
-    summary = pruner.summary()
-    result = RunResult.checked({
-        "name": name, "task": task, "model": str(model_name), "pruner": session.config.method,
-        "pruner_config": session.config.model_dump(mode="json"),
-        "target_remaining_pct": pruner.target_remaining_pct, "remaining_pct": remaining_pct(model),
-        "remaining_by_module": remaining_by_module(model), "metrics": {k: float(v) for k, v in metrics.items()},
-        "metric_names": list(metrics), "pruner_summary": summary,
-        "warnings": guards.result_warnings(pruner.target_remaining_pct, summary, {}),
-        "seed": seed, "steps": session.steps_done,
-        "train_seconds": session.train_seconds, "num_processes": distributed.world_size(),
-        "mask_sha256_by_process": processes.check_masks_agree(model), "versions": results.versions(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "source": SOURCE,
-    }, f"run {name}")
+    result = result_record(
+        name=name, task=task, model_name=str(model_name), pruner=session.pruner, pruner_config=session.config,
+        final_model=model, metrics={k: float(v) for k, v in metrics.items()}, metric_names=list(metrics),
+        seed=seed, steps=session.steps_done, train_seconds=session.train_seconds,
+        num_processes=distributed.world_size(), source=SOURCE)
 
     def write() -> None:
         with run_folder.claim(output_dir, force) as folder:

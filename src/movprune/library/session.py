@@ -17,7 +17,7 @@ from movprune.errors import PruningSessionError, RecipeError
 from movprune.pruners.base import Pruner
 from movprune.pruners.config import BasePrunerConfig
 from movprune.pruners.counting import prunable_linears, remaining_pct
-from movprune.training.setup import optimizer_groups
+from movprune.training import optimizer_groups
 
 #: What ``pruner_config`` may be: a ``pruner:`` mapping, a YAML file holding one (or a recipe with a
 #: ``pruner:`` section), or a validated config class.
@@ -56,7 +56,7 @@ class PruningSession:
     """
 
     def __init__(self, pruner_config: PrunerSpec, total_steps: int):
-        if not isinstance(total_steps, int) or total_steps < 0:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 0:
             raise PruningSessionError(f"total_steps={total_steps!r}: give the number of optimizer steps the "
                                       "training will take (an integer, 0 to prune without training)")
         self.config = load_pruner_config(pruner_config, total_steps)
@@ -117,7 +117,7 @@ class PruningSession:
         if self.total_steps == 0:
             raise PruningSessionError("before_forward(): this session was made with total_steps=0 (prune "
                                       "without training); give total_steps the number of optimizer steps to train")
-        if not isinstance(step, int) or not 0 <= step < self.total_steps:
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < self.total_steps:
             raise PruningSessionError(f"before_forward(step={step!r}): steps run from 0 to total_steps - 1 = "
                                       f"{self.total_steps - 1}; give the optimizer step about to be taken")
         self.pruner.step(step)
@@ -182,7 +182,8 @@ class PruningSession:
         ``metrics``: your evaluation of the baked model (in %, the headline first); ``task``: its task
         (a movprune task name such as ``sst2`` where there is one); ``seed``: the seed you trained
         with; ``model_name``: the model you started from (Hub id, folder or alias); ``train_settings``:
-        what you trained with (lr, batch size...), recorded in the folder's ``recipe.yaml``. Under
+        what you trained with (lr, batch size...), recorded in the folder's ``recipe.yaml`` (a setting
+        not given there is unknown to ``movprune compare``, not movprune's default). Under
         several processes call it on every process: the masks are compared across them and only the
         main process writes. ``force`` replaces a finished run once the new one is written.
         """

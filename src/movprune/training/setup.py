@@ -8,7 +8,7 @@ import math
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,6 +21,9 @@ from movprune.training import checkpoint, distill, tracking
 from movprune.training.data import data_digests, prepare_data
 from movprune.training.evaluation import evaluate_all
 from movprune.training.observer import Observer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def total_steps(recipe: Recipe, num_train: int) -> int:
@@ -35,8 +38,8 @@ def total_steps(recipe: Recipe, num_train: int) -> int:
     return max(1, math.ceil(recipe.train.epochs * per_epoch))
 
 
-def calibration_batches(task: tasks.Task, data: TaskData, tokenizer, recipe: Recipe, samples: int,
-                        device: torch.device | str) -> list[dict[str, Any]]:
+def calibration_batches(task: tasks.Task, data: TaskData, tokenizer: PreTrainedTokenizerBase, recipe: Recipe,
+                        samples: int, device: torch.device | str) -> list[dict[str, Any]]:
     """``samples`` examples of the train split (all of them when it is smaller) in batches of
     ``train.batch_size``, on ``device``: the first ones of a permutation drawn from the recipe's seed,
     so every process and every rerun calibrates on the same examples."""

@@ -3,7 +3,9 @@
 A cell reports "mean ± std over seeds"; averaging two seed-42 runs trained with different learning
 rates into it would print a statistic of nothing. Settings are the keys of each run's saved
 ``recipe.yaml`` that change the numbers (:mod:`movprune.identity`: output and operational keys such
-as ``train.save_every_steps`` are not settings) plus the effective budget from ``result.json``.
+as ``train.save_every_steps`` are not settings) plus the effective budget from ``result.json``. A
+folder the library API wrote has only the settings its ``recipe.yaml`` records (what its user gave):
+it shares a cell with ``movprune run`` runs only when those say every setting, with equal values.
 """
 
 from __future__ import annotations
@@ -36,9 +38,13 @@ def saved_recipe(result: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _recipe_settings(run_dir: str, stamp: tuple[int, int]) -> str | None:
-    """The settings of a run folder's ``recipe.yaml`` as JSON, remembered per file version
-    (``stamp``: size and modification time): a comparison asks for each run's several times."""
+def _recipe_settings(run_dir: str, stamp: tuple[int, int], as_recorded: bool) -> str | None:
+    """The settings of a run folder's ``recipe.yaml`` as JSON (``as_recorded``: only the keys it writes,
+    no default filled in), remembered per file version (``stamp``: size and modification time): a
+    comparison asks for each run's several times."""
+    if as_recorded:
+        recorded = identity.recorded_settings(run_dir)
+        return None if recorded is None else json.dumps(recorded, default=str)
     recipe = identity.saved_recipe_or_none(run_dir)
     return None if recipe is None else json.dumps(identity.settings(recipe), default=str)
 
@@ -53,7 +59,8 @@ def run_settings(result: dict[str, Any]) -> dict[str, Any] | None:
         st = (Path(run_dir) / results.RECIPE_FILE).stat()
     except OSError:
         return None
-    text = _recipe_settings(str(run_dir), (st.st_size, st.st_mtime_ns))
+    text = _recipe_settings(str(run_dir), (st.st_size, st.st_mtime_ns),
+                            result.get("source") == identity.LIBRARY_SOURCE)
     if text is None:
         return None
     settings = json.loads(text)
