@@ -205,7 +205,7 @@ def test_wheels_install_offline_into_a_folder(tmp_path):
 
 def test_minilm_runs_are_valid_recipes_of_one_epoch_and_longer(tmp_path):
     from movprune.recipe import load_recipe
-    from movprune.training.loop import total_steps
+    from movprune.training.setup import total_steps
 
     labels = (*MINILM_RUNS, LONG_LABEL)
     specs = minilm_specs(False, labels, 3, tmp_path, tmp_path / "minilm", tmp_path / "glue", SST2_TRAIN_ROWS)
