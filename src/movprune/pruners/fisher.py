@@ -141,6 +141,7 @@ class FisherPruner(Pruner):
             linears = prunable_linears(model)
             grads = mask_gradients(model, dict(self.groupings), linears, batches)
             fisher_diag = {name: g.pow(2).sum(0) for name, g in grads.items()}
+            gradients_seconds = time.perf_counter() - start
             keep = self.search(fisher_diag)
             objective_before = objective_after = 0.0
             for name, g in grads.items():
@@ -151,12 +152,15 @@ class FisherPruner(Pruner):
                 objective_after += pruned_objective(block, keep[name])
             for name, k in keep.items():
                 self.masks[name].keep = k.reshape(self.masks[name].shape)
+            rescale_start = time.perf_counter()
             rescaled = self.rescale(model, linears, keep, batches) if self.config.rescale else {}
+            rescale_seconds = time.perf_counter() - rescale_start
         finally:
             model.train(was_training)
         samples = next(iter(grads.values())).shape[0]
         self._summary = self.describe(keep, samples, time.perf_counter() - start,
                                       objective_before, objective_after, rescaled)
+        self._summary.update(gradients_seconds=round(gradients_seconds, 2), rescale_seconds=round(rescale_seconds, 2))
 
     def search(self, fisher_diag: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keep masks (bool per group) of the best heads and neurons within :meth:`budgets`."""
