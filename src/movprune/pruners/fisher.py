@@ -176,9 +176,9 @@ class FisherPruner(Pruner):
         reconstruction errors before and after, per layer prefix."""
         parts = []
         for prefix, att, ffn in self.layer_pairs():
-            q, _, _, o = (linears[m.name] for m in att.members)
+            o = linears[att.members[3].name]
             f_in, f_out = (linears[m.name] for m in ffn.members)
-            parts.append(LayerParts(model.get_submodule(prefix.rstrip(".")), q, o, f_in, f_out, att.num_groups,
+            parts.append(LayerParts(model.get_submodule(prefix.rstrip(".")), o, f_in, f_out, att.num_groups,
                                     keep[att.name].reshape(-1), keep[ffn.name].reshape(-1)))
         report = rescale_layers(model, parts, batches, self.dense, self.config.rescale_damping)
         return {prefix: row for (prefix, _, _), row in zip(self.layer_pairs(), report)}

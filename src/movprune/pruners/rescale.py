@@ -64,7 +64,6 @@ class LayerParts:
     """One transformer layer as the rescaling sees it: the layer module and its four matrices."""
 
     layer: nn.Module
-    query: nn.Linear  # its input is the layer's input (the attention's residual)
     attn_out: nn.Linear
     ffn_in: nn.Linear  # its input is the attention sub-layer's output (the FFN's residual)
     ffn_out: nn.Linear
