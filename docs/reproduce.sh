@@ -15,6 +15,10 @@
 #   bash docs/reproduce.sh budget-study  # which method at which budget: SST-2 at 10% (and hybrid 50%) with
 #                                     # 300, 1000 and 3000 steps, every method, then its tables and figures
 #                                     # (BUDGET_OUT); budget-study-runs / budget-study-report run one part
+#   bash docs/reproduce.sh fisher     # one-shot Fisher pruning (no training) from the dense SST-2 and MRPC
+#                                     # runs (FISHER_SST2, FISHER_MRPC: their run folders), a 300-step
+#                                     # distilled recovery, the exports timed (FISHER_OUT);
+#                                     # fisher-runs / fisher-report run one part
 #
 # TASKS (default "sst2 mrpc squad") picks the tasks; SEEDS the seeds of the plain sweeps (default:
 # 42,43 for SST-2 and MRPC, 42 for SQuAD, as in docs/REPRODUCTION.md), e.g.
@@ -189,6 +193,25 @@ budget_study_report() {  # a table per budget, every budget in one, accuracy aga
         > docs/repro/budget-study.csv
 }
 
+fisher_runs() {  # one-shot Fisher pruning from a dense run at five budgets, then distilled recoveries
+    local out=${FISHER_OUT:-results} sst2=${FISHER_SST2:-results/frontier-hybrid/none-r100-s42}
+    local mrpc=${FISHER_MRPC:-results/repro-mrpc/none-r100-s42}
+    sweep_f() { "$MOVPRUNE" sweep src/movprune/recipes/cpu/sst2-fisher.yaml --pruners fisher --seeds 42 \
+        "output_dir=$out" "$@"; }
+    sweep_f --remaining 75,60,50,40,25 "model=$sst2/model" name=fisher-sst2
+    sweep_f --remaining 75,60,50,40,25 "model=$mrpc/model" name=fisher-mrpc task=mrpc train.max_seq_length=128
+    sweep_f --remaining 50,25 "model=$sst2/model" name=fisher-sst2-distill train.max_steps=300 train.lr=1e-4 \
+        "distill.teacher=$sst2"
+}
+
+fisher_report() {  # the Fisher runs' exports timed against their dense start (quiet machine), the table
+    local out=${FISHER_OUT:-results} sst2=${FISHER_SST2:-results/frontier-hybrid/none-r100-s42}
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sweep_speed.py "$sst2" "$out"/fisher-sst2 \
+        --out docs/repro/fisher-speed.json > /dev/null
+    "$MOVPRUNE" compare "$out"/fisher-sst2 "$out"/fisher-sst2-distill --format markdown > docs/repro/fisher-sst2.md
+    "$MOVPRUNE" compare "$out"/fisher-mrpc --format markdown > docs/repro/fisher-mrpc.md
+}
+
 case "${1:-all}" in
     a) lane_a ;;
     b) lane_b ;;
@@ -206,11 +229,14 @@ case "${1:-all}" in
     budget-study) OMP_NUM_THREADS=1 budget_study; budget_study_report ;;
     budget-study-runs) OMP_NUM_THREADS=1 budget_study ;;
     budget-study-report) budget_study_report ;;
+    fisher) OMP_NUM_THREADS=2 fisher_runs; fisher_report ;;
+    fisher-runs) OMP_NUM_THREADS=2 fisher_runs ;;
+    fisher-report) fisher_report ;;
     all)
         mkdir -p results
         OMP_NUM_THREADS=1 lane_a > results/reproduce-lane-a.log 2>&1 &
         OMP_NUM_THREADS=1 lane_b > results/reproduce-lane-b.log 2>&1 &
         wait
         report ;;
-    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|bf16|remedies[-sst2|-mrpc|-report]|speed[-runs|-report]|budget-study[-runs|-report]|all]" >&2; exit 2 ;;
+    *) echo "usage: bash docs/reproduce.sh [a|b|report|budget|bf16|remedies[-sst2|-mrpc|-report]|speed[-runs|-report]|budget-study[-runs|-report]|fisher[-runs|-report]|all]" >&2; exit 2 ;;
 esac

@@ -56,7 +56,8 @@ def test_every_registered_method_has_a_config_class_and_no_other():
     assert list(CONFIGS) == pruners.method_names()
     assert METHOD_SPECIFIC_KEYS == {"scores_lr", "scores_init", "scores_init_from", "lambda_final",
                                     "sigmoid_threshold_initial", "sigmoid_threshold_final",
-                                    "sensitivity_beta1", "sensitivity_beta2"}
+                                    "sensitivity_beta1", "sensitivity_beta2", "calibration_samples", "rearrange",
+                                    "rescale", "flops_pct", "flops_seq_tokens", "rescale_damping"}
     assert pruners.methods_taking("scores_init") == ["movement", "soft_movement", "l0"]
     assert pruners.methods_taking("scope") == pruners.method_names()
     assert pruners.methods_taking("scores_lrr") == []
@@ -73,7 +74,8 @@ def test_a_recipe_written_before_the_per_method_configs_loads_as_the_same_recipe
     fresh, paths = _old_and_new(tmp_path, write_recipe)
     assert load_recipe(paths["old"]) == load_recipe(paths["new"]) == fresh
     assert set(fresh.pruner.model_dump()) == set(yaml.safe_load(OLD_PRUNER_SECTION)["pruner"]) - {
-        "scores_init_from", "sensitivity_beta1", "sensitivity_beta2"}
+        "scores_init_from", "sensitivity_beta1", "sensitivity_beta2", "calibration_samples", "rearrange",
+                                    "rescale", "flops_pct", "flops_seq_tokens", "rescale_damping"}
     # Resuming a run started with the old file: the same recipe, no "changed" key.
     checkpoint.check_same_recipe(paths["old"].parent, fresh)
 

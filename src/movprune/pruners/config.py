@@ -152,7 +152,32 @@ class SensitivityConfig(BasePrunerConfig):
     sensitivity_beta2: float = Field(default=0.95, ge=0, lt=1, description="EMA of its uncertainty")
 
 
-_CLASSES = (NoneConfig, MagnitudeConfig, MovementConfig, SoftMovementConfig, L0Config, SensitivityConfig)
+class FisherConfig(BasePrunerConfig):
+    """``fisher``: whole heads and FFN neurons chosen in one shot from the Fisher information of their
+    masks on calibration examples, no training needed (Kwon et al. 2022)."""
+
+    IMPLEMENTATION: ClassVar[str] = "movprune.pruners.fisher:FisherPruner"
+    method: Literal["fisher"] = "fisher"
+    pattern: Literal["unstructured", "block", "hybrid"] = Field(
+        default="hybrid", description="fisher prunes whole attention heads and FFN neurons: hybrid only")
+    calibration_samples: int = Field(
+        default=2048, gt=0, description="training examples whose mask gradients make the Fisher information")
+    rearrange: bool = Field(
+        default=True, description="improve each layer's mask by greedy swaps on its block of the Fisher matrix")
+    rescale: bool = Field(
+        default=True, description="least-squares scales of the kept heads and neurons, layer by layer, "
+                                  "against the unpruned model's outputs (folded into the weights)")
+    flops_pct: float | None = Field(
+        default=None, gt=0, le=100,
+        description="also keep at most this % of the encoder's FLOPs at flops_seq_tokens tokens per example")
+    flops_seq_tokens: int = Field(default=128, gt=0, description="tokens per example the FLOPs budget counts")
+    rescale_damping: float = Field(
+        default=1e-3, ge=0, description="ridge added to the least-squares normal equations, relative to "
+                                        "their mean diagonal")
+
+
+_CLASSES = (NoneConfig, MagnitudeConfig, MovementConfig, SoftMovementConfig, L0Config, SensitivityConfig,
+            FisherConfig)
 #: method name -> its config class: the registry of methods (``movprune.pruners`` builds from it).
 CONFIGS: dict[str, type[BasePrunerConfig]] = {c.model_fields["method"].default: c for c in _CLASSES}
 #: Keys some method has beyond the shared ones.
@@ -173,7 +198,7 @@ def _method_defaults_to_none(data: Any) -> Any:
 
 #: A recipe's ``pruner:`` section: the config class of its ``method`` (``none`` when unnamed).
 PrunerConfig = Annotated[Union[NoneConfig, MagnitudeConfig, MovementConfig, SoftMovementConfig, L0Config,  # noqa: UP007
-                               SensitivityConfig],
+                               SensitivityConfig, FisherConfig],
                          Field(discriminator="method"), BeforeValidator(_method_defaults_to_none)]
 
 

@@ -76,6 +76,17 @@ def calibration_warning(target_remaining_pct: float | None, summary: dict[str, A
         "(train longer, or start the scores nearer the cut: pruner.scores_init; see docs/methods.md)")
 
 
+def one_shot_warning(summary: dict[str, Any]) -> dict[str, str] | None:
+    """A flag when the mask was decided in one shot on calibration examples rather than by training."""
+    if summary.get("mask_decided_by") != "calibration":
+        return None
+    return _warning(
+        "mask_from_one_shot_calibration",
+        f"the mask was decided in one shot from {summary.get('calibration_samples')} calibration examples "
+        f"in {summary.get('calibration_seconds')} s, not by training: compare it with trained masks knowing "
+        "that (see docs/methods.md#fisher)")
+
+
 def collapse_warnings(prediction_counts: dict[str, dict[str, int]]) -> list[dict[str, str]]:
     """A warning per evaluation set on which the model predicted one class for every example.
 
@@ -98,6 +109,6 @@ def collapse_warnings(prediction_counts: dict[str, dict[str, int]]) -> list[dict
 def result_warnings(target_remaining_pct: float | None, pruner_summary: dict[str, Any],
                     prediction_counts: dict[str, dict[str, int]]) -> list[dict[str, str]]:
     """The ``warnings`` list of ``result.json``: ``{code, message}`` per suspicious finding."""
-    found = [calibration_warning(target_remaining_pct, pruner_summary)]
+    found = [calibration_warning(target_remaining_pct, pruner_summary), one_shot_warning(pruner_summary)]
     return [w for w in found if w] + collapse_warnings(prediction_counts)
 
