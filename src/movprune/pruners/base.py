@@ -108,7 +108,7 @@ class Pruner:
         if max_steps == 0 and cls.NEEDS_TRAINING:
             return [f"train.max_steps: 0 trains nothing, and method '{cls.name}' decides its mask by "
                     "training; give it steps (e.g. train.max_steps=300) or pick a method that prunes "
-                    "without training (magnitude, or a calibrated one)"]
+                    "without training (magnitude, or fisher from a fine-tuned model)"]
         return []
 
     def make_schedule(self) -> Schedule:
