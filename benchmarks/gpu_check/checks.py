@@ -85,6 +85,21 @@ def granularity_pct(run_dir: Path, pattern: str) -> float:
     return 100.0 * sum(g.group_numel for g in build_groupings(pattern, linears, model.config)) / total
 
 
+def accepts_pattern(method: str, pattern: str) -> bool:
+    """Whether ``method`` takes ``pattern`` (fisher is hybrid only; dense and sensitivity have no group masks)."""
+    from pydantic import ValidationError
+
+    from movprune import pruners
+
+    for target in ({"remaining_pct": 10}, {}):  # dense fine-tuning takes no target
+        try:
+            if not pruners.check_config(pruners.pruner_config(method=method, pattern=pattern, **target)):
+                return True
+        except ValidationError:
+            continue
+    return False
+
+
 def part_recipes(args, out: Path, part: dict, save) -> None:
     from movprune import pruners
     from movprune.errors import RecipeError
@@ -93,8 +108,8 @@ def part_recipes(args, out: Path, part: dict, save) -> None:
 
     for method in pruners.method_names():
         for pattern, target in TARGETS.items():
-            if pattern != "unstructured" and not pruners.pruner_class(method).supports_patterns():
-                continue  # the method has no masks to shape
+            if not accepts_pattern(method, pattern):
+                continue
             label = f"{method}/{pattern}"
             entry: dict[str, Any] = {"method": method, "pattern": pattern, "status": "ok", "error": None}
             data = tiny_recipe(args.model, args.data, out / "recipes", label.replace("/", "-"),

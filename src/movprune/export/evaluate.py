@@ -21,7 +21,7 @@ from movprune import results, tasks
 from movprune.errors import DataError, ExportError
 from movprune.export.vocab import Corpus
 from movprune.recipe import Recipe, load_recipe
-from movprune.training.data import eval_splits, load_examples, prepare_data
+from movprune.training.data import load_examples, prepare_data
 
 #: Largest drop (run's metric − export's, in points) accepted without a warning, by default.
 DEFAULT_TOLERANCE_PTS = 0.5
@@ -52,7 +52,8 @@ def run_recipe(run_dir: str | Path, data_dir: str | Path | None = None) -> Recip
     if data_dir is not None:
         recipe = recipe.model_copy(update={"data_dir": str(data_dir)})
     task = _task(recipe)
-    problems = task.check_data(recipe.data_dir, [recipe.train_split, *(s for s, _ in eval_splits(task, recipe))])
+    splits = [recipe.train_split, *(s for s, _ in task.evaluation_splits(recipe.eval_split))]
+    problems = task.check_data(recipe.data_dir, splits)
     if problems:
         where = "--data-dir" if data_dir is not None else f"{path}: data_dir"
         raise DataError(f"{where} {recipe.data_dir}: {problems[0]} (a relative data_dir is read from the current "
