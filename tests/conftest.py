@@ -220,3 +220,22 @@ def run_cli_process(*args: str, cwd: Path | None = None, timeout: int = 600) -> 
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "movprune", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=timeout)
+
+
+class Killed(BaseException):
+    """Raised out of the loop from the observer: no handler of the run sees it, like SIGKILL."""
+
+
+class KillAt:
+    """An observer that kills the run when it logs ``step`` (a multiple of log_every_steps)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_phase(self, text): pass
+    def on_start(self, total_steps, run_dir): pass
+    def on_eval(self, step, metrics): pass
+
+    def on_step(self, step, values):
+        if step == self.step:
+            raise Killed

@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli
+from conftest import KillAt as _KillAt
+from conftest import Killed as _Killed
 
 T_CSV = 'text,label\n"good",pos\n"bad",neg\n"fine",pos\n"awful",neg\n'
 
@@ -207,21 +209,6 @@ def test_row_numbers_follow_a_slice(tmp_path):
 # -- resume: the new run, the same data, a usable checkpoint ---------------------------------------
 
 
-class _Killed(BaseException):
-    """Raised out of the loop from the observer: no handler of the run sees it, like SIGKILL."""
-
-
-class _KillAt:
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_phase(self, text): pass
-    def on_start(self, total_steps, run_dir): pass
-    def on_eval(self, step, metrics): pass
-
-    def on_step(self, step, values):
-        if step == self.step:
-            raise _Killed
 
 
 def _killed_own_run(tmp_path, kill_at: int) -> tuple[Path, Path]:

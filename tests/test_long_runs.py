@@ -27,6 +27,8 @@ from movprune.results import is_finished
 from movprune.training import checkpoint, preemption
 from movprune.training.loop import run
 
+from conftest import KillAt as _KillAt
+from conftest import Killed as _Killed
 from conftest import tiny_recipe_dict
 
 # 96 samples in batches of 16: 6 batches per epoch, so 16 steps cross two epoch boundaries.
@@ -39,23 +41,6 @@ METHODS = {"movement": {"method": "movement", "remaining_pct": 10},
            "bias_correction": {"method": "movement", "remaining_pct": 10, "bias_correction": True}}
 
 
-class _Killed(BaseException):
-    """Raised out of the loop: no handler of the run sees it, like SIGKILL."""
-
-
-class _KillAt:
-    """Kills the run when it logs ``step`` (a multiple of log_every_steps)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_phase(self, text): pass
-    def on_start(self, total_steps, run_dir): pass
-    def on_eval(self, step, metrics): pass
-
-    def on_step(self, step, values):
-        if step == self.step:
-            raise _Killed
 
 
 def _recipe_dict(out: Path, name: str, method: str, **train) -> dict:
