@@ -239,3 +239,21 @@ class KillAt:
     def on_step(self, step, values):
         if step == self.step:
             raise Killed
+
+
+def stop_once_training(proc: subprocess.Popen, run_dir: Path, timeout: float = 120) -> str:
+    """Send ``proc`` SIGTERM once its run has logged a step (``run_dir/metrics.jsonl`` exists) and
+    return its stderr; ``proc`` is killed if it is still running when this returns."""
+    import signal
+    import time
+
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (run_dir / "metrics.jsonl").exists() and proc.poll() is None:
+            time.sleep(0.05)
+        assert (run_dir / "metrics.jsonl").exists(), "training never started"
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=timeout)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -34,6 +35,18 @@ SETTINGS = ["pruner.method=l0", "pruner.remaining_pct=10", "train.max_steps=10",
             "train.batch_size=16", "train.eval_batch_size=8", "train.max_eval_samples=60"]
 
 
+def torchrun_command(recipe_path, *overrides: str) -> list[str]:
+    """``movprune run`` on two processes (torchrun, gloo on CPU)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "movprune", "run", str(recipe_path), *overrides]
+
+
+def torchrun_env(columns: int = 200) -> dict[str, str]:
+    """One torch thread per process, this checkout's movprune first on the path."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": str(columns),
+            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+
+
 def lines(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -41,11 +54,9 @@ def lines(run_dir):
 def test_two_processes_run_the_same_experiment_as_one(write_recipe):
     recipe_path = write_recipe()
     one = run(load_recipe(recipe_path, [*SETTINGS, "name=one"]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = torchrun_env()
     res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "movprune", "run", str(recipe_path), *SETTINGS, "name=two"],
+        torchrun_command(recipe_path, *SETTINGS, "name=two"),
         capture_output=True, text=True, cwd=recipe_path.parent, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     # The result table, printed by one process (its title "two  (RUN_DIR)" wraps where the path is long).
@@ -102,11 +113,9 @@ def test_sigterm_to_one_process_stops_both_at_the_same_logging_step(write_recipe
     checkpoint together and exit 143."""
     recipe_path = write_recipe(train={"max_steps": 100000, "log_every_steps": 3})
     run_dir = recipe_path.parent / "results" / "tiny-sst2"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = torchrun_env(300)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "movprune", "run", str(recipe_path)],
+        torchrun_command(recipe_path),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=recipe_path.parent, env=env)
     try:
         deadline = time.time() + 240
@@ -118,7 +127,10 @@ def test_sigterm_to_one_process_stops_both_at_the_same_logging_step(write_recipe
         os.kill(workers[1], signal.SIGTERM)
         _, stderr = proc.communicate(timeout=180)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a failed run: its workers too, not only the launcher
+            for pid in _workers(proc.pid).values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.kill()
     # Each process stopped on purpose at the same step (torchrun then reports the exit codes, 143).
     stops = re.findall(r"interrupted: stopped by SIGTERM after step (\d+) of 100000", stderr)
@@ -158,11 +170,9 @@ def test_two_processes_keep_the_schedule_lr_and_kept_counts_of_one(write_recipe)
                 "train.max_eval_samples=60"]
     recipe_path = write_recipe()
     one = run(load_recipe(recipe_path, [*settings, "name=one"]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = torchrun_env()
     res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "movprune", "run", str(recipe_path), *settings, "name=two"],
+        torchrun_command(recipe_path, *settings, "name=two"),
         capture_output=True, text=True, cwd=recipe_path.parent, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     results_dir = recipe_path.parent / "results"

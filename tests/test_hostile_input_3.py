@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, stop_once_training
 from conftest import KillAt as _KillAt
 from conftest import Killed as _Killed
 
@@ -272,15 +272,7 @@ def test_resume_after_an_interrupted_force_finishes_the_new_run(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "movprune", "run", str(path), "--force"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "COLUMNS": "400"})
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and not (staging / "metrics.jsonl").exists() and proc.poll() is None:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stderr = stop_once_training(proc, staging)
     assert proc.returncode == 143, stderr[-3000:]
     hint = stderr.split("resume with: ", 1)[1].split()
     assert hint[:2] == ["movprune", "run"] and hint[-1] == "--resume"

@@ -29,7 +29,7 @@ from movprune.training.loop import run
 
 from conftest import KillAt as _KillAt
 from conftest import Killed as _Killed
-from conftest import tiny_recipe_dict
+from conftest import stop_once_training, tiny_recipe_dict
 
 # 96 samples in batches of 16: 6 batches per epoch, so 16 steps cross two epoch boundaries.
 LONG = {"max_steps": 16, "max_train_samples": 96, "max_eval_samples": 32, "log_every_steps": 3,
@@ -171,16 +171,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
     run_dir = tmp_path / "results" / data["name"]
     proc = subprocess.Popen([sys.executable, "-m", "movprune", "run", str(path)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "300"})
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and not (run_dir / "metrics.jsonl").exists() and proc.poll() is None:
-            time.sleep(0.1)
-        assert (run_dir / "metrics.jsonl").exists(), "training never started"
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stderr = stop_once_training(proc, run_dir)
     assert proc.returncode == 143, stderr[-2000:]
     assert "Traceback" not in stderr
     assert f"resume with: movprune run {path} --resume" in stderr
