@@ -9,9 +9,9 @@ import json
 import pytest
 
 from movprune.export import export_run, load_export
-from movprune.export.api import sizes_on_disk
 from movprune.export.evaluate import ExportEval
 from movprune.export.folders import folder_bytes
+from movprune.export.sizes import sizes_on_disk
 
 from conftest import TINY_GLUE_DIR, run_cli
 

@@ -11,14 +11,12 @@ from movprune.export.api import (
     FORMATS,
     ONNX_SOURCES,
     ExportResult,
-    FolderStats,
-    export_format,
     export_run,
-    folder_stats,
     load_export,
     load_hint,
     load_run_model,
 )
+from movprune.export.sizes import FolderStats, export_format, folder_stats
 from movprune.export.sparse import load_sparse
 
 __all__ = ["EXPORT_INFO", "FORMATS", "ONNX_SOURCES", "ExportResult", "FolderStats", "export_format", "export_run",

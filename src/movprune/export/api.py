@@ -18,16 +18,8 @@ from movprune.errors import ExportError, ModelError, RunFailedError
 from movprune.export import bench, card, compact, sparse
 from movprune.export import vocab as vocab_mod
 from movprune.export.evaluate import DEFAULT_TOLERANCE_PTS, evaluate_model, run_max_seq_length, run_recipe, task_corpus
-from movprune.export.folders import (
-    EXPORT_INFO,
-    check_destination,
-    element_count,
-    folder_bytes,
-    safetensors_header,
-    size_breakdown,
-    staged_folder,
-    tensor_bytes,
-)
+from movprune.export.folders import EXPORT_INFO, check_destination, staged_folder
+from movprune.export.sizes import export_format, sizes_on_disk
 from movprune.export.vocab import file_corpus
 from movprune.io import atomic_write_json
 from movprune.models import check_no_custom_code, corrupt_model_message
@@ -68,15 +60,6 @@ class ExportResult:
     sizes: dict[str, dict[str, int]] = field(default_factory=dict)
     vocab: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
-
-
-@dataclass
-class FolderStats:
-    """Size and parameter count of a model folder, read from its files."""
-
-    encoder_bytes: int | None  # None for ONNX graphs, whose weights lose their names
-    total_bytes: int
-    parameters: int
 
 
 def load_run_model(run_dir: str | Path) -> tuple[nn.Module, Any, Path]:
@@ -125,19 +108,6 @@ def _auto_class(architecture: str) -> str:
 def load_hint(fmt: str, architecture: str, path: str | Path) -> str:
     """The Python a user types to load an export."""
     return _LOAD_HINTS[fmt].format(auto=_auto_class(architecture), path=path)
-
-
-def sizes_on_disk(folder: str | Path, prefix: str) -> dict[str, int]:
-    """Bytes on disk of the folder's embeddings, encoder and head weights, the rest (``other``) and
-    the ``total``: the parts add up to the files under the folder."""
-    folder = Path(folder)
-    if export_format(folder) != "onnx":
-        return size_breakdown(folder, prefix)
-    from movprune.export.onnx import onnx_weight_bytes
-
-    parts = onnx_weight_bytes(folder, prefix)
-    total = folder_bytes(folder)
-    return {**parts, "other": total - sum(parts.values()), "total": total}
 
 
 def _check_request(fmt: str, onnx_source: str, int8: bool, vocab: str | None, tolerance_pts: float) -> None:
@@ -300,22 +270,6 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
     return result
 
 
-def export_format(folder: str | Path) -> str:
-    """The format of an export folder (or ``dense`` for any ordinary model folder)."""
-    from movprune.export.onnx import ONNX_FILE
-
-    folder = Path(folder)
-    if (folder / sparse.SPARSE_CONFIG).is_file():
-        return "sparse"
-    if (folder / ONNX_FILE).is_file():
-        return "onnx"
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ExportError(f"{folder}: not a model folder ({e})") from None
-    return "compact" if str(config.get("model_type", "")).startswith("compact_") else "dense"
-
-
 def load_export(folder: str | Path, threads: int = 0) -> nn.Module:
     """Load any export (or a run's model folder) in eval mode, as a user would: compact exports
     through the Auto class with ``trust_remote_code=True``, sparse ones with :func:`load_sparse`,
@@ -336,21 +290,3 @@ def load_export(folder: str | Path, threads: int = 0) -> nn.Module:
         auto = getattr(transformers, _auto_class(arch))
         return auto.from_pretrained(folder, trust_remote_code=True).eval()
     return getattr(transformers, arch).from_pretrained(folder).eval()
-
-
-def folder_stats(folder: str | Path, prefix: str) -> FolderStats:
-    """Encoder bytes (tensors named ``prefix…``), total bytes, and parameters stored (values only:
-    CSR indices and int8 scales are not parameters)."""
-    folder = Path(folder)
-    if export_format(folder) == "onnx":
-        from movprune.export.onnx import onnx_parameters
-
-        return FolderStats(encoder_bytes=None, total_bytes=folder_bytes(folder), parameters=onnx_parameters(folder))
-    params = 0
-    for path in folder.glob("*.safetensors"):
-        for name, info in safetensors_header(path).items():
-            if sparse.is_index_or_scale(name):
-                continue
-            params += element_count(info)
-    return FolderStats(encoder_bytes=tensor_bytes(folder, prefix), total_bytes=folder_bytes(folder),
-                       parameters=params)
