@@ -151,27 +151,53 @@ speed_report() {  # times every export against dense (quiet machine: it runs alo
 }
 
 BUDGETS=${BUDGETS:-"300 1000 3000"}
-budget_seeds() { if [ "$1" = 3000 ]; then echo 42; else echo 42,43; fi; }  # 3000 steps: one seed (10x the cost)
+budget_seeds() {  # BUDGET_SEEDS, else 42,43 (3000 steps: 42 alone, ten times the cost)
+    if [ -n "${BUDGET_SEEDS:-}" ]; then echo "$BUDGET_SEEDS"; elif [ "$1" = 3000 ]; then echo 42; else echo 42,43; fi
+}
 
 budget_study() {  # every method at 10% remaining (and hybrid 50%) on SST-2, at each training budget
-    local out=${BUDGET_OUT:-results/budget-study} steps seeds
     # One sweep folder per budget and override set (runs are named by method, level and seed only):
-    # steps-N holds dense, magnitude, movement, soft movement, L0 and sensitivity, steps-N-maginit
-    # movement with scores from |W|, steps-N-hybrid the hybrid (heads and neurons) runs. The schedule's
+    # steps-N holds dense, magnitude, movement, L0 and sensitivity, steps-N-soft soft movement,
+    # steps-N-maginit movement with scores from |W|, steps-N-hybrid the hybrid (heads and neurons)
+    # runs, steps-N-fisher the one-shot Fisher runs pruned from steps-N's dense run. The schedule's
     # warm-ups are fractions of train.max_steps, so every budget keeps the repro recipe's shape.
-    # With a sweep that takes any key as an axis the loop is one sweep per override set, e.g.
+    # Two lanes side by side, one CPU thread each (two sweeps never share a folder).
+    # With a sweep that takes any key as an axis a lane could be one sweep per override set, e.g.
     #   movprune sweep src/movprune/recipes/repro/sst2.yaml --pruners magnitude,movement,l0,sensitivity \
     #       --remaining 10 --seeds 42,43 --grid train.max_steps=300,1000 output_dir=$out name=budget
+    local out=${BUDGET_OUT:-results/budget-study} steps
+    mkdir -p "$out"
     for steps in $BUDGETS; do
-        seeds=$(budget_seeds "$steps")
-        sweep_b() { "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml --seeds "$seeds" \
-            "train.max_steps=$steps" "output_dir=$out" "$@"; }
-        sweep_b --pruners none,magnitude,movement,l0,sensitivity --remaining 10 "name=steps-$steps"
-        sweep_b --pruners soft_movement --remaining 10 "name=steps-$steps" "$SOFT"
-        sweep_b --pruners movement --remaining 10 "name=steps-$steps-maginit" pruner.scores_init_from=magnitude
-        sweep_b --pruners magnitude --remaining 50 "name=steps-$steps-hybrid" pruner.pattern=hybrid
-        sweep_b --pruners soft_movement --remaining 50 "name=steps-$steps-hybrid" pruner.pattern=hybrid "$SOFT"
+        budget_lane_a "$out" "$steps" > "$out/lane-a-$steps.log" 2>&1 &
+        budget_lane_b "$out" "$steps" > "$out/lane-b-$steps.log" 2>&1 &
+        wait
     done
+}
+
+sweep_b() {  # sweep_b OUT STEPS NAME [sweep options and overrides...]
+    local out=$1 steps=$2 name=$3
+    shift 3
+    "$MOVPRUNE" sweep src/movprune/recipes/repro/sst2.yaml --seeds "$(budget_seeds "$steps")" \
+        "train.max_steps=$steps" "output_dir=$out" "name=$name" "$@"
+}
+
+budget_lane_a() {  # the dense run first: the Fisher runs of lane b prune it
+    sweep_b "$1" "$2" "steps-$2" --pruners none,magnitude,movement,l0,sensitivity --remaining 10
+}
+
+budget_lane_b() {
+    local out=$1 steps=$2 dense="$1/steps-$2/none-r100-s42"
+    sweep_b "$out" "$steps" "steps-$steps-soft" --pruners soft_movement --remaining 10 "$SOFT"
+    sweep_b "$out" "$steps" "steps-$steps-maginit" --pruners movement --remaining 10 \
+        pruner.scores_init_from=magnitude
+    sweep_b "$out" "$steps" "steps-$steps-hybrid" --pruners magnitude --remaining 50 pruner.pattern=hybrid
+    sweep_b "$out" "$steps" "steps-$steps-hybrid" --pruners soft_movement --remaining 50 \
+        pruner.pattern=hybrid "$SOFT"
+    # One-shot Fisher at hybrid 50% from this budget's dense run, no training: its whole training
+    # budget is the dense run's.
+    until [ -f "$dense/result.json" ]; do sleep 30; done
+    "$MOVPRUNE" sweep src/movprune/recipes/cpu/sst2-fisher.yaml --pruners fisher --remaining 50 \
+        --seeds 42 "model=$dense/model" "output_dir=$out" "name=steps-$steps-fisher"
 }
 
 budget_study_report() {  # a table per budget, every budget in one, accuracy against budget, the 3000-step figures

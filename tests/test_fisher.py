@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -290,3 +292,44 @@ def test_fisher_refuses_a_pattern_other_than_hybrid(write_recipe):
                                                           "pattern": "unstructured"})
     out = run_cli("run", str(recipe), "--dry-run")
     assert out.returncode == 2 and "pattern is hybrid" in out.stderr and "Traceback" not in out.stderr
+
+
+class _TermAtCalibration:
+    """An observer that sends this process SIGTERM as calibration starts (what a scheduler does
+    minutes into a one-shot prune)."""
+
+    def on_phase(self, text):
+        if text.startswith("calibrating"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_start(self, total_steps, run_dir): pass
+    def on_step(self, step, values): pass
+    def on_eval(self, step, metrics): pass
+
+
+def test_sigterm_during_calibration_stops_before_the_next_batch_and_leaves_the_run_unfinished(
+        write_recipe, tmp_path, monkeypatch):
+    from movprune.errors import RunInterrupted
+    from movprune.recipe import load_recipe
+    from movprune.training import run
+
+    seen = []
+    real = mask_gradients
+
+    def counting(model, groupings, linears, batches):
+        for batch in batches:  # what the method does: one pass over the calibration batches
+            seen.append(batch)
+        return real(model, groupings, linears, batches)
+
+    monkeypatch.setattr("movprune.pruners.fisher.mask_gradients", counting)
+    recipe = load_recipe(write_recipe(train={"max_steps": 0},
+                                      pruner={"method": "fisher", "remaining_pct": 50, "calibration_samples": 64}))
+    with pytest.raises(RunInterrupted) as caught:
+        run(recipe, observer=_TermAtCalibration())
+    assert caught.value.exit_code == 128 + signal.SIGTERM and caught.value.checkpoint is None
+    assert "during calibration" in str(caught.value)
+    assert seen == []  # not one batch was computed after the signal
+    run_dir = tmp_path / "results" / "tiny-sst2"
+    assert not (run_dir / "result.json").exists()
+    # a rerun calibrates again and finishes
+    assert run(recipe).steps == 0 and (run_dir / "result.json").exists()

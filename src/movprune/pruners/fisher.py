@@ -18,7 +18,7 @@ model as is; with steps, the kept weights train under the fixed mask.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -134,7 +134,9 @@ class FisherPruner(Pruner):
     def calibrate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> None:
         """Decide the mask (and the kept groups' scales) from ``batches``; see the module docstring."""
         start = time.perf_counter()
-        batches = list(batches)
+        # A sequence is passed over as it is: the loop's own checks for a stop request between
+        # batches then run on every pass (gradients, rescaling), not only while copying it.
+        batches = batches if isinstance(batches, Sequence) else list(batches)
         was_training = model.training
         model.eval()
         try:

@@ -162,7 +162,8 @@ def _train(recipe: Recipe, run_dir: Path, accelerator, teacher, obs: Observer, *
            stop: preemption.StopSignals, cleanup: ExitStack) -> RunResult:
     """The run itself, writing into ``run_dir`` (the run folder, or its staging folder), from
     ``resume_from`` (a checkpoint) when given."""
-    prepared = prepare(recipe, run_dir, accelerator, teacher, obs, resume_from=resume_from, cleanup=cleanup)
+    prepared = prepare(recipe, run_dir, accelerator, teacher, obs, resume_from=resume_from, cleanup=cleanup,
+                       stop=stop)
     log = results.MetricsLog(run_dir)
     obs.on_start(prepared.steps, recipe.run_dir)
     train_seconds, eval_seconds = _steps(recipe, prepared, run_dir, accelerator, obs, stop, log)

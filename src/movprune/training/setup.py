@@ -5,6 +5,7 @@ masks (calibrated when the method asks), the teacher, the optimizer and its sche
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from movprune import pruners, tasks
-from movprune.errors import DataError
+from movprune.errors import DataError, RunInterrupted
 from movprune.models import resolve_model
 from movprune.recipe import Recipe, TrainConfig
 from movprune.tasks.base import TaskData
-from movprune.training import checkpoint, distill, tracking
+from movprune.training import checkpoint, distill, preemption, tracking
 from movprune.training.data import data_digests, prepare_data
 from movprune.training.evaluation import evaluate_all
 from movprune.training.observer import Observer
@@ -48,6 +49,34 @@ def calibration_batches(task: tasks.Task, data: TaskData, tokenizer: PreTrainedT
     size = recipe.train.batch_size
     return [{k: v.to(device) for k, v in collate([data.train[int(i)] for i in order[start:start + size]]).items()}
             for start in range(0, len(order), size)]
+
+
+class StoppableBatches(Sequence):
+    """Calibration batches that honour a stop request: each pass over them checks, before every
+    batch, whether SIGTERM or Ctrl-C arrived, and raises :class:`RunInterrupted` if so.
+
+    A one-shot method calibrates for minutes before the first training step; a scheduler's grace
+    period (often 30 s after SIGTERM) would run out long before the loop's first step boundary.
+    Calibration has no checkpoint, so the interrupted run is unfinished and starts over when rerun.
+    """
+
+    def __init__(self, batches: list[dict[str, Any]], stop: preemption.StopSignals):
+        self._batches = batches
+        self._stop = stop
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __getitem__(self, index):  # an int or a slice, as a list takes
+        return self._batches[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self._batches:
+            if self._stop.signum is not None:
+                raise RunInterrupted(f"stopped by {self._stop.name} during calibration, before the first "
+                                     "step; there is no checkpoint, so a rerun calibrates again",
+                                     self._stop.exit_code, None)
+            yield batch
 
 
 def optimizer_groups(model: torch.nn.Module, pruner: pruners.Pruner, weight_decay: float) -> list[dict[str, Any]]:
@@ -90,9 +119,10 @@ class Prepared:
 
 
 def prepare(recipe: Recipe, run_dir: Path, accelerator: Any, teacher: Any, obs: Observer, *,
-            resume_from: Path | None, cleanup: ExitStack) -> Prepared:
+            resume_from: Path | None, cleanup: ExitStack, stop: preemption.StopSignals | None = None) -> Prepared:
     """Build the run of ``recipe`` writing into ``run_dir``, from the checkpoint ``resume_from`` when
-    given; the trackers it starts are closed by ``cleanup`` however the run ends."""
+    given; the trackers it starts are closed by ``cleanup`` however the run ends. A ``stop`` request
+    during calibration raises :class:`RunInterrupted` (see :class:`StoppableBatches`)."""
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
@@ -126,8 +156,12 @@ def prepare(recipe: Recipe, run_dir: Path, accelerator: Any, teacher: Any, obs: 
     if pruner.calibration_samples():
         obs.on_phase(f"calibrating on {pruner.calibration_samples()} training examples")
         model.to(accelerator.device)
-        pruner.calibrate(model, calibration_batches(task, data, tokenizer, recipe, pruner.calibration_samples(),
-                                                    accelerator.device))
+        batches = calibration_batches(task, data, tokenizer, recipe, pruner.calibration_samples(),
+                                      accelerator.device)
+        pruner.calibrate(model, batches if stop is None else StoppableBatches(batches, stop))
+        if stop is not None and stop.signum is not None:  # arrived after the last batch was read
+            raise RunInterrupted(f"stopped by {stop.name} at the end of calibration, before the first step; "
+                                 "there is no checkpoint, so a rerun calibrates again", stop.exit_code, None)
     optimizer = build_optimizer(model, pruner, recipe.train)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(recipe.train.lr_warmup_fraction * steps), steps)
