@@ -198,25 +198,38 @@ budget_lane_b() {
     until [ -f "$dense/result.json" ]; do sleep 30; done
     "$MOVPRUNE" sweep src/movprune/recipes/cpu/sst2-fisher.yaml --pruners fisher --remaining 50 \
         --seeds 42 "model=$dense/model" "output_dir=$out" "name=steps-$steps-fisher"
+    # ... and with a 300-step recovery (mask fixed), distilled from that dense run.
+    "$MOVPRUNE" sweep src/movprune/recipes/cpu/sst2-fisher.yaml --pruners fisher --remaining 50 \
+        --seeds 42 "model=$dense/model" "output_dir=$out" "name=steps-$steps-fisher-distill" \
+        train.max_steps=300 train.lr=1e-4 "distill.teacher=$dense"
 }
 
-budget_study_report() {  # a table per budget, every budget in one, accuracy against budget, the 3000-step figures
-    local out=${BUDGET_OUT:-results/budget-study} steps
+budget_study_report() {  # a table per budget, every budget in one, accuracy against budget, the figures
+    local out=${BUDGET_OUT:-results/budget-study} steps last="" trained=()
     for steps in $BUDGETS; do
         [ -d "$out/steps-$steps" ] || continue
+        last=$steps
         "$MOVPRUNE" compare "$out/steps-$steps"* --format markdown > "docs/repro/budget-$steps.md"
         "$MOVPRUNE" compare "$out/steps-$steps"* --format csv > "docs/repro/budget-$steps.csv"
+        for dir in "$out/steps-$steps" "$out/steps-$steps"-{soft,maginit,hybrid}; do
+            [ -d "$dir" ] && trained+=("$dir")
+        done
     done
-    # The paper's Figures 3 and 4 for the 3000-step runs (each PNG with its data as .csv beside it).
-    if [ -d "$out/steps-3000" ]; then
-        "$MOVPRUNE" compare "$out"/steps-3000* --figure weights --plot docs/repro/budget-3000-weights.png > /dev/null
-        "$MOVPRUNE" compare "$out"/steps-3000* --figure layers --plot docs/repro/budget-3000-layers.png > /dev/null
-    fi
+    [ -n "$last" ] || { echo "no budget-study runs in $out" >&2; return 1; }
+    # The paper's Figures 3 and 4 for the largest budget that has run (each PNG with its data as .csv).
+    "$MOVPRUNE" compare "$out/steps-$last" "$out/steps-$last"-{soft,maginit,hybrid} --figure weights \
+        --plot "docs/repro/budget-$last-weights.png" > /dev/null
+    "$MOVPRUNE" compare "$out/steps-$last" "$out/steps-$last"-{soft,maginit,hybrid} --figure layers \
+        --plot "docs/repro/budget-$last-layers.png" > /dev/null
     # Every budget in one table (a row per budget) and accuracy against budget, a line per method:
-    # these two take the sweep axis options of compare (--rows KEY, --x KEY).
-    "$MOVPRUNE" compare "$out" --rows train.max_steps --format markdown > docs/repro/budget-study.md
-    "$MOVPRUNE" compare "$out" --x train.max_steps --plot docs/repro/budget-study.png --format csv \
+    # the trained runs only (a Fisher run's own train.max_steps is 0 or its recovery's 300; its
+    # budget is its dense start's, so it has a table of its own, a row per start).
+    "$MOVPRUNE" compare "${trained[@]}" --rows train.max_steps --format markdown > docs/repro/budget-study.md
+    "$MOVPRUNE" compare "${trained[@]}" --x train.max_steps --plot docs/repro/budget-study.png --format csv \
         > docs/repro/budget-study.csv
+    if compgen -G "$out/steps-*-fisher*" > /dev/null; then
+        "$MOVPRUNE" compare "$out"/steps-*-fisher* --rows model --format markdown > docs/repro/budget-fisher.md
+    fi
 }
 
 fisher_runs() {  # one-shot Fisher pruning from a dense run at five budgets, then distilled recoveries
