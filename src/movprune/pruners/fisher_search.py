@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 #: Relative slack of a float budget (a latency): costs added up in different orders differ in their
 #: last bits, and a mask exactly at the limit must not be refused for it.
 FLOAT_SLACK = 1e-9
