@@ -5,7 +5,9 @@ latency budget (``pruner.latency_table`` + ``pruner.latency_ms``, docs/methods.m
         --batch-size 32 --seq-tokens 128 --threads 1 --out latency-minilm-b32x128.json
 
 At one batch size and sequence length it times, on the compact PyTorch model that ``movprune export
---format compact`` writes (``runtime: pytorch-compact``, float32, inference mode), the whole model
+--format compact`` writes (``--runtime pytorch-compact``, float32, inference mode) or on its ONNX
+graph in ONNX Runtime (``--runtime onnx-compact``, CPU provider, ``--threads`` intra-op threads, as
+``--format onnx`` exports it), the whole model
 with every block empty, and the whole model with every layer's attention keeping 1, ..., all heads
 (FFN empty) and every layer's FFN keeping 1 and every ``--neuron-step`` neurons (attention empty):
 one block's latency at a count is that model's, less the empty model's, over the layers. Each whole
@@ -26,13 +28,16 @@ import os
 import platform
 import random
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from _report import emit  # benchmarks/_report.py, beside this script
 
-RUNTIMES = ("pytorch-compact",)
+#: The runtimes a table can be measured for: the compact PyTorch model, and its ONNX graph on ONNX
+#: Runtime's CPU provider (what ``movprune export --format compact`` and ``--format onnx`` serve).
+RUNTIMES = ("pytorch-compact", "onnx-compact")
 #: Vocabulary of the timed models: an embedding lookup's cost does not depend on the table's size,
 #: and a small one keeps the ~30 models timed side by side in memory.
 TIMING_VOCAB = 1024
@@ -83,8 +88,10 @@ def main() -> None:
     shapes.update({f"ffn:{n}": ([0] * layers, [n] * layers) for n in neurons_grid[1:]})
     checks = _check_shapes(base, args.check, args.seed)
     # the check's models run in the same rounds, so that they see the same load as the table's
-    models = {key: _model(base, h, n) for key, (h, n) in {**shapes, **checks}.items()}
-    clocks = _interleaved({key: _caller(m, inputs) for key, m in models.items()}, args.repeats, torch)
+    with tempfile.TemporaryDirectory(prefix="latency-table-") as tmp:
+        calls = {key: _runner(_model(base, h, n), args, inputs, Path(tmp) / key.replace(":", "-"))
+                 for key, (h, n) in {**shapes, **checks}.items()}
+        clocks = _interleaved(calls, args.repeats, torch)
     tables = {clock: _table(args, dims, heads_grid, neurons_grid, medians) for clock, medians in clocks.items()}
     table = tables[args.clock]
     atomic_write_text(args.out, table.model_dump_json(by_alias=True, indent=2) + "\n")
@@ -187,8 +194,16 @@ def _inputs(base, batch_size: int, seq_tokens: int) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def _caller(model, inputs: dict[str, Any]):
-    return lambda: model(**inputs)
+def _runner(model, args, inputs: dict[str, Any], folder: Path):
+    """A call of ``model`` on ``inputs`` on the table's runtime (ONNX: traced into ``folder``)."""
+    if args.runtime == "pytorch-compact":
+        return lambda: model(**inputs)
+    from movprune.export.onnx import OnnxModel, save_onnx
+
+    folder.mkdir(parents=True)
+    save_onnx(model, folder, inputs, source="benchmarks/latency_table.py")
+    session = OnnxModel(folder, threads=args.threads)
+    return lambda: session(**inputs)
 
 
 def _interleaved(calls: dict[str, Any], repeats: int, torch) -> dict[str, dict[str, float]]:

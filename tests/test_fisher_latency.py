@@ -204,16 +204,18 @@ def test_a_table_of_another_model_shape_is_a_one_line_error(write_recipe, tmp_pa
                     "this model has 2 layers, 4 heads of 16, hidden 64, FFN 256", "--model MODEL")
 
 
-def test_the_benchmark_writes_a_table_the_pruner_reads(tmp_path):
+@pytest.mark.parametrize("runtime", ["pytorch-compact", "onnx-compact"])
+def test_the_benchmark_writes_a_table_the_pruner_reads(tmp_path, runtime):
     out = tmp_path / "table.json"
     done = subprocess.run([sys.executable, "benchmarks/latency_table.py", "--model", "tiny-random-bert", "--batch-size",
                            "2", "--seq-tokens", "8", "--neuron-step", "100", "--repeats", "1", "--check", "1",
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+                           "--runtime", runtime, "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     table, _ = load_table(out)
     assert table.dims.model_dump() == TINY_DIMS and (table.batch_size, table.seq_tokens) == (2, 8)
+    assert table.runtime == runtime
     assert [u for u, _ in table.attention.points] == [0, 1, 2, 3, 4]
     assert [u for u, _ in table.ffn.points] == [0, 1, 100, 200, 256]
     assert [row["model"] for row in report["wall"]["check"]] == ["dense", "half", "random-0"]
