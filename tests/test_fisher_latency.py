@@ -162,6 +162,17 @@ def test_a_zero_step_run_with_a_latency_budget_records_the_predicted_latency(wri
             summary["latency_threads"]) == ("pytorch-compact", 32, 128, 1)
 
 
+def test_a_table_without_a_budget_only_records_the_prediction(write_recipe, tmp_path):
+    path = _tiny_table(tmp_path)
+    table = LatencyTable.model_validate_json(path.read_text())
+    recipe = write_recipe(train={"max_steps": 0}, pruner=_fisher(latency_table=str(path), remaining_pct=50))
+    assert run_cli("run", str(recipe)).returncode == 0
+    summary = json.loads((tmp_path / "results" / "tiny-sst2" / "result.json").read_text())["pruner_summary"]
+    assert summary["latency_budget_ms"] is None
+    assert summary["latency_predicted_ms"] == pytest.approx(
+        table.predict_ms(list(summary["heads_kept"].values()), list(summary["neurons_kept"].values())), abs=1e-4)
+
+
 def _one_line_error(out, *words: str) -> None:
     assert out.returncode == 2, out.stderr
     # a run prints its progress on stderr too ("preparing data…"): the error itself is one line
