@@ -35,6 +35,7 @@ KINDS = {
         "pruner.lambda_final", "pruner.sigmoid_threshold_initial", "pruner.sigmoid_threshold_final",
         "pruner.sensitivity_beta1", "pruner.sensitivity_beta2", "pruner.calibration_samples", "pruner.rearrange",
         "pruner.rescale", "pruner.rescale_damping", "pruner.flops_pct", "pruner.flops_seq_tokens",
+        "pruner.latency_table", "pruner.latency_ms",
         "train.epochs", "train.max_steps", "train.batch_size", "train.eval_batch_size", "train.lr",
         "train.weight_decay", "train.lr_warmup_fraction", "train.max_grad_norm", "train.max_seq_length",
         "train.doc_stride", "train.bf16", "train.freeze_embeddings", "train.max_train_samples",

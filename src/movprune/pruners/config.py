@@ -171,6 +171,12 @@ class FisherConfig(BasePrunerConfig):
         default=None, gt=0, le=100,
         description="also keep at most this % of the encoder's FLOPs at flops_seq_tokens tokens per example")
     flops_seq_tokens: int = Field(default=128, gt=0, description="tokens per example the FLOPs budget counts")
+    latency_table: str | None = Field(
+        default=None, description="a latency lookup table (JSON, benchmarks/latency_table.py) measured for this "
+                                  "model on the runtime that will serve it; the run records the predicted latency")
+    latency_ms: float | None = Field(
+        default=None, gt=0, description="also keep the latency the table predicts, at the table's batch size and "
+                                        "sequence length, at most this many milliseconds")
     rescale_damping: float = Field(
         default=1e-3, ge=0, description="ridge added to the least-squares normal equations, relative to "
                                         "their mean diagonal")

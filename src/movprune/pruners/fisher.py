@@ -7,7 +7,8 @@ Framework for Transformers*).
 1. the per-example gradients of a mask variable per head and per neuron (:mod:`.fisher_grads`) give
    the diagonal empirical Fisher ``F_ii = sum_e (dL_e/dm_i)^2`` and, per layer, the Fisher block;
 2. the search (:mod:`.fisher_search`) keeps the heads and neurons with the most Fisher importance
-   within ``remaining_pct`` of the encoder Linear weights (and ``flops_pct`` of the FLOPs);
+   within ``remaining_pct`` of the encoder Linear weights (and ``flops_pct`` of the FLOPs, and
+   ``latency_ms`` as a measured latency table predicts it, :mod:`.latency`);
 3. ``rearrange``: greedy swaps within each layer on its Fisher block;
 4. ``rescale``: layer-wise least-squares scales of the kept heads and neurons (:mod:`.rescale`).
 
@@ -25,12 +26,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from movprune.errors import RecipeError
 from movprune.pruners.base import MaskedWeight, Pruner
 from movprune.pruners.config import BasePrunerConfig, FisherConfig
 from movprune.pruners.counting import prunable_linears
 from movprune.pruners.fisher_grads import mask_gradients
-from movprune.pruners.fisher_search import Budget, pruned_objective, rearrange, search_counts, top_masks
+from movprune.pruners.fisher_search import (
+    Budget,
+    LayerwiseBudget,
+    pruned_objective,
+    rearrange,
+    search_counts,
+    top_masks,
+)
 from movprune.pruners.grouping import Grouping
+from movprune.pruners.latency import BUILD_HINT, LatencyTable, LatencyTableError, TableDims, load_table
 from movprune.pruners.rescale import LayerParts, rescale_layers
 from movprune.pruners.schedule import OneShotSchedule, Schedule
 from movprune.pruners.topk import kept_count
@@ -77,6 +87,7 @@ class FisherPruner(Pruner):
     def __init__(self, config: BasePrunerConfig, total_steps: int):
         super().__init__(config, total_steps)
         self._summary: dict[str, Any] = {}
+        self._latency: tuple[LatencyTable, str] | None = None  # the table and its sha256, read at attach
 
     @classmethod
     def check(cls, config: BasePrunerConfig) -> list[str]:
@@ -85,7 +96,27 @@ class FisherPruner(Pruner):
             problems.append(f"pruner.pattern: method 'fisher' prunes whole attention heads and FFN neurons, so "
                             f"its pattern is hybrid, not '{config.pattern}'; remove the key or set "
                             "pruner.pattern=hybrid")
-        return problems
+        return problems + cls.latency_problems(config)
+
+    @classmethod
+    def latency_problems(cls, config: FisherConfig) -> list[str]:
+        """A latency budget without a table, a table that cannot be read, or a budget below the
+        latency of the smallest model (no head, no neuron) the table predicts."""
+        if config.latency_table is None:
+            if config.latency_ms is None:
+                return []
+            return [f"pruner.latency_ms: {config.latency_ms:g} ms is a latency measured on a lookup table; set "
+                    f"pruner.latency_table=PATH too ({BUILD_HINT})"]
+        try:
+            table, _ = load_table(config.latency_table)
+        except LatencyTableError as e:
+            return [f"pruner.latency_table: {e}"]
+        if config.latency_ms is not None and config.latency_ms < table.empty_model_ms:
+            return [f"pruner.latency_ms: {config.latency_ms:g} ms is below the {table.empty_model_ms:g} ms that "
+                    f"the smallest model (no head, no neuron) takes by {config.latency_table} ({table.stated_at()}); "
+                    f"set pruner.latency_ms to at least {table.empty_model_ms:g} (the unpruned model takes "
+                    f"{table.dense_ms():.4g} ms)"]
+        return []
 
     def make_schedule(self) -> Schedule:
         return OneShotSchedule((self.config.remaining_pct or 100.0) / 100.0)
@@ -95,6 +126,28 @@ class FisherPruner(Pruner):
 
     def calibration_samples(self) -> int:
         return self.config.calibration_samples
+
+    def attach(self, model: nn.Module) -> None:
+        super().attach(model)
+        if self.config.latency_table is not None:
+            self._latency = self.read_latency_table()
+
+    def read_latency_table(self) -> tuple[LatencyTable, str]:
+        """The configured table and its sha256, checked against this model's shape."""
+        path = str(self.config.latency_table)
+        try:
+            table, digest = load_table(path)
+        except LatencyTableError as e:
+            raise RecipeError("pruner.latency_table", [str(e)]) from None
+        pairs = self.layer_pairs()
+        att, ffn = pairs[0][1], pairs[0][2]
+        size, hidden = att.members[0].block
+        dims = TableDims(num_hidden_layers=len(pairs), num_attention_heads=att.num_groups, attention_head_size=size,
+                         hidden_size=hidden, intermediate_size=ffn.num_groups)
+        if table.dims != dims:
+            raise RecipeError(path, [f"pruner.latency_table: measured for a model of {table.dims.describe()}, but "
+                                     f"this model has {dims.describe()}; {BUILD_HINT} (MODEL: this run's model)"])
+        return table, digest
 
     # -- the layers as pairs of groupings -----------------------------------------------------------
     def layer_pairs(self) -> list[tuple[str, Grouping, Grouping]]:
@@ -113,8 +166,9 @@ class FisherPruner(Pruner):
             for m in self.masks.values():
                 m.active = True
 
-    def budgets(self) -> list[Budget]:
-        """The weight budget (``remaining_pct``) and, when set, the FLOPs budget (``flops_pct``)."""
+    def budgets(self) -> list[Budget | LayerwiseBudget]:
+        """The weight budget (``remaining_pct``) and, when set, the FLOPs budget (``flops_pct``) and the
+        latency budget (``latency_ms``, less the latency of the model with no head and no neuron)."""
         c = self.config
         pairs = self.layer_pairs()
         costs = [layer_costs(a, f, c.flops_seq_tokens) for _, a, f in pairs]
@@ -128,6 +182,12 @@ class FisherPruner(Pruner):
                 continue
             head, neuron = costs[0][name]
             out.append(Budget(name, head, neuron, kept_count(pct / 100.0, heads * head + neurons * neuron)))
+        if c.latency_ms is not None:
+            table = (self._latency or self.read_latency_table())[0]
+            att, ffn = table.attention.fit, table.ffn.fit
+            out.append(LayerwiseBudget("latency", tuple(att.predict_ms(k) for k in range(pairs[0][1].num_groups + 1)),
+                                       tuple(ffn.predict_ms(k) for k in range(pairs[0][2].num_groups + 1)),
+                                       c.latency_ms - table.empty_model_ms))
         return out
 
     # -- calibration ------------------------------------------------------------------------------
@@ -169,7 +229,8 @@ class FisherPruner(Pruner):
         heads = {n: v for n, v in fisher_diag.items() if n.endswith("attention")}
         neurons = {n: v for n, v in fisher_diag.items() if n.endswith("ffn")}
         found = search_counts(torch.cat([v.reshape(-1) for v in heads.values()]),
-                              torch.cat([v.reshape(-1) for v in neurons.values()]), self.budgets())
+                              torch.cat([v.reshape(-1) for v in neurons.values()]), self.budgets(),
+                              head_layers=_layer_ids(heads), neuron_layers=_layer_ids(neurons))
         return {**top_masks(heads, found.heads), **top_masks(neurons, found.neurons)}
 
     def rescale(self, model: nn.Module, linears: dict[str, nn.Linear], keep: dict[str, torch.Tensor],
@@ -207,7 +268,22 @@ class FisherPruner(Pruner):
             "rearrange_objective_before": before,
             "rearrange_objective_after": after,
             "rescale": rescaled,
+            **self.describe_latency(keep),
         }
+
+    def describe_latency(self, keep: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The latency the table predicts for the kept heads and neurons, and which table it was."""
+        if self._latency is None:
+            return {}
+        table, digest = self._latency
+        pairs = self.layer_pairs()
+        predicted = table.predict_ms([int(keep[a.name].sum()) for _, a, _ in pairs],
+                                     [int(keep[f.name].sum()) for _, _, f in pairs])
+        return {"latency_predicted_ms": round(predicted, 4), "latency_dense_predicted_ms": round(table.dense_ms(), 4),
+                "latency_budget_ms": self.config.latency_ms, "latency_table": str(self.config.latency_table),
+                "latency_table_sha256": digest, "latency_runtime": table.runtime,
+                "latency_batch_size": table.batch_size, "latency_seq_tokens": table.seq_tokens,
+                "latency_threads": table.threads}
 
     # -- the rest of the life cycle ----------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -222,3 +298,8 @@ class FisherPruner(Pruner):
         self._summary = state.get("summary", {})
         for name, k in state.get("keep", {}).items():
             self.masks[name].keep = k.bool()
+
+
+def _layer_ids(by_layer: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The layer (position in ``by_layer``) of every entry of the tensors concatenated in order."""
+    return torch.cat([torch.full((v.numel(),), i, dtype=torch.long) for i, v in enumerate(by_layer.values())])
