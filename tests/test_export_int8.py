@@ -1,4 +1,4 @@
-"""Compact int8 export: int8 weights with per-row scales in safetensors, loaded back by movprune
+"""Compact int8 export: int8 Linear weights and embedding tables with per-row scales in safetensors, loaded back by movprune
 (dequantized, or torchao's int8 matmuls) close to the fp32 compact model; removed heads and
 neurons stay removed; --eval and the sizes read the int8 files."""
 
@@ -85,13 +85,16 @@ def test_stored_weights_are_int8_with_per_row_scales_and_dequantize_exactly(expo
     fp32_dir, int8_dir = Path(exports["fp32"].folder), Path(exports["int8"].folder)
     assert not (int8_dir / "model.safetensors").exists() and (int8_dir / INT8_CONFIG).is_file()
     manifest = json.loads((int8_dir / INT8_CONFIG).read_text())
-    # 2 layers x (Q, K, V, attention output, FFN in, FFN out) + pooler + classifier.
+    # 2 layers x (Q, K, V, attention output, FFN in, FFN out) + pooler + classifier; word, position
+    # and token-type embeddings.
     assert len(manifest["matrices"]) == 14 == exports["int8"].details["int8_matrices"]
     assert "bert.pooler.dense" in manifest["matrices"] and "classifier" in manifest["matrices"]
+    assert manifest["embeddings"] == [f"bert.embeddings.{t}_embeddings" for t in ("word", "position", "token_type")]
     stored = load_file(int8_dir / INT8_WEIGHTS)
     reference = load_file(fp32_dir / "model.safetensors")
     loaded = load_export(int8_dir).state_dict()
-    for name in manifest["matrices"]:
+    quantized = manifest["matrices"] + manifest["embeddings"]
+    for name in quantized:
         q, scale, w = stored[f"{name}.weight"], stored[f"{name}.weight{SCALE_SUFFIX}"], reference[f"{name}.weight"]
         assert q.dtype == torch.int8 and scale.dtype == torch.float32 and scale.shape == (w.shape[0],)
         assert int(q.abs().max()) == 127  # each matrix's largest row peak maps to 127
@@ -102,9 +105,9 @@ def test_stored_weights_are_int8_with_per_row_scales_and_dequantize_exactly(expo
         assert torch.equal(loaded[f"{name}.weight"], q.float() * scale[:, None])  # the model computes with q * s
         # a weight moves by at most half its row's step
         assert float(((q.float() * scale[:, None] - w).abs() - scale[:, None] / 2).max()) <= 1e-6
-    # Everything else stays fp32 as in the compact export: embeddings, LayerNorms, biases.
+    # Everything else stays fp32 as in the compact export: LayerNorms, biases.
     for name, tensor in stored.items():
-        if SCALE_SUFFIX not in name and name.removesuffix(".weight") not in manifest["matrices"]:
+        if SCALE_SUFFIX not in name and name.removesuffix(".weight") not in quantized:
             assert tensor.dtype == torch.float32 and torch.equal(tensor, reference[name]), name
 
 
@@ -142,15 +145,17 @@ def test_sizes_count_the_int8_files(exports):
     sizes = int8.sizes["export"]
     assert sizes == sizes_on_disk(int8_dir, prefix) and sizes["total"] == folder_bytes(int8_dir)
     assert sum(sizes[k] for k in ("embeddings", "encoder", "head", "other")) == sizes["total"]
-    # Every encoder weight element loses 3 of its 4 bytes; every encoder row gains a 4-byte scale.
+    # Every int8 element loses 3 of its 4 bytes; every int8 row gains a 4-byte scale.
     header = safetensors_header(int8_dir / INT8_WEIGHTS)
-    elements = rows = 0
-    for name, info in header.items():
-        if name.startswith(prefix) and info["dtype"] == "I8":
-            elements += info["shape"][0] * info["shape"][1]
-            rows += info["shape"][0]
-    assert elements > 0 and sizes["encoder"] == fp32.sizes["export"]["encoder"] - 3 * elements + 4 * rows
-    assert sizes["embeddings"] == fp32.sizes["export"]["embeddings"]  # fp32 in both
+    for part, in_part in (("encoder", lambda n: n.startswith(prefix)), ("embeddings", lambda n: ".embeddings." in n)):
+        elements = rows = 0
+        for name, info in header.items():
+            if in_part(name) and info["dtype"] == "I8":
+                elements += info["shape"][0] * info["shape"][1]
+                rows += info["shape"][0]
+        assert elements > 0 and sizes[part] == fp32.sizes["export"][part] - 3 * elements + 4 * rows, part
+    # tiny-random-bert's tables: 30,522 word, 512 position, 2 token-type rows of 64, and a 64-wide LayerNorm.
+    assert sizes["embeddings"] == (30522 + 512 + 2) * (64 + 4) + 2 * 64 * 4
     # parameters stored: the same values as fp32, the scales are not parameters
     assert folder_stats(int8_dir, prefix).parameters == folder_stats(Path(fp32.folder), prefix).parameters
 
@@ -204,7 +209,7 @@ def test_cli_int8_compact_with_task_vocab_and_eval_records_the_metric(finished_r
     assert ev["drop_pts"]["accuracy"] == pytest.approx(run_metric - by_hand)
     assert f"accuracy of this export (pytorch (int8 weights dequantized to fp32 at load), 64 examples): " \
            f"{by_hand:.2f}" in proc.stdout
-    assert "Linear weight matrices stored as int8" in proc.stdout and "load_export(" in proc.stdout
+    assert "14 Linear weight matrices and 3 embedding tables stored as int8" in proc.stdout and "load_export(" in proc.stdout
     assert "## Accuracy of this file" in (to / "README.md").read_text()
     assert info["sizes"]["export"] == sizes_on_disk(to, info["encoder_prefix"])
 

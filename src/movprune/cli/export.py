@@ -154,9 +154,9 @@ def export_command(
                       f"heads per layer {d['heads_per_layer']}, FFN sizes {d['intermediate_size_per_layer']}",
                       highlight=False)
             if int8:
-                out.print(f"{d['int8_matrices']} Linear weight matrices stored as int8 with one fp32 scale per "
-                          "output row; load_export dequantizes them to fp32 at load (int8_runtime='torchao': "
-                          "int8 matmuls)", highlight=False)
+                out.print(f"{d['int8_matrices']} Linear weight matrices and {d['int8_embeddings']} embedding "
+                          "tables stored as int8 with one fp32 scale per row; load_export dequantizes them to "
+                          "fp32 at load (int8_runtime='torchao': int8 matmuls)", highlight=False)
         if fmt == "onnx":
             out.print(f"ONNX Runtime (CPU, {threads} intra-op thread(s)) on a graph of the {d['source']} model"
                       + (f"; heads per layer {d['heads_per_layer']}, FFN sizes {d['intermediate_size_per_layer']}"

@@ -234,7 +234,8 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
                        "neurons_removed": sum(model.config.intermediate_size - len(p.neurons_kept)
                                               for p in plans)}
             if int8:
-                details.update(int8_matrices=len(manifest["matrices"]), int8_runtime=reloaded.int8_runtime)
+                details.update(int8_matrices=len(manifest["matrices"]), int8_embeddings=len(manifest["embeddings"]),
+                               int8_runtime=reloaded.int8_runtime)
         elif fmt == "onnx":
             from movprune.export import onnx
 

@@ -29,9 +29,9 @@ _FORMAT_TEXT = {
 
 def _format_text(fmt: str, int8: bool) -> str:
     if fmt == "compact" and int8:
-        return ("emptied attention heads and FFN neurons physically removed, Linear weights stored as int8 with "
-                "one fp32 scale per output row (load with movprune's `load_export`: transformers cannot load "
-                "int8 weights)")
+        return ("emptied attention heads and FFN neurons physically removed, Linear weights and embedding tables "
+                "stored as int8 with one fp32 scale per row (load with movprune's `load_export`: transformers "
+                "cannot load int8 weights)")
     return _FORMAT_TEXT[fmt] + (", weights quantized to int8" if int8 else "")
 
 

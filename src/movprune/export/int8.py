@@ -1,17 +1,20 @@
-"""Compact int8 export: the compact model's Linear weights stored as int8 with one fp32 scale per
-output row, in safetensors, loaded back by movprune (plain transformers cannot load them).
+"""Compact int8 export: the compact model's Linear weights and embedding tables stored as int8
+with one fp32 scale per row, in safetensors, loaded back by movprune (plain transformers cannot
+load them).
 
-Each quantized matrix ``W`` (out × in) is stored as ``q = clamp(round(W / s), -127, 127)`` (int8,
-under its own name) and ``s`` (fp32, one per output row, ``name::scale``) with ``s = max|W[row]| / 127``
-(1 for an all-zero row): symmetric, so a weight moves by at most ``s / 2``. Quantized: every
-``nn.Linear`` with weights (the encoder's, the pooler's and the task head's) except one tied to
-the embeddings; embeddings, LayerNorms and biases stay fp32.
+Each quantized matrix ``W`` is stored as ``q = clamp(round(W / s), -127, 127)`` (int8, under its
+own name) and ``s`` (fp32, one per row, ``name::scale``) with ``s = max|W[row]| / 127`` (1 for an
+all-zero row): symmetric, so a weight moves by at most ``s / 2``. A row is an output row of a
+Linear and a token (or position) of an embedding table. Quantized: every ``nn.Linear`` with
+weights (the encoder's, the pooler's and the task head's) except one tied to the embeddings, and
+every ``nn.Embedding``; LayerNorms and biases stay fp32.
 
 Two runtimes read the same files (:data:`RUNTIMES`): ``dequantize`` (the default) multiplies the
 int8 values back into fp32 weights once at load, so the model computes in fp32 with exactly
-``q · s``; ``torchao`` keeps them int8 as torchao's ``Int8Tensor`` and each Linear runs an int8 ×
-int8 matmul (``torch._int_mm``) on activations quantized per token at every call. On the CPUs
-measured (docs/export.md) the eager torchao path is slower than fp32, so it is opt-in.
+``q · s``; ``torchao`` keeps the Linear weights int8, as torchao's ``Int8Tensor``, and each Linear
+runs an int8 × int8 matmul (``torch._int_mm``) on activations quantized per token at every call
+(embedding tables are dequantized at load in both). On the CPU measured (docs/export.md) the eager
+torchao path is slower than fp32, so it is opt-in.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ def int8_linears(model: nn.Module) -> list[str]:
             if isinstance(m, nn.Linear) and m.weight.numel() > 0 and f"{name}.weight" not in tied]
 
 
+def int8_embeddings(model: nn.Module) -> list[str]:
+    """Names of the embedding tables an int8 export quantizes (one scale per token row): all."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Embedding) and m.weight.numel() > 0]
+
+
 @torch.no_grad()
 def save_int8(compact: nn.Module, folder: Path) -> dict[str, Any]:
     """Write a compact model (:func:`movprune.export.compact.compact_model`) to ``folder`` with int8
@@ -74,8 +82,8 @@ def save_int8(compact: nn.Module, folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     tied = tied_targets(compact)
     state = {k: v.detach().contiguous().clone() for k, v in compact.state_dict().items() if k not in tied}
-    names = int8_linears(compact)
-    for name in names:
+    names, tables = int8_linears(compact), int8_embeddings(compact)
+    for name in names + tables:
         q, scale = quantize_rows(state[f"{name}.weight"])
         state[f"{name}.weight"], state[f"{name}.weight{SCALE_SUFFIX}"] = q, scale
     save_file(state, str(folder / INT8_WEIGHTS), metadata={"format": "pt"})
@@ -83,7 +91,7 @@ def save_int8(compact: nn.Module, folder: Path) -> dict[str, Any]:
     shutil.copyfile(compact_bert.__file__, folder / MODELING_FILE)  # names the architecture the config's auto_map
     manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "architecture": type(compact).__name__,
                 "weights": INT8_WEIGHTS, "scheme": "symmetric int8 per output row, fp32 scale = max|row| / 127",
-                "matrices": names}
+                "matrices": names, "embeddings": tables}
     (folder / INT8_CONFIG).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -168,7 +176,7 @@ def load_int8(folder: str | Path, runtime: str = "dequantize") -> nn.Module:
     manifest = read_manifest(folder)
     model = _new_compact(manifest["architecture"], folder)
     tensors = load_file(str(folder / manifest["weights"]))
-    names = manifest["matrices"]
+    names = [*manifest["matrices"], *manifest.get("embeddings", [])]
     quantized = {f"{n}.weight": (tensors.pop(f"{n}.weight"), tensors.pop(f"{n}.weight{SCALE_SUFFIX}"))
                  for n in names if f"{n}.weight{SCALE_SUFFIX}" in tensors and f"{n}.weight" in tensors}
     if len(quantized) != len(names):
@@ -183,9 +191,8 @@ def load_int8(folder: str | Path, runtime: str = "dequantize") -> nn.Module:
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     if runtime == "torchao":
-        for key, (q, scale) in quantized.items():
-            module_name = key.removesuffix(".weight")
-            model.get_submodule(module_name).weight = _torchao_weight(q, scale)
+        for name in manifest["matrices"]:
+            model.get_submodule(name).weight = _torchao_weight(*quantized[f"{name}.weight"])
     model.eval()
     model.int8_runtime = runtime
     return model
