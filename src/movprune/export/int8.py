@@ -88,7 +88,13 @@ def save_int8(compact: nn.Module, folder: Path) -> dict[str, Any]:
         state[f"{name}.weight"], state[f"{name}.weight{SCALE_SUFFIX}"] = q, scale
     save_file(state, str(folder / INT8_WEIGHTS), metadata={"format": "pt"})
     compact.config.save_pretrained(folder)
-    shutil.copyfile(compact_bert.__file__, folder / MODELING_FILE)  # names the architecture the config's auto_map
+    # No auto_map: transformers' Auto classes cannot load int8 weights, so they are not pointed at the
+    # modeling file (and AutoTokenizer does not ask to run it); the file still defines the architecture.
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.pop("auto_map", None)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.copyfile(compact_bert.__file__, folder / MODELING_FILE)
     manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "architecture": type(compact).__name__,
                 "weights": INT8_WEIGHTS, "scheme": "symmetric int8 per output row, fp32 scale = max|row| / 127",
                 "matrices": names, "embeddings": tables}
