@@ -1,6 +1,6 @@
-"""Compact int8 export: int8 Linear weights and embedding tables with per-row scales in safetensors, loaded back by movprune
-(dequantized, or torchao's int8 matmuls) close to the fp32 compact model; removed heads and
-neurons stay removed; --eval and the sizes read the int8 files."""
+"""Compact int8 export: int8 Linear weights and embedding tables with per-row scales in
+safetensors, loaded back by movprune (dequantized, or torchao's int8 matmuls) close to the fp32
+compact model; removed heads and neurons stay removed; --eval and the sizes read the int8 files."""
 
 from __future__ import annotations
 
@@ -210,7 +210,8 @@ def test_cli_int8_compact_with_task_vocab_and_eval_records_the_metric(finished_r
     assert ev["drop_pts"]["accuracy"] == pytest.approx(run_metric - by_hand)
     assert f"accuracy of this export (pytorch (int8 weights dequantized to fp32 at load), 64 examples): " \
            f"{by_hand:.2f}" in proc.stdout
-    assert "14 Linear weight matrices and 3 embedding tables stored as int8" in proc.stdout and "load_export(" in proc.stdout
+    assert "14 Linear weight matrices and 3 embedding tables stored as int8" in proc.stdout
+    assert "load_export(" in proc.stdout
     assert "## Accuracy of this file" in (to / "README.md").read_text()
     assert info["sizes"]["export"] == sizes_on_disk(to, info["encoder_prefix"])
 
