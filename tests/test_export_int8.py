@@ -169,7 +169,8 @@ def test_plain_transformers_refuses_the_folder_and_the_card_says_how_to_load_it(
         AutoModelForSequenceClassification.from_pretrained(int8_dir, trust_remote_code=True)
     card = (int8_dir / "README.md").read_text()
     assert "from movprune.export import load_export" in card and "transformers cannot load int8" in card
-    assert "library_name" not in card.split("---")[1]
+    meta = card.split("---")[1]
+    assert "library_name" not in meta and "- compact-export\n- int8\n" in meta
     info = json.loads((int8_dir / "movprune_export.json").read_text())
     assert info["int8"] and info["load"].startswith("from movprune.export import load_export")
 
@@ -225,3 +226,37 @@ def test_bad_int8_requests_are_refused(exports, finished_run, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ExportError, match="int8 runtime 'fp16': choose one of dequantize, torchao"):
         load_export(exports["int8"].folder, int8_runtime="fp16")
+
+
+def test_roberta_with_an_emptied_layer_round_trips(tmp_path):
+    """RoBERTa, layer 1 left with no head and no neuron (zero-size Linear layers stay fp32 and
+    empty): the int8 folder loads, keeps the per-layer sizes and stays near the compact logits."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    from movprune.export import bench, compact
+    from movprune.export.int8 import load_int8, save_int8
+
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=256, max_position_embeddings=64, pad_token_id=1)
+    model = RobertaForSequenceClassification(config).eval()
+    with torch.no_grad():
+        first, second = model.roberta.encoder.layer
+        first.attention.output.dense.weight[:, HEAD:2 * HEAD] = 0
+        second.attention.self.value.weight[:] = 0
+        second.intermediate.dense.weight[:] = 0
+    small, _ = compact.compact_model(model)
+    manifest = save_int8(small, tmp_path)
+    # layer 0's six and the head's two (dense, out_proj); layer 1's Linear layers have no weights left
+    assert len(manifest["matrices"]) == 6 + 2
+    assert manifest["matrices"][-2:] == ["classifier.dense", "classifier.out_proj"]
+    assert not any(".layer.1." in name for name in manifest["matrices"])
+    loaded = load_int8(tmp_path)
+    assert type(loaded).__name__ == "CompactRobertaForSequenceClassification"
+    assert loaded.config.num_attention_heads_per_layer == [3, 0] and loaded.config.intermediate_size_per_layer[1] == 0
+    batches = [bench.check_batch(120, seed) for seed in range(2)]
+    for b in batches:
+        b["input_ids"][b["attention_mask"] == 0] = config.pad_token_id
+    reference = torch.cat([bench.model_outputs(small, b)["logits"] for b in batches])
+    spread = float(reference.max() - reference.min())
+    assert 0 < bench.max_abs_diff(small, loaded, batches) <= INT8_TOL_OF_SPREAD * spread

@@ -63,7 +63,7 @@ def card_metadata(result: dict[str, Any], recipe: dict[str, Any], fmt: str, int8
                             metric_name=name, metric_value=round(float(value), 2))
                  for name, value in metrics.items()]
     tags = ["pruning", "movement-pruning", "movprune", f"{method.replace('_', '-')}-pruning",
-            f"{fmt}-export"]
+            f"{fmt}-export", *(["int8"] if int8 else [])]
     data = ModelCardData(
         base_model=hub_id(str(result.get("model"))), datasets=[dataset[0]] if dataset else None,
         metrics=sorted({m.removesuffix("_mm") for m in metrics}) or None, tags=tags,
