@@ -46,7 +46,7 @@ def export_command(
                                               "an ONNX Runtime graph (of --onnx-source).")],
     int8: Annotated[bool, typer.Option("--int8", help="onnx: ONNX Runtime dynamic quantization (MatMul and "
                                        "embedding Gather weights int8); sparse: int8 values with a per-matrix "
-                                       "scale; compact: int8 Linear weights with per-row scales (loaded by "
+                                       "scale; compact: int8 Linear and embedding weights, per-row scales (loaded by "
                                        "movprune's load_export, not transformers).")] = False,
     vocab: Annotated[str | None, typer.Option("--vocab", metavar="task|FILE",
                                               help="Keep only the tokens of the run's training data (task) or "
