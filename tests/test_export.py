@@ -288,7 +288,7 @@ def test_bad_requests_are_refused_before_anything_is_written(tiny_run, tmp_path)
     with pytest.raises(ExportError, match="--format"):
         export_run(tiny_run, tmp_path / "b", "tflite")
     with pytest.raises(ExportError, match="--int8"):
-        export_run(tiny_run, tmp_path / "c", "compact", int8=True)
+        export_run(tiny_run, tmp_path / "c", "dense", int8=True)
     with pytest.raises(ExportError, match="outside the run"):
         export_run(tiny_run, tiny_run, "dense", force=True)
     assert (tiny_run / "result.json").is_file()

@@ -108,8 +108,7 @@ def test_a_drop_beyond_the_tolerance_is_a_visible_warning(finished_run, tmp_path
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--format", "dense", "--int8"], "--int8 applies to --format onnx and sparse"),
-    (["--format", "compact", "--int8"], "--int8 applies to --format onnx and sparse"),
+    (["--format", "dense", "--int8"], "--int8 applies to --format onnx, sparse, compact only (not dense)"),
     (["--format", "dense", "--eval", "--eval-tolerance-pts", "-1"], "--eval-tolerance-pts -1"),
     (["--format", "dense", "--eval", "--data-dir", "/nonexistent/glue"], "--data-dir /nonexistent/glue"),
 ])

@@ -46,7 +46,8 @@ def export_command(
                                               "an ONNX Runtime graph (of --onnx-source).")],
     int8: Annotated[bool, typer.Option("--int8", help="onnx: ONNX Runtime dynamic quantization (MatMul and "
                                        "embedding Gather weights int8); sparse: int8 values with a per-matrix "
-                                       "scale.")] = False,
+                                       "scale; compact: int8 Linear and embedding weights, per-row scales (loaded by "
+                                       "movprune's load_export, not transformers).")] = False,
     vocab: Annotated[str | None, typer.Option("--vocab", metavar="task|FILE",
                                               help="Keep only the tokens of the run's training data (task) or "
                                               "of FILE (one text per line), plus the special tokens: "
@@ -152,6 +153,10 @@ def export_command(
             out.print(f"removed {d['heads_removed']} attention heads and {d['neurons_removed']} FFN neurons; "
                       f"heads per layer {d['heads_per_layer']}, FFN sizes {d['intermediate_size_per_layer']}",
                       highlight=False)
+            if int8:
+                out.print(f"{d['int8_matrices']} Linear weight matrices and {d['int8_embeddings']} embedding "
+                          "tables stored as int8 with one fp32 scale per row; load_export dequantizes them to "
+                          "fp32 at load (int8_runtime='torchao': int8 matmuls)", highlight=False)
         if fmt == "onnx":
             out.print(f"ONNX Runtime (CPU, {threads} intra-op thread(s)) on a graph of the {d['source']} model"
                       + (f"; heads per layer {d['heads_per_layer']}, FFN sizes {d['intermediate_size_per_layer']}"
@@ -160,7 +165,7 @@ def export_command(
             chosen = sum(v > 0 for v in d["sparse_max_rows"].values())
             out.print(f"{d['matrices_csr']} of {d['matrices']} pruned matrices stored in CSR; the sparse "
                       f"kernel was measured faster for {chosen} of them at small batches", highlight=False)
-        out.print("load it with:\n" + load_hint(fmt, result.architecture, to), highlight=False, markup=False)
+        out.print("load it with:\n" + load_hint(fmt, result.architecture, to, int8), highlight=False, markup=False)
         out.print(f"model card: {Path(to) / 'README.md'}", highlight=False, markup=False)
         if push_to_hub:
             from movprune.export.hub import push_to_hub as push

@@ -16,6 +16,7 @@ from torch import nn
 from movprune import results
 from movprune.errors import ExportError, ModelError, RunFailedError
 from movprune.export import bench, card, compact, sparse
+from movprune.export import int8 as int8_mod
 from movprune.export import vocab as vocab_mod
 from movprune.export.evaluate import DEFAULT_TOLERANCE_PTS, evaluate_model, run_max_seq_length, run_recipe, task_corpus
 from movprune.export.folders import EXPORT_INFO, check_destination, staged_folder
@@ -27,7 +28,7 @@ from movprune.pruners.counting import prunable_linears
 
 FORMATS = ("dense", "compact", "sparse", "onnx")
 #: Formats ``--int8`` applies to.
-INT8_FORMATS = ("onnx", "sparse")
+INT8_FORMATS = ("onnx", "sparse", "compact")
 #: What an ONNX export traces: the compact model (emptied heads/neurons removed) or the dense one.
 ONNX_SOURCES = ("compact", "dense")
 #: Largest |output difference| to the dense model accepted for exact (fp32) exports.
@@ -37,6 +38,8 @@ _LOAD_HINTS = {
     "dense": "from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{path}\")",
     "compact": "from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{path}\", "
                "trust_remote_code=True)",
+    "compact-int8": "from movprune.export import load_export\nmodel = load_export(\"{path}\")  "
+                    "# int8 weights: movprune's loader, not transformers",
     "sparse": "from movprune.export import load_sparse\nmodel = load_sparse(\"{path}\")",
     "onnx": "import onnxruntime\nsession = onnxruntime.InferenceSession(\"{path}/model.onnx\")  "
             "# inputs and outputs: {path}/onnx_config.json",
@@ -105,9 +108,10 @@ def _auto_class(architecture: str) -> str:
     return COMPACT_CLASSES.get(architecture, (None, "AutoModel"))[1]
 
 
-def load_hint(fmt: str, architecture: str, path: str | Path) -> str:
-    """The Python a user types to load an export."""
-    return _LOAD_HINTS[fmt].format(auto=_auto_class(architecture), path=path)
+def load_hint(fmt: str, architecture: str, path: str | Path, int8: bool = False) -> str:
+    """The Python a user types to load an export (``int8``: of a compact int8 one)."""
+    key = "compact-int8" if fmt == "compact" and int8 else fmt
+    return _LOAD_HINTS[key].format(auto=_auto_class(architecture), path=path)
 
 
 def _check_request(fmt: str, onnx_source: str, int8: bool, vocab: str | None, tolerance_pts: float) -> None:
@@ -120,8 +124,8 @@ def _check_request(fmt: str, onnx_source: str, int8: bool, vocab: str | None, to
 
         onnx.require_onnxruntime()
     if int8 and fmt not in INT8_FORMATS:
-        raise ExportError(f"--int8 applies to --format {' and '.join(INT8_FORMATS)} only (not {fmt}): PyTorch "
-                          "int8 (torch.ao dynamic quantization) has no loadable safetensors form")
+        raise ExportError(f"--int8 applies to --format {', '.join(INT8_FORMATS)} only (not {fmt}): an int8 "
+                          "model has no form plain transformers loads; use --format compact --int8")
     if vocab is not None and vocab != "task" and not Path(vocab).is_file():
         raise ExportError(f"--vocab {vocab}: no such file; give 'task' (the run's training data) or a text "
                           "file with one text per line")
@@ -138,7 +142,7 @@ def _write_info_and_card(tmp: Path, result: ExportResult, run_dir: Path, model_d
     result.sizes = {"export": sizes_on_disk(tmp, prefix), "dense": dense_sizes}
     for _ in range(8):
         atomic_write_json(tmp / EXPORT_INFO, {**asdict(result), "load": load_hint(result.format, result.architecture,
-                                                                                 result.folder),
+                                                                                 result.folder, result.int8),
                                               "versions": results.versions()})
         (tmp / card.CARD_FILE).write_text(card.model_card(run_dir, result.format, hint, result.max_abs_diff,
                                                           result.sizes, result.evaluation, result.vocab,
@@ -159,7 +163,8 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
 
     ``dense`` copies the saved model; ``compact`` removes emptied heads and neurons (custom code,
     ``trust_remote_code=True``); ``sparse`` stores pruned matrices in CSR (``int8``: int8 values),
-    timing CSR against dense kernels per matrix when ``measure_kernels``. Compact and fp32 sparse
+    timing CSR against dense kernels per matrix when ``measure_kernels``; compact ``int8`` stores its
+    Linear weights int8 with per-row scales (:mod:`movprune.export.int8`). Compact and fp32 sparse
     exports are checked against the dense model (max |output difference| ≤ 1e-4) before the folder
     is renamed into place. ``onnx`` traces the compact (``onnx_source``) or dense model into
     ``model.onnx`` and checks ONNX Runtime's outputs the same way; ``int8`` then quantizes it
@@ -212,9 +217,13 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
             diff = bench.max_abs_diff(model, type(work).from_pretrained(tmp).eval(), check, check_export)
         elif fmt == "compact":
             small, plans = compact.compact_model(work)
-            compact.save_compact(small, tmp)
+            if int8:
+                manifest = int8_mod.save_int8(small, tmp)
+                reloaded = int8_mod.load_int8(tmp)
+            else:
+                compact.save_compact(small, tmp)
+                reloaded = type(small).from_pretrained(tmp).eval()
             save_tokenizer(tmp)
-            reloaded = type(small).from_pretrained(tmp).eval()
             diff = bench.max_abs_diff(model, reloaded, check, check_export)
             cfg = small.config
             details = {"heads_per_layer": cfg.num_attention_heads_per_layer,
@@ -224,6 +233,9 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
                        "heads_removed": sum(model.config.num_attention_heads - len(p.heads_kept) for p in plans),
                        "neurons_removed": sum(model.config.intermediate_size - len(p.neurons_kept)
                                               for p in plans)}
+            if int8:
+                details.update(int8_matrices=len(manifest["matrices"]), int8_embeddings=len(manifest["embeddings"]),
+                               int8_runtime=reloaded.int8_runtime)
         elif fmt == "onnx":
             from movprune.export import onnx
 
@@ -260,25 +272,31 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
         if evaluate:
             from transformers import AutoTokenizer
 
+            exported = load_export(tmp)
             runtime = "onnxruntime" if fmt == "onnx" else "pytorch"
-            evaluation = evaluate_model(load_export(tmp), AutoTokenizer.from_pretrained(tmp), run_dir, runtime,
+            if getattr(exported, "int8_runtime", None):
+                runtime = f"pytorch ({int8_mod.RUNTIME_TEXT[exported.int8_runtime]})"
+            evaluation = evaluate_model(exported, AutoTokenizer.from_pretrained(tmp), run_dir, runtime,
                                         eval_tolerance_pts, data_dir).as_dict()
         result = ExportResult(format=fmt, folder=str(to), run_dir=str(run_dir), architecture=arch, int8=int8,
                               encoder_prefix=prefix, max_abs_diff=diff, details=details, vocab=vocab_info,
                               evaluation=evaluation)
-        _write_info_and_card(tmp, result, run_dir, model_dir, load_hint(fmt, arch, hub_repo or to))
+        _write_info_and_card(tmp, result, run_dir, model_dir, load_hint(fmt, arch, hub_repo or to, int8))
     return result
 
 
-def load_export(folder: str | Path, threads: int = 0) -> nn.Module:
+def load_export(folder: str | Path, threads: int = 0, int8_runtime: str = "dequantize") -> nn.Module:
     """Load any export (or a run's model folder) in eval mode, as a user would: compact exports
-    through the Auto class with ``trust_remote_code=True``, sparse ones with :func:`load_sparse`,
-    ONNX ones as an ONNX Runtime session (:class:`~movprune.export.onnx.OnnxModel`, ``threads``
-    intra-op threads) called like a model."""
+    through the Auto class with ``trust_remote_code=True``, compact int8 ones with
+    :func:`~movprune.export.int8.load_int8` (``int8_runtime``: ``dequantize`` or ``torchao``),
+    sparse ones with :func:`load_sparse`, ONNX ones as an ONNX Runtime session
+    (:class:`~movprune.export.onnx.OnnxModel`, ``threads`` intra-op threads) called like a model."""
     import transformers
 
     folder = Path(folder)
     fmt = export_format(folder)
+    if fmt == "compact" and int8_mod.is_int8_folder(folder):
+        return int8_mod.load_int8(folder, int8_runtime)
     if fmt == "sparse":
         return sparse.load_sparse(folder)
     if fmt == "onnx":

@@ -27,6 +27,14 @@ _FORMAT_TEXT = {
 }
 
 
+def _format_text(fmt: str, int8: bool) -> str:
+    if fmt == "compact" and int8:
+        return ("emptied attention heads and FFN neurons physically removed, Linear weights and embedding tables "
+                "stored as int8 with one fp32 scale per row (load with movprune's `load_export`: transformers "
+                "cannot load int8 weights)")
+    return _FORMAT_TEXT[fmt] + (", weights quantized to int8" if int8 else "")
+
+
 def _task_of(recipe: dict[str, Any]) -> tasks.Task | None:
     try:
         dataset = recipe.get("dataset")
@@ -35,7 +43,7 @@ def _task_of(recipe: dict[str, Any]) -> tasks.Task | None:
         return None
 
 
-def card_metadata(result: dict[str, Any], recipe: dict[str, Any], fmt: str) -> dict[str, Any]:
+def card_metadata(result: dict[str, Any], recipe: dict[str, Any], fmt: str, int8: bool = False) -> dict[str, Any]:
     """The card's YAML metadata (``base_model``, ``datasets``, ``metrics``, ``tags``, ``model-index``)."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -55,11 +63,11 @@ def card_metadata(result: dict[str, Any], recipe: dict[str, Any], fmt: str) -> d
                             metric_name=name, metric_value=round(float(value), 2))
                  for name, value in metrics.items()]
     tags = ["pruning", "movement-pruning", "movprune", f"{method.replace('_', '-')}-pruning",
-            f"{fmt}-export"]
+            f"{fmt}-export", *(["int8"] if int8 else [])]
     data = ModelCardData(
         base_model=hub_id(str(result.get("model"))), datasets=[dataset[0]] if dataset else None,
         metrics=sorted({m.removesuffix("_mm") for m in metrics}) or None, tags=tags,
-        library_name="transformers" if fmt in ("dense", "compact") else None, pipeline_tag=pipeline_tag,
+        library_name="transformers" if fmt in ("dense", "compact") and not int8 else None, pipeline_tag=pipeline_tag,
         model_name=str(result.get("name")) if evals else None, eval_results=evals or None)
     return data.to_dict()
 
@@ -108,7 +116,7 @@ def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: floa
     result = results.load_result(run_dir).as_dict()
     recipe_text = (run_dir / results.RECIPE_FILE).read_text(encoding="utf-8")
     recipe = identity.saved_recipe_or_none(run_dir) or {}
-    meta = card_metadata(result, recipe, fmt)
+    meta = card_metadata(result, recipe, fmt, int8)
     method = str(result.get("pruner"))
     target = result.get("target_remaining_pct")
     distill = result.get("distill")
@@ -127,7 +135,7 @@ def model_card(run_dir: str | Path, fmt: str, load_hint: str, max_abs_diff: floa
         f"{_model_text(str(result.get('model')))} fine-pruned on the task `{result.get('task')}` with "
         f"movprune ({method} pruning; Sanh, Wolf & Rush 2020, *Movement "
         f"Pruning: Adaptive Sparsity by Fine-Tuning*). This folder is the **{fmt}** export: "
-        f"{_FORMAT_TEXT[fmt]}" + (", weights quantized to int8" if int8 else "") + ".", "",
+        f"{_format_text(fmt, int8)}.", "",
         "| | |", "| --- | --- |",
         f"| pruning method | {method} |",
         f"| budget (target remaining encoder weights) | {'dense (no pruning)' if target is None else _pct(target)} |",

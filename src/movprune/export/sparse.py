@@ -142,7 +142,8 @@ def _csr_bytes(nnz: int, rows: int, cols: int, value_bytes: int) -> int:
     return nnz * (value_bytes + (2 if _index_dtype(cols) == torch.int16 else 4)) + (rows + 1) * 4
 
 
-def _tied_targets(model: nn.Module) -> set[str]:
+def tied_targets(model: nn.Module) -> set[str]:
+    """Names of the weights that are tied to (and saved as) another weight."""
     tied = getattr(model, "all_tied_weights_keys", None) or {}
     return set(tied)
 
@@ -157,7 +158,7 @@ def save_sparse(model: nn.Module, folder: Path, *, int8: bool = False,
     matrix's kernel choice is timed on this machine (see :func:`calibrate`). Returns the manifest.
     """
     folder = Path(folder)
-    state = {k: v for k, v in model.state_dict().items() if k not in _tied_targets(model)}
+    state = {k: v for k, v in model.state_dict().items() if k not in tied_targets(model)}
     tensors: dict[str, torch.Tensor] = {}
     matrices: dict[str, dict[str, Any]] = {}
     value_bytes = 1 if int8 else 4
@@ -255,7 +256,7 @@ def load_sparse(path: str | Path, *, calibrate: bool = False,
     tensors = load_file(str(folder / SPARSE_WEIGHTS))
     plain = {k: v for k, v in tensors.items() if _SEP not in k}
     missing, unexpected = model.load_state_dict(plain, strict=False)
-    expected_missing = set(manifest["matrices"]) | _tied_targets(model)
+    expected_missing = set(manifest["matrices"]) | tied_targets(model)
     if unexpected or not set(missing) <= expected_missing:
         raise ExportError(f"{folder}: weights do not match {manifest['architecture']} "
                           f"(missing {sorted(set(missing) - expected_missing)[:5]}, "
