@@ -171,6 +171,26 @@ def test_compact_export_removes_emptied_heads_and_neurons_and_keeps_logits(empti
         assert diff <= FP32_TOL, fmt
 
 
+def test_load_export_never_runs_the_modeling_file_a_compact_folder_ships(exported, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from movprune.export import load_export
+
+    folder = tmp_path / "tampered"
+    shutil.copytree(exported["root"] / "emptied-compact", folder)
+    (folder / "compact_bert.py").write_text("raise RuntimeError('the folder ran its own code')\n")
+    model = load_export(folder)
+    assert type(model).__name__ == "CompactBertForSequenceClassification"
+    assert type(model).__module__ == "movprune.export.compact_bert"
+    batch = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)(
+        exported["texts"], padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.inference_mode():
+        logits = model(**batch).logits
+    assert (logits - exported["reference"]["emptied"]).abs().max() <= FP32_TOL
+
+
 def test_every_format_loads_in_a_fresh_process_with_the_dense_logits(exported):
     reference = exported["reference"]["tiny"]
     assert reference.std() > 0  # not a degenerate comparison

@@ -15,7 +15,7 @@ from torch import nn
 
 from movprune import results
 from movprune.errors import ExportError, ModelError, RunFailedError
-from movprune.export import bench, card, compact, sparse
+from movprune.export import bench, card, compact, compact_bert, sparse
 from movprune.export import int8 as int8_mod
 from movprune.export import vocab as vocab_mod
 from movprune.export.evaluate import DEFAULT_TOLERANCE_PTS, evaluate_model, run_max_seq_length, run_recipe, task_corpus
@@ -276,8 +276,8 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
             runtime = "onnxruntime" if fmt == "onnx" else "pytorch"
             if getattr(exported, "int8_runtime", None):
                 runtime = f"pytorch ({int8_mod.RUNTIME_TEXT[exported.int8_runtime]})"
-            evaluation = evaluate_model(exported, AutoTokenizer.from_pretrained(tmp), run_dir, runtime,
-                                        eval_tolerance_pts, data_dir).as_dict()
+            tokenizer = AutoTokenizer.from_pretrained(tmp, trust_remote_code=False)
+            evaluation = evaluate_model(exported, tokenizer, run_dir, runtime, eval_tolerance_pts, data_dir).as_dict()
         result = ExportResult(format=fmt, folder=str(to), run_dir=str(run_dir), architecture=arch, int8=int8,
                               encoder_prefix=prefix, max_abs_diff=diff, details=details, vocab=vocab_info,
                               evaluation=evaluation)
@@ -286,8 +286,8 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
 
 
 def load_export(folder: str | Path, threads: int = 0, int8_runtime: str = "dequantize") -> nn.Module:
-    """Load any export (or a run's model folder) in eval mode, as a user would: compact exports
-    through the Auto class with ``trust_remote_code=True``, compact int8 ones with
+    """Load any export (or a run's model folder) in eval mode: compact exports with movprune's own
+    compact classes (the folder's modeling file is not run), compact int8 ones with
     :func:`~movprune.export.int8.load_int8` (``int8_runtime``: ``dequantize`` or ``torchao``),
     sparse ones with :func:`load_sparse`, ONNX ones as an ONNX Runtime session
     (:class:`~movprune.export.onnx.OnnxModel`, ``threads`` intra-op threads) called like a model."""
@@ -305,6 +305,11 @@ def load_export(folder: str | Path, threads: int = 0, int8_runtime: str = "dequa
         return OnnxModel(folder, threads=threads)
     arch = json.loads((folder / "config.json").read_text(encoding="utf-8"))["architectures"][0]
     if fmt == "compact":
-        auto = getattr(transformers, _auto_class(arch))
-        return auto.from_pretrained(folder, trust_remote_code=True).eval()
+        # movprune's own copy of the modeling file the folder ships: loading never runs code from
+        # the folder (no trust_remote_code), so a tampered compact_bert.py there is never executed.
+        known = {name for name, _ in compact_bert.COMPACT_CLASSES.values()}
+        if arch not in known:
+            raise ExportError(f"{folder}/config.json: architecture {arch!r} is not a compact model movprune "
+                              f"knows ({', '.join(sorted(known))}); re-export the run with this movprune")
+        return getattr(compact_bert, arch).from_pretrained(folder).eval()
     return getattr(transformers, arch).from_pretrained(folder).eval()
