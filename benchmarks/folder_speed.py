@@ -7,8 +7,7 @@ Each folder is loaded as a user would (:func:`movprune.export.load_export`: PyTo
 folders, ONNX Runtime for ONNX exports) and run on the same synthetic batch (token ids every
 folder's vocabulary holds: latency depends on the shapes, not on which tokens). Repetitions are
 interleaved, rotating the order, and the median is reported with min and max; the first folder is
-the reference of the speed-up column; a compact int8 folder named in ``--torchao`` runs torchao's
-int8 matmuls instead of its dequantized fp32 weights. Prints JSON (and writes it to --out).
+the reference of the speed-up column. Prints JSON (and writes it to --out).
 """
 
 from __future__ import annotations
@@ -29,8 +28,6 @@ def main() -> None:
     parser.add_argument("--seq-length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=9, help="interleaved timed repetitions")
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
-    parser.add_argument("--torchao", action="append", default=[], metavar="NAME",
-                        help="load this compact int8 folder with int8_runtime='torchao' (repeatable)")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,9 +39,7 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     folders = dict(item.split("=", 1) for item in args.folders)
-    models = {name: load_export(path, threads=args.threads,
-                                int8_runtime="torchao" if name in args.torchao else "dequantize")
-              for name, path in folders.items()}
+    models = {name: load_export(path, threads=args.threads) for name, path in folders.items()}
     vocab_size = min(m.config.vocab_size for m in models.values())
     batches = {args.batch_size: [bench.synthetic_batch(vocab_size, args.batch_size, args.seq_length)]}
     load_start = os.getloadavg()
@@ -52,7 +47,6 @@ def main() -> None:
     reference = next(iter(timing.values()))[f"batch_{args.batch_size}"]["median_ms"]
     report = {
         "folders": {name: {"path": str(path), "format": export_format(path),
-                           "int8_runtime": getattr(models[name], "int8_runtime", None),
                            **timing[name][f"batch_{args.batch_size}"],
                            "speedup_vs_first": reference / timing[name][f"batch_{args.batch_size}"]["median_ms"]}
                     for name, path in folders.items()},

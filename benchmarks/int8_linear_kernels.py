@@ -1,14 +1,16 @@
-"""PyTorch int8 Linear backends on this CPU: the kernels a compact int8 export could run on.
+"""PyTorch int8 Linear backends on this CPU, beside the fp32 Linear a compact int8 export runs.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_linear_kernels.py --out int8_kernels.json
 
 Times one encoder layer's Linear layers (default: MiniLM-L6 at hybrid 25%: Q, K, V 384→96, the
 attention output 96→384, the FFN 384→384→384) on ``--rows`` token rows (batch 32 × 128) with: fp32
-weights (what ``load_export`` runs, the int8 weights dequantized); torchao's ``Int8Tensor``
-(``int8_runtime='torchao'``: activations quantized per token, ``torch._int_mm``), when torchao is
-installed; and torch.ao's dynamic quantization with per-channel weights (fbgemm / oneDNN), which
-torch deprecates. Each backend's max |output difference| to fp32 is reported too. Repetitions are
-interleaved; the median is reported with min and max. Prints JSON (and writes it to --out).
+weights (what ``load_export`` runs on a compact int8 export: its int8 weights dequantized at load);
+torchao's ``quantize_(layers, Int8DynamicActivationInt8WeightConfig())`` (its defaults: int8
+weights per output row, activations quantized per token at each call, int8 × int8 matmuls), when
+torchao is installed (``pip install torchao``; not a movprune dependency); and torch.ao's dynamic
+quantization with per-channel weights (fbgemm / oneDNN), which torch deprecates. Each backend's
+max |output difference| to fp32 is reported too. Repetitions are interleaved; the median is
+reported with min and max. Prints JSON (and writes it to --out), with the torchao version used.
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ import warnings
 from pathlib import Path
 
 from _report import emit  # benchmarks/_report.py, beside this script
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def main() -> None:
@@ -81,7 +92,7 @@ def main() -> None:
                          "speedup_vs_fp32": ref_ms / statistics.median(v), "max_abs_diff_vs_fp32": diffs[n]}
                      for n, v in times.items()},
         "shapes_in_out": shapes, "rows": args.rows, "repeats": args.repeats, "threads": args.threads,
-        "torch": torch.__version__, "load_average_end": os.getloadavg(),
+        "torch": torch.__version__, "torchao": _version("torchao"), "load_average_end": os.getloadavg(),
     }
     emit(report, args.out)
 

@@ -1,6 +1,7 @@
 """Compact int8 export: int8 Linear weights and embedding tables with per-row scales in
-safetensors, loaded back by movprune (dequantized, or torchao's int8 matmuls) close to the fp32
-compact model; removed heads and neurons stay removed; --eval and the sizes read the int8 files."""
+safetensors, loaded back by movprune (dequantized at load) close to the fp32 compact model; a
+broken dequantization or compaction fails the export; tied decoders stay tied; removed heads and
+neurons stay removed; --eval and the sizes read the int8 files."""
 
 from __future__ import annotations
 
@@ -14,9 +15,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from movprune.errors import ExportError
-from movprune.export import export_run, folder_stats, load_export
+from movprune.export import bench, export_run, folder_stats, load_export
 from movprune.export.folders import folder_bytes, safetensors_header
-from movprune.export.int8 import INT8_CONFIG, INT8_WEIGHTS, SCALE_SUFFIX, dequantize_rows, quantize_rows
+from movprune.export.int8 import (
+    INT8_CONFIG,
+    INT8_TOLERANCE_OF_SPREAD,
+    INT8_WEIGHTS,
+    SCALE_SUFFIX,
+    dequantize_rows,
+    quantize_rows,
+)
 from movprune.export.sizes import sizes_on_disk
 
 from conftest import TINY_GLUE_DIR, run_cli
@@ -25,8 +33,6 @@ HEAD = 16  # tiny-random-bert: hidden 64, 4 heads of 16, FFN 256, 2 layers
 #: int8 against fp32 compact: max |logit difference| at most this fraction of the fp32 logits'
 #: spread over the sentences (each weight moves by at most half its row's quantization step).
 INT8_TOL_OF_SPREAD = 0.02
-#: The torchao runtime also quantizes activations (per token): a looser bound against fp32.
-TORCHAO_TOL_OF_SPREAD = 0.05
 
 
 def _dev(n: int) -> tuple[list[str], list[int]]:
@@ -78,7 +84,64 @@ def test_int8_logits_stay_within_the_stated_tolerance_of_fp32_compact(exports):
     spread = float(a.max() - a.min())
     assert spread > 0 and 0 < float((a - b).abs().max()) <= INT8_TOL_OF_SPREAD * spread
     assert exports["int8"].int8 and exports["int8"].max_abs_diff <= INT8_TOL_OF_SPREAD * spread
-    assert exports["int8"].details["int8_runtime"] == "dequantize"
+
+
+def test_the_recorded_int8_check_is_the_folder_against_fp32_compact_on_the_check_batch(exports):
+    fp32_dir, int8_dir = Path(exports["fp32"].folder), Path(exports["int8"].folder)
+    batch = bench.check_batch(30522)
+    a = bench.model_outputs(load_export(fp32_dir), batch)["logits"]
+    b = bench.model_outputs(load_export(int8_dir), batch)["logits"]
+    diff, spread = float((a - b).abs().max()), float(a.max() - a.min())
+    check = exports["int8"].details["int8_check"]
+    assert check["output"] == "logits" and check["tolerance_pct_of_spread"] == 100 * INT8_TOLERANCE_OF_SPREAD == 10
+    assert check["max_abs_diff"] == pytest.approx(diff, rel=1e-5) and check["spread"] == pytest.approx(spread, rel=1e-5)
+    assert 0 < check["diff_pct_of_spread"] == pytest.approx(100 * diff / spread, rel=1e-5)
+    assert check["diff_pct_of_spread"] <= 10
+    info = json.loads((int8_dir / "movprune_export.json").read_text())
+    assert info["details"]["int8_check"] == check
+
+
+def _one_error_line(proc) -> str:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def test_a_broken_dequantization_fails_the_export_and_writes_nothing(emptied_run, tmp_path, monkeypatch):
+    from movprune.export import int8 as int8_mod
+
+    # Each row dequantized with its neighbour's scale: the int8 values are right, the model is not.
+    monkeypatch.setattr(int8_mod, "dequantize_rows", lambda q, scale: q.float() * scale.roll(1)[:, None])
+    with pytest.raises(ExportError, match=r"the compact int8 export's logits differ from the fp32 compact model's "
+                                          r"by .*, more than 10% of their spread .*; nothing was written"):
+        export_run(emptied_run, tmp_path / "lib", "compact", int8=True)
+    assert not (tmp_path / "lib").exists()
+    proc = run_cli("export", str(emptied_run), "--to", str(tmp_path / "cli"), "--format", "compact", "--int8",
+                   "--no-latency")
+    assert "more than 10% of their spread" in _one_error_line(proc)
+    assert not (tmp_path / "cli").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_broken_compact_model_fails_the_int8_export_before_it_is_quantized(emptied_run, tmp_path, monkeypatch):
+    from movprune.export import compact
+    from movprune.export import int8 as int8_mod
+
+    real = compact.compact_model
+
+    def off_by_a_little(model):
+        small, plans = real(model)
+        with torch.no_grad():
+            small.bert.encoder.layer[1].output.dense.bias[0] += 0.05  # one unit: LayerNorm keeps it
+        return small, plans
+
+    monkeypatch.setattr(compact, "compact_model", off_by_a_little)
+    monkeypatch.setattr(int8_mod, "save_int8", lambda *a: pytest.fail("quantized a model that failed its check"))
+    proc = run_cli("export", str(emptied_run), "--to", str(tmp_path / "c8"), "--format", "compact", "--int8",
+                   "--no-latency")
+    line = _one_error_line(proc)
+    assert "the compact (fp32, before int8) export's outputs differ from the dense model's by" in line
+    assert "(> 0.0001); nothing was written" in line and not (tmp_path / "c8").exists()
 
 
 def test_stored_weights_are_int8_with_per_row_scales_and_dequantize_exactly(exports):
@@ -175,23 +238,6 @@ def test_plain_transformers_refuses_the_folder_and_the_card_says_how_to_load_it(
     assert info["int8"] and info["load"].startswith("from movprune.export import load_export")
 
 
-def test_torchao_runtime_runs_int8_matmuls_close_to_fp32(exports):
-    pytest.importorskip("torchao")
-    from torchao.quantization import Int8Tensor
-
-    texts, _ = _dev(48)
-    fp32_dir, int8_dir = Path(exports["fp32"].folder), Path(exports["int8"].folder)
-    model = load_export(int8_dir, int8_runtime="torchao")
-    weight = model.bert.encoder.layer[0].attention.self.query.weight
-    stored = load_file(int8_dir / INT8_WEIGHTS)
-    assert isinstance(weight, Int8Tensor) and weight.qdata.dtype == torch.int8
-    assert torch.equal(weight.qdata, stored[_p(0, "attention.self.query.weight")])
-    a = _logits(load_export(fp32_dir), texts, fp32_dir)
-    b = _logits(model, texts, int8_dir)
-    spread = float(a.max() - a.min())
-    assert 0 < float((a - b).abs().max()) <= TORCHAO_TOL_OF_SPREAD * spread
-
-
 def test_cli_int8_compact_with_task_vocab_and_eval_records_the_metric(finished_run, tmp_path):
     to = tmp_path / "c8"
     proc = run_cli("export", str(finished_run), "--to", str(to), "--format", "compact", "--int8", "--vocab", "task",
@@ -217,15 +263,13 @@ def test_cli_int8_compact_with_task_vocab_and_eval_records_the_metric(finished_r
     assert info["sizes"]["export"] == sizes_on_disk(to, info["encoder_prefix"])
 
 
-def test_bad_int8_requests_are_refused(exports, finished_run, tmp_path):
+def test_bad_int8_requests_are_refused(finished_run, tmp_path):
     proc = run_cli("export", str(finished_run), "--to", str(tmp_path / "x"), "--format", "dense", "--int8",
                    "--no-latency")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(errors) == 1 and "--int8 applies to --format onnx, sparse, compact only (not dense)" in errors[0]
     assert not (tmp_path / "x").exists()
-    with pytest.raises(ExportError, match="int8 runtime 'fp16': choose one of dequantize, torchao"):
-        load_export(exports["int8"].folder, int8_runtime="fp16")
 
 
 def test_roberta_with_an_emptied_layer_round_trips(tmp_path):
@@ -260,3 +304,41 @@ def test_roberta_with_an_emptied_layer_round_trips(tmp_path):
     reference = torch.cat([bench.model_outputs(small, b)["logits"] for b in batches])
     spread = float(reference.max() - reference.min())
     assert 0 < bench.max_abs_diff(small, loaded, batches) <= INT8_TOL_OF_SPREAD * spread
+
+
+def test_a_tied_masked_lm_round_trips_with_its_decoder_tied_to_the_dequantized_embeddings(tmp_path):
+    """BertForMaskedLM on tiny-random-bert (decoder tied to the word embeddings), one head and 40
+    neurons emptied: the decoder is not stored, the reloaded one is the dequantized embedding table
+    itself, and the logits over the vocabulary stay within the stated tolerance of fp32 compact."""
+    from transformers import BertForMaskedLM
+
+    from movprune.export import compact
+    from movprune.export.int8 import check_int8, load_int8, save_int8
+    from movprune.models import tiny_bert_config
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_bert_config()).eval()
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    with torch.no_grad():
+        model.bert.encoder.layer[0].attention.output.dense.weight[:, HEAD:2 * HEAD] = 0
+        model.bert.encoder.layer[1].output.dense.weight[:, :40] = 0
+    small, _ = compact.compact_model(model)
+    assert small.config.num_attention_heads_per_layer == [3, 4]
+    assert small.config.intermediate_size_per_layer == [256, 216]
+    manifest = save_int8(small, tmp_path)
+    assert "cls.predictions.decoder" not in manifest["matrices"]
+    assert "cls.predictions.transform.dense" in manifest["matrices"]
+    stored = load_file(tmp_path / INT8_WEIGHTS)
+    assert "cls.predictions.decoder.weight" not in stored and "cls.predictions.bias" in stored
+    loaded = load_int8(tmp_path)
+    assert type(loaded).__name__ == "CompactBertForMaskedLM"
+    table = loaded.bert.embeddings.word_embeddings.weight
+    assert loaded.cls.predictions.decoder.weight is table
+    name = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(table, dequantize_rows(stored[name], stored[name + SCALE_SUFFIX]))
+    batches = [bench.check_batch(30522, seed) for seed in range(3)]
+    reference = torch.cat([bench.model_outputs(small, b)["logits"] for b in batches])
+    spread = float(reference.max() - reference.min())
+    assert 0 < bench.max_abs_diff(small, loaded, batches) <= INT8_TOL_OF_SPREAD * spread
+    check = check_int8(small, loaded, batches)  # what the export checks, here with three batches
+    assert check["output"] == "logits" and 0 < check["diff_pct_of_spread"] <= 100 * INT8_TOLERANCE_OF_SPREAD

@@ -156,7 +156,11 @@ def export_command(
             if int8:
                 out.print(f"{d['int8_matrices']} Linear weight matrices and {d['int8_embeddings']} embedding "
                           "tables stored as int8 with one fp32 scale per row; load_export dequantizes them to "
-                          "fp32 at load (int8_runtime='torchao': int8 matmuls)", highlight=False)
+                          "fp32 at load", highlight=False)
+                c = d["int8_check"]
+                out.print(f"max |int8 {c['output']} - fp32 compact {c['output']}| on the check batch: "
+                          f"{c['max_abs_diff']:.2e}, {c['diff_pct_of_spread']:.1f}% of their spread "
+                          f"(at most {c['tolerance_pct_of_spread']:g}%)", highlight=False)
         if fmt == "onnx":
             out.print(f"ONNX Runtime (CPU, {threads} intra-op thread(s)) on a graph of the {d['source']} model"
                       + (f"; heads per layer {d['heads_per_layer']}, FFN sizes {d['intermediate_size_per_layer']}"

@@ -155,6 +155,12 @@ def _write_info_and_card(tmp: Path, result: ExportResult, run_dir: Path, model_d
                       "nothing was written. Please report this")
 
 
+def _check_exact(what: str, diff: float) -> None:
+    if not diff <= EXACT_TOLERANCE:
+        raise ExportError(f"the {what} export's outputs differ from the dense model's by {diff:.2e} "
+                          f"(> {EXACT_TOLERANCE:g}); nothing was written. Please report this")
+
+
 def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = False, force: bool = False,
                measure_kernels: bool = True, onnx_source: str = "compact",
                hub_repo: str | None = None, vocab: str | None = None, evaluate: bool = False,
@@ -164,10 +170,13 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
     ``dense`` copies the saved model; ``compact`` removes emptied heads and neurons (custom code,
     ``trust_remote_code=True``); ``sparse`` stores pruned matrices in CSR (``int8``: int8 values),
     timing CSR against dense kernels per matrix when ``measure_kernels``; compact ``int8`` stores its
-    Linear weights int8 with per-row scales (:mod:`movprune.export.int8`). Compact and fp32 sparse
-    exports are checked against the dense model (max |output difference| ≤ 1e-4) before the folder
-    is renamed into place. ``onnx`` traces the compact (``onnx_source``) or dense model into
-    ``model.onnx`` and checks ONNX Runtime's outputs the same way; ``int8`` then quantizes it
+    Linear weights and embedding tables int8 with per-row scales (:mod:`movprune.export.int8`).
+    Compact and fp32 sparse exports are checked against the dense model (max |output difference|
+    ≤ 1e-4) before the folder is renamed into place; for compact ``int8`` that is the fp32 compact
+    model, and the reloaded int8 one is then checked against it
+    (:func:`~movprune.export.int8.check_int8`: within 10% of each output's spread). ``onnx``
+    traces the compact (``onnx_source``) or dense model into ``model.onnx`` and checks ONNX
+    Runtime's outputs the same way; ``int8`` then quantizes it
     (:func:`movprune.export.onnx.quantize_int8`). ``vocab`` (``"task"``: the run's training data,
     or a text file) keeps only the tokens that corpus produces (:mod:`movprune.export.vocab`).
     ``evaluate`` measures the export in its own runtime on the run's evaluation split
@@ -218,8 +227,12 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
         elif fmt == "compact":
             small, plans = compact.compact_model(work)
             if int8:
+                # The fp32 compact model is checked exactly before it is quantized, then the int8
+                # reload against it within int8's tolerance: a bug in either step fails the export.
+                _check_exact("compact (fp32, before int8)", bench.max_abs_diff(model, small, check, check_export))
                 manifest = int8_mod.save_int8(small, tmp)
                 reloaded = int8_mod.load_int8(tmp)
+                int8_check = int8_mod.check_int8(small, reloaded, check_export)
             else:
                 compact.save_compact(small, tmp)
                 reloaded = type(small).from_pretrained(tmp).eval()
@@ -235,7 +248,7 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
                                               for p in plans)}
             if int8:
                 details.update(int8_matrices=len(manifest["matrices"]), int8_embeddings=len(manifest["embeddings"]),
-                               int8_runtime=reloaded.int8_runtime)
+                               int8_check=int8_check)
         elif fmt == "onnx":
             from movprune.export import onnx
 
@@ -264,9 +277,8 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
                        "matrices": len(manifest["matrices"]),
                        "sparse_max_rows": {k: m.get("sparse_max_rows", 0)
                                            for k, m in manifest["matrices"].items()}}
-        if diff is not None and not int8 and diff > EXACT_TOLERANCE:
-            raise ExportError(f"the {fmt} export's outputs differ from the dense model's by {diff:.2e} "
-                              f"(> {EXACT_TOLERANCE:g}); nothing was written. Please report this")
+        if diff is not None and not int8:
+            _check_exact(fmt, diff)
         prefix = encoder_prefix(model)
         evaluation = None
         if evaluate:
@@ -274,8 +286,8 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
 
             exported = load_export(tmp)
             runtime = "onnxruntime" if fmt == "onnx" else "pytorch"
-            if getattr(exported, "int8_runtime", None):
-                runtime = f"pytorch ({int8_mod.RUNTIME_TEXT[exported.int8_runtime]})"
+            if fmt == "compact" and int8:
+                runtime = f"pytorch ({int8_mod.RUNTIME_TEXT})"
             tokenizer = AutoTokenizer.from_pretrained(tmp, trust_remote_code=False)
             evaluation = evaluate_model(exported, tokenizer, run_dir, runtime, eval_tolerance_pts, data_dir).as_dict()
         result = ExportResult(format=fmt, folder=str(to), run_dir=str(run_dir), architecture=arch, int8=int8,
@@ -285,18 +297,18 @@ def export_run(run_dir: str | Path, to: str | Path, fmt: str, *, int8: bool = Fa
     return result
 
 
-def load_export(folder: str | Path, threads: int = 0, int8_runtime: str = "dequantize") -> nn.Module:
+def load_export(folder: str | Path, threads: int = 0) -> nn.Module:
     """Load any export (or a run's model folder) in eval mode: compact exports with movprune's own
     compact classes (the folder's modeling file is not run), compact int8 ones with
-    :func:`~movprune.export.int8.load_int8` (``int8_runtime``: ``dequantize`` or ``torchao``),
-    sparse ones with :func:`load_sparse`, ONNX ones as an ONNX Runtime session
+    :func:`~movprune.export.int8.load_int8` (weights dequantized to fp32 at load), sparse ones
+    with :func:`load_sparse`, ONNX ones as an ONNX Runtime session
     (:class:`~movprune.export.onnx.OnnxModel`, ``threads`` intra-op threads) called like a model."""
     import transformers
 
     folder = Path(folder)
     fmt = export_format(folder)
     if fmt == "compact" and int8_mod.is_int8_folder(folder):
-        return int8_mod.load_int8(folder, int8_runtime)
+        return int8_mod.load_int8(folder)
     if fmt == "sparse":
         return sparse.load_sparse(folder)
     if fmt == "onnx":

@@ -9,21 +9,20 @@ Linear and a token (or position) of an embedding table. Quantized: every ``nn.Li
 weights (the encoder's, the pooler's and the task head's) except one tied to the embeddings, and
 every ``nn.Embedding``; LayerNorms and biases stay fp32.
 
-Two runtimes read the same files (:data:`RUNTIMES`): ``dequantize`` (the default) multiplies the
-int8 values back into fp32 weights once at load, so the model computes in fp32 with exactly
-``q · s``; ``torchao`` keeps the Linear weights int8, as torchao's ``Int8Tensor``, and each Linear
-runs an int8 × int8 matmul (``torch._int_mm``) on activations quantized per token at every call
-(embedding tables are dequantized at load in both). On the CPU measured (docs/export.md) the eager
-torchao path is slower than fp32, so it is opt-in.
+:func:`load_int8` multiplies the int8 values back into fp32 weights once at load, so the model
+computes in fp32 with exactly ``q · s``: int8 saves disk, not compute. PyTorch's int8 Linear
+kernels were measured on this CPU (``benchmarks/int8_linear_kernels.py``, docs/export.md):
+torchao's dynamic int8 matmuls are slower than fp32 in eager mode, and torch.ao's dynamic
+quantization is deprecated by torch, so neither is used.
+
+:func:`check_int8` bounds the reloaded model's outputs against the fp32 compact model's
+(:data:`INT8_TOLERANCE_OF_SPREAD`), so a wrong quantization or dequantization fails the export.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from movprune.errors import ExportError
-from movprune.export import compact_bert
+from movprune.export import bench, compact_bert
 from movprune.export.compact import MODELING_FILE
 from movprune.export.sparse import tied_targets
 
@@ -41,11 +40,13 @@ INT8_CONFIG = "int8_config.json"
 FORMAT_NAME = "movprune-compact-int8"
 FORMAT_VERSION = 1
 SCALE_SUFFIX = "::scale"
-#: How a loaded int8 model computes: fp32 on dequantized weights, or torchao's int8 matmuls.
-RUNTIMES = ("dequantize", "torchao")
-#: How each runtime computes, in words (the ``--eval`` record).
-RUNTIME_TEXT = {"dequantize": "int8 weights dequantized to fp32 at load",
-                "torchao": "torchao int8 x int8 matmuls, activations quantized per token"}
+#: How a loaded int8 model computes, in words (the ``--eval`` record).
+RUNTIME_TEXT = "int8 weights dequantized to fp32 at load"
+#: Largest max |int8 output - fp32 compact output| an export accepts, as a fraction of the fp32
+#: compact output's spread (max - min) on the check batch, per output. int8 rounding moves MiniLM's
+#: check-batch logits by 2-3% of their spread (docs/export.md); a wrong scale or row moves them by
+#: about the spread itself.
+INT8_TOLERANCE_OF_SPREAD = 0.10
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,54 +131,10 @@ def _new_compact(architecture: str, folder: Path) -> nn.Module:
         return cls(config)
 
 
-@contextlib.contextmanager
-def _quiet_torchao():
-    # Importing torchao on a CPU-only torch logs that its CUDA kernels cannot load, and warns about
-    # torch.compile internals; neither concerns the CPU Linear path used here.
-    logger = logging.getLogger("torchao")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def require_torchao() -> None:
-    """Raise :class:`ExportError` (with the install line) when torchao cannot be imported."""
-    try:
-        with _quiet_torchao():
-            import torchao  # noqa: F401
-    except ImportError:
-        raise ExportError("the torchao int8 runtime needs torchao: pip install 'movprune[int8]' "
-                          "(or load with runtime='dequantize')") from None
-
-
-def _torchao_weight(q: torch.Tensor, scale: torch.Tensor) -> nn.Parameter:
-    """torchao's Int8Tensor for a stored matrix: per-row weight scales as stored, activations
-    quantized per token (symmetric) at each call."""
-    with _quiet_torchao():
-        from torchao.quantization import Int8Tensor
-        from torchao.quantization.granularity import PerRow
-        from torchao.quantization.quant_primitives import MappingType
-        from torchao.quantization.quantize_.workflows.int8.int8_tensor import QuantizeTensorToInt8Kwargs
-
-    act = QuantizeTensorToInt8Kwargs(granularity=PerRow(), mapping_type=MappingType.SYMMETRIC)
-    weight = Int8Tensor(q.contiguous(), scale.reshape(-1, 1).contiguous(), [1, q.shape[1]], torch.float32,
-                        act_quant_kwargs=act)
-    return nn.Parameter(weight, requires_grad=False)
-
-
 @torch.no_grad()
-def load_int8(folder: str | Path, runtime: str = "dequantize") -> nn.Module:
-    """Load a compact int8 export as a ready-to-run model (eval mode) computing with ``runtime``
-    (:data:`RUNTIMES`)."""
-    if runtime not in RUNTIMES:
-        raise ExportError(f"int8 runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-    if runtime == "torchao":
-        require_torchao()
+def load_int8(folder: str | Path) -> nn.Module:
+    """Load a compact int8 export as a ready-to-run model (eval mode) computing in fp32 on the
+    dequantized weights ``q · s``."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     model = _new_compact(manifest["architecture"], folder)
@@ -196,9 +153,28 @@ def load_int8(folder: str | Path, runtime: str = "dequantize") -> nn.Module:
                           f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    if runtime == "torchao":
-        for name in manifest["matrices"]:
-            model.get_submodule(name).weight = _torchao_weight(*quantized[f"{name}.weight"])
-    model.eval()
-    model.int8_runtime = runtime
-    return model
+    return model.eval()
+
+
+def check_int8(compact: nn.Module, loaded: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Compare a reloaded int8 export with the fp32 compact model it was written from, output by
+    output on ``batches``: :class:`ExportError` when one differs by more than
+    :data:`INT8_TOLERANCE_OF_SPREAD` of its spread (max - min). Returns the worst output's numbers."""
+    worst: dict[str, Any] = {}
+    for batch in batches:
+        a, b = bench.model_outputs(compact, batch), bench.model_outputs(loaded, batch)
+        mask = batch.get("attention_mask")
+        for key in a:
+            x, y = a[key], b[key]
+            if key == "last_hidden_state" and mask is not None:  # padding positions are not outputs
+                x, y = x[mask.bool()], y[mask.bool()]
+            diff, spread = float((x - y).abs().max()), float(x.max() - x.min())
+            if not diff <= INT8_TOLERANCE_OF_SPREAD * spread:  # also catches NaN
+                raise ExportError(f"the compact int8 export's {key} differ from the fp32 compact model's by "
+                                  f"{diff:.3g}, more than {100 * INT8_TOLERANCE_OF_SPREAD:g}% of their spread "
+                                  f"({spread:.3g}); nothing was written. Please report this")
+            pct = 100 * diff / spread if spread > 0 else 0.0
+            if not worst or pct > worst["diff_pct_of_spread"]:
+                worst = {"output": key, "max_abs_diff": diff, "spread": spread, "diff_pct_of_spread": pct,
+                         "tolerance_pct_of_spread": 100 * INT8_TOLERANCE_OF_SPREAD}
+    return worst
