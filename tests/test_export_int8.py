@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -114,8 +115,10 @@ def test_a_broken_dequantization_fails_the_export_and_writes_nothing(emptied_run
     # Each row dequantized with its neighbour's scale: the int8 values are right, the model is not.
     monkeypatch.setattr(int8_mod, "dequantize_rows", lambda q, scale: q.float() * scale.roll(1)[:, None])
     with pytest.raises(ExportError, match=r"the compact int8 export's logits differ from the fp32 compact model's "
-                                          r"by .*, more than 10% of their spread .*; nothing was written"):
+                                          r"by .*, more than 10% of their spread .*; nothing was written") as e:
         export_run(emptied_run, tmp_path / "lib", "compact", int8=True)
+    diff, spread = map(float, re.search(r"by ([\d.e+-]+), .* spread \(([\d.e+-]+)\)", str(e.value)).groups())
+    assert diff > spread / 2  # the bug is far outside the bound (docs/export.md says so)
     assert not (tmp_path / "lib").exists()
     proc = run_cli("export", str(emptied_run), "--to", str(tmp_path / "cli"), "--format", "compact", "--int8",
                    "--no-latency")
