@@ -321,3 +321,18 @@ def test_the_benchmark_writes_a_table_the_pruner_reads(tmp_path, runtime):
               - min(ff.zero_ms, ff.constant_ms) if n else 0.0 for n in neurons)
     assert summary["latency_predicted_ms"] == pytest.approx(by_hand, abs=1e-4) and by_hand <= budget + 1e-9
     assert summary["latency_table_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_a_sweeps_finished_latency_run_is_skipped_after_the_table_moved(write_recipe, tmp_path):
+    path = _tiny_table(tmp_path)
+    recipe = write_recipe(train={"max_steps": 0}, pruner=_fisher(latency_table=str(path), latency_ms=1.6))
+    first = run_cli("sweep", str(recipe), "--sparsity", "100", "--pruners", "fisher")
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "results" / "tiny-sst2" / "fisher-r100-s0" / "result.json").is_file()
+    path.unlink()
+    again = run_cli("sweep", str(recipe), "--sparsity", "100", "--pruners", "fisher")
+    assert again.returncode == 0, again.stderr
+    assert "skipped" in again.stdout
+    # a level still to train needs the table
+    _one_line_error(run_cli("sweep", str(recipe), "--sparsity", "100,50", "--pruners", "fisher"),
+                    "pruner.latency_table", "latency.json' not found")
