@@ -313,13 +313,16 @@ def test_the_benchmark_writes_a_table_the_pruner_reads(tmp_path, runtime):
     left = heads_and_neurons({k[:-7]: v for k, v in weights.items() if k.endswith(".weight") and v.dim() == 2
                               and "encoder" in k}, TINY_DIMS["num_attention_heads"])
     heads, neurons = [e["heads_left"] for e in left.values()], [e["neurons_left"] for e in left.values()]
-    assert len(heads) == 2 and sum(heads) + sum(neurons) < 2 * (4 + 256)
+    # a timed table may come out flat (noise): then the budget is the dense model's, and all of it fits
+    assert len(heads) == 2 and (sum(heads) + sum(neurons) < 2 * (4 + 256) or table.dense_ms() <= budget), \
+        (heads, neurons, table.model_dump())
     fa, ff = table.attention.fit, table.ffn.fit
     by_hand = table.empty_model_ms + sum(fa.constant_ms + fa.slope_ms_per_unit * max(0, h - fa.threshold_units)
                                          - min(fa.zero_ms, fa.constant_ms) if h else 0.0 for h in heads) \
         + sum(ff.constant_ms + ff.slope_ms_per_unit * max(0, n - ff.threshold_units)
               - min(ff.zero_ms, ff.constant_ms) if n else 0.0 for n in neurons)
-    assert summary["latency_predicted_ms"] == pytest.approx(by_hand, abs=1e-4) and by_hand <= budget + 1e-9
+    assert summary["latency_predicted_ms"] == pytest.approx(by_hand, abs=1e-4), (heads, neurons, summary)
+    assert by_hand <= budget + 1e-9
     assert summary["latency_table_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
