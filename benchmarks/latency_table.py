@@ -19,6 +19,10 @@ on their values) and the vocabulary is cut to 1024 entries (nor does an embeddin
 ``--check N`` then times whole compact models (the unpruned one, half of every layer, and N with
 random heads and neurons per layer) against the table's prediction. Writes the table to ``--out`` and
 prints JSON (the table's fit, the check; ``--report`` also writes it).
+
+``--refit TABLE [--report REPORT]`` times nothing: it fits TABLE's measured points again (after a
+change of the fit) and rewrites it, and, with ``--report``, that report's fits and checks (its
+measured points and models) in both clocks.
 """
 
 from __future__ import annotations
@@ -54,12 +58,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per point (the median is kept)")
     parser.add_argument("--check", type=int, default=2, help="random whole models timed against the prediction")
     parser.add_argument("--seed", type=int, default=0, help="of the random weights, inputs and check models")
-    parser.add_argument("--out", type=Path, required=True, help="the table (JSON) the recipe points at")
+    parser.add_argument("--out", type=Path, help="the table (JSON) the recipe points at")
+    parser.add_argument("--refit", type=Path, metavar="TABLE", help="re-fit this table's measured points "
+                        "(and --report's) and rewrite it; times nothing")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="what the table holds: wall-clock latency, or this process's CPU time (with "
                              "--threads 1, the latency the machine would give unloaded); both are reported")
     parser.add_argument("--report", type=Path, help="also write the printed JSON here")
     args = parser.parse_args()
+    if args.refit is not None:
+        emit(refit(args.refit, args.report), None)
+        return
+    if args.out is None:
+        parser.error("--out is required (unless --refit)")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -92,7 +103,8 @@ def main() -> None:
         calls = {key: _runner(_model(base, h, n), args, inputs, Path(tmp) / key.replace(":", "-"))
                  for key, (h, n) in {**shapes, **checks}.items()}
         clocks = _interleaved(calls, args.repeats, torch)
-    tables = {clock: _table(args, dims, heads_grid, neurons_grid, medians) for clock, medians in clocks.items()}
+    tables = {clock: _table(args, dims, heads_grid, neurons_grid, medians, load_start)
+              for clock, medians in clocks.items()}
     table = tables[args.clock]
     atomic_write_text(args.out, table.model_dump_json(by_alias=True, indent=2) + "\n")
 
@@ -107,7 +119,8 @@ def main() -> None:
     emit(report, args.report)
 
 
-def _table(args, dims: dict[str, int], heads_grid: list[int], neurons_grid: list[int], medians: dict[str, float]):
+def _table(args, dims: dict[str, int], heads_grid: list[int], neurons_grid: list[int], medians: dict[str, float],
+           load_start: tuple[float, float, float]):
     from movprune.pruners.latency import TABLE_SCHEMA, LatencyTable, block_table
 
     empty_ms = medians["empty"]
@@ -126,8 +139,36 @@ def _table(args, dims: dict[str, int], heads_grid: list[int], neurons_grid: list
         "clock": args.clock, "dtype": "float32", "repeats": args.repeats, "neuron_step": args.neuron_step,
         "whole_model_ms": {k: v for k, v in medians.items() if not k.startswith("check:")},
         "torch_version": _torch_version(), "machine": platform.machine(), "processor": platform.processor(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_at_start": os.getloadavg(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_at_start": load_start,
     })
+
+
+def refit(table_path: Path, report_path: Path | None) -> dict[str, Any]:
+    """Fit the table's (and the report's) measured points again and rewrite them; the report, or the
+    table's new fits."""
+    import json
+
+    from movprune.io import atomic_write_text
+    from movprune.pruners.latency import LatencyTable, block_table
+
+    data = json.loads(table_path.read_text(encoding="utf-8"))
+    data.update(attention=block_table(data["attention"]["points"]).model_dump(),
+                ffn=block_table(data["ffn"]["points"]).model_dump())
+    table = LatencyTable.model_validate(data)
+    atomic_write_text(table_path, table.model_dump_json(by_alias=True, indent=2) + "\n")
+    if report_path is None:
+        return {"table": str(table_path), "attention_fit": table.attention.fit.model_dump(),
+                "ffn_fit": table.ffn.fit.model_dump(), "dense_predicted_ms": round(table.dense_ms(), 3)}
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    for clock in ("wall", "cpu"):
+        old = report[clock]
+        clock_table = LatencyTable.model_validate({
+            **data, "empty_model_ms": old["empty_model_ms"], "attention": block_table(old["attention_points"]),
+            "ffn": block_table(old["ffn_points"])})
+        checks = {f"check:{r['model']}": (r["heads_per_layer"], r["neurons_per_layer"]) for r in old["check"]}
+        report[clock] = _summary(clock_table, checks, {f"check:{r['model']}": r["measured_ms"] for r in old["check"]})
+    atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def _torch_version() -> str:

@@ -13,11 +13,14 @@ import sys
 
 import pytest
 import torch
+import yaml
+from safetensors.torch import load_file
 
 from movprune.pruners.fisher_search import Budget, LayerwiseBudget, search_counts, top_masks
+from movprune.pruners.grouping import heads_and_neurons
 from movprune.pruners.latency import LatencyTable, block_table, fit_block, load_table
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, tiny_recipe_dict
 
 #: tiny-random-bert's shape (tests/test_fisher.py).
 TINY_DIMS = {"num_hidden_layers": 2, "num_attention_heads": 4, "attention_head_size": 16, "hidden_size": 64,
@@ -53,14 +56,34 @@ def test_the_fit_recovers_a_constant_then_linear_block():
 
 
 def test_the_fit_of_noisy_points_is_the_hand_computed_least_squares():
-    # Candidates, by hand: threshold 1 (c=3, slope 8/5) leaves 0.2 of squared error; threshold 2
-    # (c=4, slope 2) 2; threshold 3 (c=14/3) 14/3; the straight line (slope 3/2 through the means
-    # (2, 14/3), so 19/6 at 1 head) 1/6: the line wins.
+    # Candidates, by hand (c and s solved together over the points above 0, on d = max(0, units - t)):
+    # t=1: d = 0, 1, 2 against 3, 5, 6: s = 3/2, c = 14/3 - 3/2 = 19/6, squared error 1/6 (the line);
+    # t=2: d = 0, 0, 1: s = (4/3) / (2/3) = 2, c = 14/3 - 2/3 = 4, error 2; t=3: c = 14/3, error 14/3.
     points = [(0, 1.0), (1, 3.0), (2, 5.0), (3, 6.0)]
     fit = fit_block(points)
     assert fit.threshold_units == 1 and fit.zero_ms == 1.0
     assert fit.constant_ms == pytest.approx(19 / 6) and fit.slope_ms_per_unit == pytest.approx(1.5)
     assert block_table(points).max_abs_residual_ms == pytest.approx(1 / 3)
+
+
+def test_the_constant_and_slope_are_fitted_together_over_all_points():
+    # By hand, y = 2, 2, 4, 4 at 1..4 units (mean 3): t=1 (the line): s = 4/5, c = 9/5, error 0.8;
+    # t=2: d = 0, 0, 1, 2 (mean 3/4), sum (d - 3/4)(y - 3) = 3, sum (d - 3/4)^2 = 11/4, so s = 12/11 and
+    # c = 3 - 9/11 = 24/11, residuals -2/11, -2/11, 8/11, -4/11: error 88/121 = 8/11 < 0.8, the best;
+    # t=3: s = 4/3, c = 8/3, error 8/3; t=4: c = 3, error 4. A constant fitted on the points up to 2
+    # alone (c = 2, then the slope through (2, 2): 6/5) leaves 0.8.
+    fit = fit_block([(0, 0.5), (1, 2.0), (2, 2.0), (3, 4.0), (4, 4.0)])
+    assert (fit.zero_ms, fit.threshold_units) == (0.5, 2)
+    assert fit.constant_ms == pytest.approx(24 / 11) and fit.slope_ms_per_unit == pytest.approx(12 / 11)
+
+
+def test_a_negative_constant_is_fitted_again_at_zero():
+    # t=1 unconstrained: d = 0, 1, 2 against 0, 3, 6.5: s = 3.25, c = 19/6 - 3.25 < 0, so c = 0 and
+    # s = (3 + 13) / (1 + 4) = 3.2, residuals 0, -0.2, 0.1: error 0.05; t=2: d = 0, 0, 1, s = 5,
+    # c = 1.5, error 4.5; t=3: c = 19/6, error > 4. So c = 0 and s = 3.2 at one unit.
+    fit = fit_block([(0, 0.0), (1, 0.0), (2, 3.0), (3, 6.5)])
+    assert fit.threshold_units == 1 and fit.constant_ms == 0.0
+    assert fit.slope_ms_per_unit == pytest.approx(3.2)
 
 
 def test_a_flat_block_fits_a_constant_and_a_slower_empty_block_never_predicts_more():
@@ -210,9 +233,48 @@ def test_a_table_of_another_model_shape_is_a_one_line_error(write_recipe, tmp_pa
               "intermediate_size": 1536}
     recipe = write_recipe(train={"max_steps": 0}, pruner=_fisher(latency_table=str(_tiny_table(tmp_path, minilm)),
                                                                   latency_ms=2))
-    _one_line_error(run_cli("run", str(recipe)),
+    # checked with the run's inputs, before the data is prepared: --dry-run catches it
+    _one_line_error(run_cli("run", str(recipe), "--dry-run"),
                     "pruner.latency_table: measured for a model of 6 layers, 12 heads of 32",
                     "this model has 2 layers, 4 heads of 16, hidden 64, FFN 256", "--model MODEL")
+
+
+def test_a_finished_runs_table_is_not_read_again(write_recipe, tmp_path):
+    path = _tiny_table(tmp_path)
+    recipe = write_recipe(train={"max_steps": 0}, pruner=_fisher(latency_table=str(path), latency_ms=1.6))
+    assert run_cli("run", str(recipe)).returncode == 0
+    run_dir = tmp_path / "results" / "tiny-sst2"
+    path.unlink()  # the table moved (or the command runs from another folder)
+    resumed = run_cli("run", str(recipe), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    exported = run_cli("export", str(run_dir), "--to", str(tmp_path / "compact"), "--format", "compact", "--eval",
+                       "--no-latency")
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "compact" / "movprune_export.json").is_file()
+    # a run that would train still needs it
+    _one_line_error(run_cli("run", str(recipe), "--force", "--dry-run"), "pruner.latency_table",
+                    "latency.json' not found")
+
+
+def test_a_latency_budgeted_run_is_compared_at_the_weights_it_kept(write_recipe, tmp_path):
+    path = _tiny_table(tmp_path)
+    # no remaining_pct: the latency budget is the only one
+    recipe = write_recipe(train={"max_steps": 0}, pruner=_fisher(latency_table=str(path), latency_ms=1.6,
+                                                                 remaining_pct=None))
+    assert run_cli("run", str(recipe)).returncode == 0
+    result = json.loads((tmp_path / "results" / "tiny-sst2" / "result.json").read_text())
+    assert result["target_remaining_pct"] is None and result["remaining_pct"] < 90
+    out = run_cli("compare", str(tmp_path / "results"), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    (table,) = json.loads(out.stdout)
+    (row,) = table["rows"]
+    assert row["remaining_pct"] == round(result["remaining_pct"], 1) and "dense" not in row["label"]
+    # remaining_pct 100 with a latency budget is the same run: no target either
+    recipe = write_recipe(train={"max_steps": 0}, name="full", filename="full.yaml",
+                          pruner=_fisher(latency_table=str(path), latency_ms=1.6))
+    assert run_cli("run", str(recipe)).returncode == 0
+    full = json.loads((tmp_path / "results" / "full" / "result.json").read_text())
+    assert full["target_remaining_pct"] is None and full["remaining_pct"] == result["remaining_pct"]
 
 
 @pytest.mark.parametrize("runtime", ["pytorch-compact", "onnx-compact"])
@@ -234,3 +296,46 @@ def test_the_benchmark_writes_a_table_the_pruner_reads(tmp_path, runtime):
     assert [row["model"] for row in report["wall"]["check"]] == ["dense", "half", "random-0"]
     assert report["wall"]["dense_predicted_ms"] == pytest.approx(table.dense_ms(), abs=1e-3)
     assert set(report) >= {"cpu", "wall", "load_average_at_start", "threads"}
+    # the table's load at the start is the report's, taken before the timing
+    assert json.loads(out.read_text())["load_average_at_start"] == report["load_average_at_start"]
+    if runtime != "pytorch-compact":
+        return
+    # the table drives a run: the predicted latency recorded is the table's for what the saved model keeps
+    budget = (table.empty_model_ms + table.dense_ms()) / 2
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tmp_path / "results", train={"max_steps": 0},
+                                                      pruner=_fisher(latency_table=str(out), latency_ms=budget))))
+    done = run_cli("run", str(recipe))
+    assert done.returncode == 0, done.stderr
+    run_dir = tmp_path / "results" / "tiny-sst2"
+    summary = json.loads((run_dir / "result.json").read_text())["pruner_summary"]
+    weights = load_file(run_dir / "model" / "model.safetensors")
+    left = heads_and_neurons({k[:-7]: v for k, v in weights.items() if k.endswith(".weight") and v.dim() == 2
+                              and "encoder" in k}, TINY_DIMS["num_attention_heads"])
+    heads, neurons = [e["heads_left"] for e in left.values()], [e["neurons_left"] for e in left.values()]
+    # a timed table may come out flat (noise): then the budget is the dense model's, and all of it fits
+    assert len(heads) == 2 and (sum(heads) + sum(neurons) < 2 * (4 + 256) or table.dense_ms() <= budget), \
+        (heads, neurons, table.model_dump())
+    fa, ff = table.attention.fit, table.ffn.fit
+    by_hand = table.empty_model_ms + sum(fa.constant_ms + fa.slope_ms_per_unit * max(0, h - fa.threshold_units)
+                                         - min(fa.zero_ms, fa.constant_ms) if h else 0.0 for h in heads) \
+        + sum(ff.constant_ms + ff.slope_ms_per_unit * max(0, n - ff.threshold_units)
+              - min(ff.zero_ms, ff.constant_ms) if n else 0.0 for n in neurons)
+    assert summary["latency_predicted_ms"] == pytest.approx(by_hand, abs=1e-4), (heads, neurons, summary)
+    assert by_hand <= budget + 1e-9
+    assert summary["latency_table_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_a_sweeps_finished_latency_run_is_skipped_after_the_table_moved(write_recipe, tmp_path):
+    path = _tiny_table(tmp_path)
+    recipe = write_recipe(train={"max_steps": 0}, pruner=_fisher(latency_table=str(path), latency_ms=1.6))
+    first = run_cli("sweep", str(recipe), "--sparsity", "100", "--pruners", "fisher")
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "results" / "tiny-sst2" / "fisher-r100-s0" / "result.json").is_file()
+    path.unlink()
+    again = run_cli("sweep", str(recipe), "--sparsity", "100", "--pruners", "fisher")
+    assert again.returncode == 0, again.stderr
+    assert "skipped" in again.stdout
+    # a level still to train needs the table
+    _one_line_error(run_cli("sweep", str(recipe), "--sparsity", "100,50", "--pruners", "fisher"),
+                    "pruner.latency_table", "latency.json' not found")

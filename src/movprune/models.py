@@ -117,6 +117,17 @@ class ResolvedModel:
         except (OSError, ValueError) as e:
             raise ModelError(f"model '{self.spec}': cannot load weights from {self.path} ({e})") from None
 
+    def load_config(self) -> Any:
+        """The model's transformers config (a random model's own; else read from its folder or the Hub)."""
+        if self.config is not None:
+            return self.config
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(self.path, trust_remote_code=False)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"model '{self.spec}': cannot read its config from {self.path} ({e})") from None
+
     def tokenizer(self):
         """The model's tokenizer."""
         from transformers import AutoTokenizer

@@ -55,7 +55,7 @@ def run_command(
         from movprune.distributed import launched_as_main
         from movprune.training.loop import SilentObserver, check_inputs, run
 
-        check_inputs(resolved, str(recipe))
+        check_inputs(resolved, str(recipe), resume=resume)
         if dry_run and not launched_as_main():
             return
         if dry_run:

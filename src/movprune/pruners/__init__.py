@@ -12,12 +12,14 @@ from movprune.pruners.config import CONFIGS, BasePrunerConfig, PrunerConfig, met
 from movprune.suggest import did_you_mean
 
 if TYPE_CHECKING:  # the pruner classes import torch: loaded on first use (pruner_class), not here
+    from movprune.models import ResolvedModel
     from movprune.pruners.base import Pruner
 
 # method name -> "module:class", from each method's config class (its one registration).
 _METHODS = {method: config.IMPLEMENTATION for method, config in CONFIGS.items()}
 
 __all__ = ["BasePrunerConfig", "PrunerConfig", "base_method", "build_pruner", "check_budget", "check_config",
+           "check_inputs",
            "check_name", "method_names", "methods_taking", "pruner_class", "pruner_config", "variant_label"]
 
 
@@ -65,6 +67,11 @@ def check_config(config: BasePrunerConfig) -> list[str]:
         problems.append(f"pruner.pattern: method '{config.method}' has no masks to shape; pattern "
                         f"'{config.pattern}' applies to {', '.join(able)}")
     return problems
+
+
+def check_inputs(config: BasePrunerConfig, model: ResolvedModel) -> list[str]:
+    """Problems with the files ``config``'s method reads, for a run about to train ``model``."""
+    return pruner_class(config.method).input_problems(config, model)
 
 
 def check_budget(config: BasePrunerConfig, max_steps: int | None) -> list[str]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from movprune.models import ResolvedModel
 from movprune.pruners.bias_correction import BiasCorrector
 from movprune.pruners.config import BasePrunerConfig
 from movprune.pruners.counting import prunable_linears
@@ -94,13 +95,25 @@ class Pruner:
     def check(cls, config: BasePrunerConfig) -> list[str]:
         """Problems with ``config`` for this method, one line each (empty when valid)."""
         problems = []
-        if cls.NEEDS_TARGET and config.remaining_pct is None:
+        if config.remaining_pct is None and cls.needs_target(config):
             problems.append(f"pruner.remaining_pct: method '{cls.name}' needs a target "
                             "(e.g. pruner.remaining_pct=10 to keep 10% of encoder weights)")
         if config.bias_correction and not cls.MASKS_WEIGHTS:
             problems.append(f"pruner.bias_correction: method '{cls.name}' removes no weights, so there is "
                             "nothing to correct; drop the key or pick a pruning method")
         return problems
+
+    @classmethod
+    def needs_target(cls, config: BasePrunerConfig) -> bool:
+        """Whether ``config`` needs ``remaining_pct`` (:attr:`NEEDS_TARGET`, unless another budget it sets decides)."""
+        return cls.NEEDS_TARGET
+
+    @classmethod
+    def input_problems(cls, config: BasePrunerConfig, model: ResolvedModel) -> list[str]:
+        """Problems with the files ``config`` names (e.g. a lookup table) for a run about to train
+        ``model``, one line each. Checked with the run's data and model, before training (also under
+        ``--dry-run``), never when a finished run's recipe is read again: :meth:`check` reads no file."""
+        return []
 
     @classmethod
     def check_budget(cls, config: BasePrunerConfig, max_steps: int | None) -> list[str]:

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from movprune.errors import RecipeError
+from movprune.models import ResolvedModel
+from movprune.pruners import latency_budget
 from movprune.pruners.base import MaskedWeight, Pruner
 from movprune.pruners.config import BasePrunerConfig, FisherConfig
 from movprune.pruners.counting import prunable_linears
@@ -40,7 +41,7 @@ from movprune.pruners.fisher_search import (
     top_masks,
 )
 from movprune.pruners.grouping import Grouping
-from movprune.pruners.latency import BUILD_HINT, LatencyTable, LatencyTableError, TableDims, load_table
+from movprune.pruners.latency import LatencyTable, TableDims
 from movprune.pruners.rescale import LayerParts, rescale_layers
 from movprune.pruners.schedule import OneShotSchedule, Schedule
 from movprune.pruners.topk import kept_count
@@ -96,27 +97,27 @@ class FisherPruner(Pruner):
             problems.append(f"pruner.pattern: method 'fisher' prunes whole attention heads and FFN neurons, so "
                             f"its pattern is hybrid, not '{config.pattern}'; remove the key or set "
                             "pruner.pattern=hybrid")
-        return problems + cls.latency_problems(config)
+        return problems + latency_budget.key_problems(config)
 
     @classmethod
-    def latency_problems(cls, config: FisherConfig) -> list[str]:
-        """A latency budget without a table, a table that cannot be read, or a budget below the
-        latency of the smallest model (no head, no neuron) the table predicts."""
+    def needs_target(cls, config: BasePrunerConfig) -> bool:
+        return config.latency_ms is None and config.flops_pct is None
+
+    @classmethod
+    def input_problems(cls, config: BasePrunerConfig, model: ResolvedModel) -> list[str]:
         if config.latency_table is None:
-            if config.latency_ms is None:
-                return []
-            return [f"pruner.latency_ms: {config.latency_ms:g} ms is a latency measured on a lookup table; set "
-                    f"pruner.latency_table=PATH too ({BUILD_HINT})"]
-        try:
-            table, _ = load_table(config.latency_table)
-        except LatencyTableError as e:
-            return [f"pruner.latency_table: {e}"]
-        if config.latency_ms is not None and config.latency_ms < table.empty_model_ms:
-            return [f"pruner.latency_ms: {config.latency_ms:g} ms is below the {table.empty_model_ms:g} ms that "
-                    f"the smallest model (no head, no neuron) takes by {config.latency_table} ({table.stated_at()}); "
-                    f"set pruner.latency_ms to at least {table.empty_model_ms:g} (the unpruned model takes "
-                    f"{table.dense_ms():.4g} ms)"]
-        return []
+            return []
+        return latency_budget.input_problems(config, latency_budget.dims_of_config(model.load_config()))
+
+    @property
+    def target_remaining_pct(self) -> float | None:
+        """None when ``remaining_pct`` is 100 (or unset) and a FLOPs or latency budget decides: the run
+        is placed by the % of weights it keeps, not as a dense one."""
+        c = self.config
+        if (c.remaining_pct is None or c.remaining_pct >= 100.0) and (c.latency_ms is not None
+                                                                      or c.flops_pct is not None):
+            return None
+        return c.remaining_pct
 
     def make_schedule(self) -> Schedule:
         return OneShotSchedule((self.config.remaining_pct or 100.0) / 100.0)
@@ -134,20 +135,12 @@ class FisherPruner(Pruner):
 
     def read_latency_table(self) -> tuple[LatencyTable, str]:
         """The configured table and its sha256, checked against this model's shape."""
-        path = str(self.config.latency_table)
-        try:
-            table, digest = load_table(path)
-        except LatencyTableError as e:
-            raise RecipeError("pruner.latency_table", [str(e)]) from None
         pairs = self.layer_pairs()
         att, ffn = pairs[0][1], pairs[0][2]
         size, hidden = att.members[0].block
         dims = TableDims(num_hidden_layers=len(pairs), num_attention_heads=att.num_groups, attention_head_size=size,
                          hidden_size=hidden, intermediate_size=ffn.num_groups)
-        if table.dims != dims:
-            raise RecipeError(path, [f"pruner.latency_table: measured for a model of {table.dims.describe()}, but "
-                                     f"this model has {dims.describe()}; {BUILD_HINT} (MODEL: this run's model)"])
-        return table, digest
+        return latency_budget.read_table(self.config, dims)
 
     # -- the layers as pairs of groupings -----------------------------------------------------------
     def layer_pairs(self) -> list[tuple[str, Grouping, Grouping]]:
@@ -275,15 +268,9 @@ class FisherPruner(Pruner):
         """The latency the table predicts for the kept heads and neurons, and which table it was."""
         if self._latency is None:
             return {}
-        table, digest = self._latency
         pairs = self.layer_pairs()
-        predicted = table.predict_ms([int(keep[a.name].sum()) for _, a, _ in pairs],
-                                     [int(keep[f.name].sum()) for _, _, f in pairs])
-        return {"latency_predicted_ms": round(predicted, 4), "latency_dense_predicted_ms": round(table.dense_ms(), 4),
-                "latency_budget_ms": self.config.latency_ms, "latency_table": str(self.config.latency_table),
-                "latency_table_sha256": digest, "latency_runtime": table.runtime,
-                "latency_batch_size": table.batch_size, "latency_seq_tokens": table.seq_tokens,
-                "latency_threads": table.threads}
+        return latency_budget.describe(self.config, *self._latency, [int(keep[a.name].sum()) for _, a, _ in pairs],
+                                       [int(keep[f.name].sum()) for _, _, f in pairs])
 
     # -- the rest of the life cycle ----------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -130,29 +130,32 @@ def load_table(path: str | Path) -> tuple[LatencyTable, str]:
 def fit_block(points: Sequence[tuple[int, float]]) -> BlockFit:
     """The piecewise-linear fit of a block's measured ``(units, ms)`` points (``units`` 0 included).
 
-    For every candidate threshold (each measured unit count, and also a straight line through the
-    non-zero points) the constant is the mean of the points at or below it and the slope the least
-    squares one of the points above it through ``(threshold, constant)``, at least 0; the candidate
-    with the least squared error wins (the smallest threshold on a tie)."""
+    For every candidate threshold ``t`` (each measured unit count above 0) the constant ``c`` and the
+    slope ``s`` of ``c`` up to ``t``, ``c + s (units - t)`` above, are the least squares ones over all
+    the points above 0 (a regression on ``max(0, units - t)``); when that slope is negative, ``s = 0``
+    and ``c`` is the mean; when the constant is negative, ``c = 0`` and ``s`` is the least squares
+    slope from ``(t, 0)`` (both are the least squares fit under ``c >= 0``, ``s >= 0``). The smallest
+    ``t`` makes the fit a straight line through all of them. The candidate with the least squared
+    error wins (the smallest threshold on a tie)."""
     zero = [ms for units, ms in points if units == 0]
     rest = sorted((int(u), float(ms)) for u, ms in points if u > 0)
     if len(zero) != 1 or not rest:
         raise ValueError("a block's points need exactly one at 0 units and at least one above")
+    n = len(rest)
+    mean_ms = sum(ms for _, ms in rest) / n
     best: tuple[float, int, float, float] | None = None
-    for j in range(len(rest)):
-        threshold = rest[j][0]
-        constant = sum(ms for _, ms in rest[: j + 1]) / (j + 1)
-        above = rest[j + 1:]
-        den = sum((u - threshold) ** 2 for u, _ in above)
-        slope = max(0.0, sum((u - threshold) * (ms - constant) for u, ms in above) / den) if den else 0.0
+    for threshold, _ in rest:
+        above = [max(0, u - threshold) for u, _ in rest]
+        mean_above = sum(above) / n
+        den = sum((d - mean_above) ** 2 for d in above)
+        slope = sum((d - mean_above) * (ms - mean_ms) for d, (_, ms) in zip(above, rest)) / den if den else 0.0
+        if slope < 0:
+            slope = 0.0
+        constant = mean_ms - slope * mean_above
+        if constant < 0:  # the best fit with c = 0: the slope through (t, 0)
+            constant = 0.0
+            slope = max(0.0, sum(d * ms for d, (_, ms) in zip(above, rest)) / sum(d * d for d in above))
         best = _better(best, rest, threshold, constant, slope)
-    if len(rest) >= 2:  # the straight line, its intercept free, written from the first point on
-        n = len(rest)
-        mean_u, mean_ms = sum(u for u, _ in rest) / n, sum(ms for _, ms in rest) / n
-        slope = max(0.0, sum((u - mean_u) * (ms - mean_ms) for u, ms in rest) / sum((u - mean_u) ** 2 for u, _ in rest))
-        constant = mean_ms + slope * (rest[0][0] - mean_u)
-        if constant >= 0:
-            best = _better(best, rest, rest[0][0], constant, slope)
     assert best is not None
     _, threshold, constant, slope = best
     return BlockFit(zero_ms=zero[0], threshold_units=threshold, constant_ms=constant, slope_ms_per_unit=slope)

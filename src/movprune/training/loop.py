@@ -35,15 +35,21 @@ from movprune.training.window import LogWindow
 __all__ = ["build_optimizer", "check_inputs", "evaluate_all", "run", "train_step"]
 
 
-def check_inputs(recipe: Recipe, source: str = "recipe") -> None:
-    """Fail early, before any training, on missing data files or an unresolvable model."""
+def check_inputs(recipe: Recipe, source: str = "recipe", *, resume: bool = False) -> None:
+    """Fail early, before any training, on missing data files, an unresolvable model or a file the
+    pruner reads (a latency table). With ``resume`` and a finished run, the pruner's files are not
+    checked: the run is not trained again (its table may have moved since)."""
     task = tasks.get_task(recipe.task, recipe.dataset)
     splits = [recipe.train_split] + [s for s, _ in task.evaluation_splits(recipe.eval_split)]
     problems = task.check_data(recipe.data_dir, splits)
     if problems:
         raise RecipeError(source, problems)
     guards.check_output_dir(recipe.output_dir, source)
-    check_encoder(resolve_model(recipe.model))
+    model = resolve_model(recipe.model)
+    check_encoder(model)
+    trains = not (resume and results.is_finished(recipe.run_dir) and not run_folder.unfinished_staging(recipe.run_dir))
+    if trains and (problems := pruners.check_inputs(recipe.pruner, model)):
+        raise RecipeError(source, problems)
     distill.check_teacher(recipe)
     check_data(task, recipe)
     tracking.check_available(recipe, source)
@@ -109,7 +115,7 @@ def _run(recipe: Recipe, *, force: bool, resume: bool, observer: Observer | None
     from accelerate.utils import DataLoaderConfiguration
 
     obs = observer or SilentObserver()
-    check_inputs(recipe)
+    check_inputs(recipe, resume=resume)
     state = distributed.init_process_state()  # before the teacher: it may train on every process
     processes.check_batch_split(recipe, state.num_processes)
     if not state.is_main_process:  # one process reports progress

@@ -44,12 +44,13 @@ def _shown_path(text: str) -> str:
 
 
 def run_level(result: dict[str, Any]) -> float:
-    """The row a run belongs to: its target remaining %, else the recipe's, else the measured one
-    (rounded to 0.1, for methods whose sparsity follows from a penalty)."""
-    for value in (result.get("target_remaining_pct"),
-                  (result.get("pruner_config") or {}).get("remaining_pct")):
-        if value is not None:
-            return round(float(value), 4)
+    """The row a run belongs to: its target remaining %, else the measured one (rounded to 0.1), for
+    methods whose sparsity follows from a penalty or from another budget (a latency); the recipe's
+    ``remaining_pct`` only for a result that records no target at all."""
+    value = result["target_remaining_pct"] if "target_remaining_pct" in result else \
+        (result.get("pruner_config") or {}).get("remaining_pct")
+    if value is not None:
+        return round(float(value), 4)
     return round(float(result["remaining_pct"]), 1)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from movprune import results
 from movprune.errors import RecipeError
 from movprune.experiments.sweep.axes import GridAxis, _unique
 from movprune.recipe import Recipe, _parse_override, apply_overrides, read_recipe_data, validate_recipe
@@ -299,15 +300,17 @@ def _merge_problems(per_combo: dict[str, list[str]]) -> list[str]:
 
 
 def _check_inputs_once(plan: list[SweepRun], source: str) -> None:
-    """Data files and model of every distinct setting, before anything trains."""
+    """Data files, model and the pruner's files (a latency table) of every distinct setting, before
+    anything trains; a finished run, which the sweep skips, is not checked for its pruner's files."""
     from movprune.training import check_inputs
 
     seen = set()
     for run in plan:
         r = run.recipe
+        finished = results.is_finished(r.run_dir)
         key = (r.task, None if r.dataset is None else r.dataset.model_dump_json(), r.data_dir,
                r.train_split, r.eval_split, r.model,
-               None if r.distill is None else r.distill.model_dump_json())
+               None if r.distill is None else r.distill.model_dump_json(), r.pruner.model_dump_json(), finished)
         if key not in seen:
             seen.add(key)
-            check_inputs(r, source)
+            check_inputs(r, source, resume=True)
