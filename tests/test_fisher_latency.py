@@ -283,7 +283,7 @@ def test_the_benchmark_writes_a_table_the_pruner_reads(tmp_path, runtime):
         pytest.importorskip("onnxruntime")
     out = tmp_path / "table.json"
     done = subprocess.run([sys.executable, "benchmarks/latency_table.py", "--model", "tiny-random-bert", "--batch-size",
-                           "2", "--seq-tokens", "8", "--neuron-step", "100", "--repeats", "1", "--check", "1",
+                           "2", "--seq-tokens", "8", "--neuron-step", "100", "--repeats", "3", "--check", "1",
                            "--runtime", runtime, "--out", str(out)], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert done.returncode == 0, done.stderr
