@@ -198,8 +198,8 @@ budget_lane_b() {
     until [ -f "$dense/result.json" ]; do sleep 30; done
     "$MOVPRUNE" sweep src/movprune/recipes/cpu/sst2-fisher.yaml --pruners fisher --remaining 50 \
         --seeds 42 "model=$dense/model" "output_dir=$out" "name=steps-$steps-fisher"
-    # ... and with a 300-step recovery (mask fixed), distilled from that dense run.
-    "$MOVPRUNE" sweep src/movprune/recipes/cpu/sst2-fisher.yaml --pruners fisher --remaining 50 \
+    # ... and with a 300-step recovery (mask fixed), distilled from that dense run, also at 25%.
+    "$MOVPRUNE" sweep src/movprune/recipes/cpu/sst2-fisher.yaml --pruners fisher --remaining 50,25 \
         --seeds 42 "model=$dense/model" "output_dir=$out" "name=steps-$steps-fisher-distill" \
         train.max_steps=300 train.lr=1e-4 "distill.teacher=$dense"
 }
