@@ -57,7 +57,8 @@ def test_every_registered_method_has_a_config_class_and_no_other():
     assert METHOD_SPECIFIC_KEYS == {"scores_lr", "scores_init", "scores_init_from", "lambda_final",
                                     "sigmoid_threshold_initial", "sigmoid_threshold_final",
                                     "sensitivity_beta1", "sensitivity_beta2", "calibration_samples", "rearrange",
-                                    "rescale", "flops_pct", "flops_seq_tokens", "rescale_damping"}
+                                    "rescale", "flops_pct", "flops_seq_tokens", "rescale_damping",
+                                    "latency_table", "latency_ms"}
     assert pruners.methods_taking("scores_init") == ["movement", "soft_movement", "l0"]
     assert pruners.methods_taking("scope") == pruners.method_names()
     assert pruners.methods_taking("scores_lrr") == []
