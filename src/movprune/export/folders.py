@@ -12,6 +12,7 @@ import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from movprune.errors import ExportError, ForeignFolderError, ResultExistsError
 from movprune.io import staged_dir
@@ -21,6 +22,19 @@ from movprune.run_folder import MARKER_FILE
 #: Written into every export: its format, source run and check against the dense model. Its
 #: presence is what marks a folder as an export movprune made (and may replace with ``--force``).
 EXPORT_INFO = "movprune_export.json"
+
+
+def read_format_manifest(folder: Path, filename: str, kind: str, format_name: str, version: int) -> dict[str, Any]:
+    """``folder/filename``, the manifest of a ``kind`` export (e.g. ``sparse``) in format
+    ``format_name`` version ``version``; :class:`ExportError` if it is absent, unreadable or foreign."""
+    path = Path(folder) / filename
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExportError(f"{folder}: not a {kind} export ({filename}: {e})") from None
+    if manifest.get("format") != format_name or manifest.get("version") != version:
+        raise ExportError(f"{path}: unsupported format {manifest.get('format')} v{manifest.get('version')}")
+    return manifest
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -33,6 +33,7 @@ from torch import nn
 from movprune.errors import ExportError
 from movprune.export import bench, compact_bert
 from movprune.export.compact import MODELING_FILE
+from movprune.export.folders import read_format_manifest
 from movprune.export.sparse import tied_targets
 
 INT8_WEIGHTS = "int8_model.safetensors"
@@ -110,14 +111,7 @@ def is_int8_folder(folder: str | Path) -> bool:
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     """``int8_config.json`` of a compact int8 export; :class:`ExportError` if absent or foreign."""
-    path = Path(folder) / INT8_CONFIG
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ExportError(f"{folder}: not a compact int8 export ({INT8_CONFIG}: {e})") from None
-    if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
-        raise ExportError(f"{path}: unsupported format {manifest.get('format')} v{manifest.get('version')}")
-    return manifest
+    return read_format_manifest(folder, INT8_CONFIG, "compact int8", FORMAT_NAME, FORMAT_VERSION)
 
 
 def _new_compact(architecture: str, folder: Path) -> nn.Module:

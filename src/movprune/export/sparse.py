@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from movprune.errors import ExportError
+from movprune.export.folders import read_format_manifest
 from movprune.pruners.counting import prunable_linears
 
 SPARSE_WEIGHTS = "sparse_model.safetensors"
@@ -232,14 +233,7 @@ def _new_model(architecture: str, folder: Path) -> nn.Module:
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     """``sparse_config.json`` of a sparse export; raises :class:`ExportError` if absent or foreign."""
-    path = Path(folder) / SPARSE_CONFIG
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ExportError(f"{folder}: not a sparse export ({SPARSE_CONFIG}: {e})") from None
-    if manifest.get("format") != FORMAT_NAME or manifest.get("version") != FORMAT_VERSION:
-        raise ExportError(f"{path}: unsupported format {manifest.get('format')} v{manifest.get('version')}")
-    return manifest
+    return read_format_manifest(folder, SPARSE_CONFIG, "sparse", FORMAT_NAME, FORMAT_VERSION)
 
 
 @torch.no_grad()
