@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -242,11 +243,16 @@ def test_zero_steps_prunes_inspects_and_exports_compact(write_recipe, tmp_path, 
     assert config["intermediate_size_per_layer"] == list(summary["neurons_kept"].values())
 
 
-def test_from_a_finetuned_run_with_training_and_its_start_as_teacher(write_recipe, tmp_path):
+def _dense_start(write_recipe, tmp_path) -> Path:
+    """A 4-step dense fine-tune of the tiny recipe, run through the CLI; its model folder."""
     dense = write_recipe(pruner={"method": "none", "remaining_pct": None}, train={"max_steps": 4}, name="dense",
                          filename="dense.yaml")
     assert run_cli("run", str(dense)).returncode == 0
-    start = tmp_path / "results" / "dense" / "model"
+    return tmp_path / "results" / "dense" / "model"
+
+
+def test_from_a_finetuned_run_with_training_and_its_start_as_teacher(write_recipe, tmp_path):
+    start = _dense_start(write_recipe, tmp_path)
     recipe = write_recipe(model=str(start), name="pruned", train={"max_steps": 3},
                           pruner={"method": "fisher", "remaining_pct": 50, "calibration_samples": 32},
                           distill={"teacher": str(start)})
@@ -264,10 +270,7 @@ def test_from_a_finetuned_run_with_training_and_its_start_as_teacher(write_recip
 
 
 def test_the_task_head_of_a_finetuned_start_is_loaded_not_reinitialised(write_recipe, tmp_path):
-    dense = write_recipe(pruner={"method": "none", "remaining_pct": None}, train={"max_steps": 4}, name="dense",
-                         filename="dense.yaml")
-    assert run_cli("run", str(dense)).returncode == 0
-    start = tmp_path / "results" / "dense" / "model"
+    start = _dense_start(write_recipe, tmp_path)
     recipe = write_recipe(model=str(start), name="pruned", train={"max_steps": 0},
                           pruner={"method": "fisher", "remaining_pct": 60, "calibration_samples": 32})
     assert run_cli("run", str(recipe)).returncode == 0
